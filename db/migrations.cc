@@ -1,0 +1,108 @@
+// Numbered schema migrations (PRAGMA user_version). A migration is appended, never edited:
+// files written by any earlier release open and upgrade in order.
+#include <sqlite3.h>
+
+#include <array>
+#include <string>
+
+#include "db/catalogue.h"
+
+namespace tandem::db {
+namespace {
+
+// Index i holds the statements that take the schema from version i to i+1.
+constexpr std::array<const char*, 2> kMigrations{
+    // 1: the base catalogue.
+    R"sql(
+CREATE TABLE nodes(
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  address TEXT NOT NULL,
+  api_url TEXT NOT NULL,
+  state TEXT NOT NULL,
+  capacity_bytes INTEGER NOT NULL DEFAULT 0,
+  free_bytes INTEGER NOT NULL DEFAULT 0,
+  last_heartbeat_ms INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL);
+CREATE TABLE classes(
+  name TEXT PRIMARY KEY,
+  labels TEXT NOT NULL,
+  created_ms INTEGER NOT NULL);
+CREATE TABLE volumes(
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  size_bytes INTEGER NOT NULL,
+  block_size INTEGER NOT NULL,
+  class_name TEXT NOT NULL DEFAULT '',
+  labels TEXT NOT NULL,
+  generation INTEGER NOT NULL DEFAULT 1,
+  master_node TEXT NOT NULL,
+  state TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL);
+CREATE TABLE copies(
+  id TEXT PRIMARY KEY,
+  volume_id TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+  node_id TEXT NOT NULL REFERENCES nodes(id),
+  role TEXT NOT NULL,
+  state TEXT NOT NULL,
+  applied_seq INTEGER NOT NULL DEFAULT 0,
+  UNIQUE(volume_id, node_id));
+CREATE TABLE events(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_ms INTEGER NOT NULL,
+  volume TEXT NOT NULL DEFAULT '',
+  node TEXT NOT NULL DEFAULT '',
+  kind TEXT NOT NULL,
+  message TEXT NOT NULL);
+CREATE INDEX events_volume ON events(volume);
+)sql",
+    // 2: cluster-wide settings (token hash, cluster id), kept apart from the volumes.
+    R"sql(
+CREATE TABLE settings(
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL);
+)sql",
+};
+
+int user_version(sqlite3* db) {
+  sqlite3_stmt* st = nullptr;
+  int v = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW) {
+    v = sqlite3_column_int(st, 0);
+  }
+  sqlite3_finalize(st);
+  return v;
+}
+
+}  // namespace
+
+int Catalogue::latest_version() { return static_cast<int>(kMigrations.size()); }
+
+DbResult<void> migrate_to(sqlite3* db, int target) {
+  int v = user_version(db);
+  if (v < 0) return core::fail(DbError{DbErrc::kCorrupt, sqlite3_errmsg(db)});
+  if (v > Catalogue::latest_version()) {
+    return core::fail(DbError{DbErrc::kTooNew, "catalogue schema version " + std::to_string(v) +
+                                                   " is newer than this tandemd understands (" +
+                                                   std::to_string(Catalogue::latest_version()) +
+                                                   ")"});
+  }
+  for (; v < target; ++v) {
+    // Each step and its version bump commit together, so a crash leaves a whole version.
+    std::string sql = std::string("BEGIN IMMEDIATE;") + kMigrations[v] +
+                      "PRAGMA user_version = " + std::to_string(v + 1) + ";COMMIT;";
+    char* err = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown";
+      sqlite3_free(err);
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return core::fail(
+          DbError{DbErrc::kIo, "migration " + std::to_string(v + 1) + " failed: " + msg});
+    }
+  }
+  return {};
+}
+
+}  // namespace tandem::db

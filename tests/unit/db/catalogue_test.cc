@@ -1,0 +1,203 @@
+#include "db/catalogue.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace tandem::db {
+namespace {
+
+class CatalogueTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tandem-db-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "catalogue.db").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Catalogue> open() {
+    auto c = Catalogue::open(path_);
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+int raw_version(const std::string& path) {
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  sqlite3_step(st);
+  int v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+TEST_F(CatalogueTest, EmptyFileMigratesToLatestInWalMode) {
+  auto c = open();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->schema_version(), Catalogue::latest_version());
+  c.reset();
+  EXPECT_EQ(raw_version(path_), Catalogue::latest_version());
+  sqlite3* db = nullptr;
+  sqlite3_open(path_.c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+// A file written at every earlier schema version, holding data, opens and upgrades with its
+// data intact.
+TEST_F(CatalogueTest, EveryEarlierVersionUpgradesKeepingData) {
+  for (int v = 1; v < Catalogue::latest_version(); ++v) {
+    std::filesystem::remove(path_);
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    ASSERT_TRUE(migrate_to(raw, v).ok());
+    ASSERT_EQ(sqlite3_exec(raw,
+                           "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
+                           "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
+                           "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
+                           "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
+                           "'{\"tandem/replicas\":\"0\"}','n-id','healthy',1,1);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(raw);
+    ASSERT_EQ(raw_version(path_), v);
+    auto c = open();
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->schema_version(), Catalogue::latest_version()) << "from version " << v;
+    auto vol = c->transact<std::optional<VolumeRow>>(
+        [](Tx& tx) { return tx.volume_by_name("db1"); });
+    ASSERT_TRUE(vol.ok());
+    ASSERT_TRUE(vol->has_value());
+    EXPECT_EQ((*vol)->size_bytes, 1048576u);
+    EXPECT_EQ((*vol)->labels.at("tandem/replicas"), "0");
+  }
+}
+
+TEST_F(CatalogueTest, RefusesAFileFromTheFuture) {
+  sqlite3* raw = nullptr;
+  sqlite3_open(path_.c_str(), &raw);
+  sqlite3_exec(raw, "PRAGMA user_version = 999", nullptr, nullptr, nullptr);
+  sqlite3_close(raw);
+  auto c = Catalogue::open(path_);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().code, DbErrc::kTooNew);
+}
+
+TEST_F(CatalogueTest, RefusesAFileThatIsNotADatabase) {
+  {
+    std::ofstream f(path_);
+    f << std::string(4096, 'x');
+  }
+  auto c = Catalogue::open(path_);
+  EXPECT_FALSE(c.ok());
+}
+
+TEST_F(CatalogueTest, VolumeLifecycleAndUniqueNames) {
+  auto c = open();
+  ASSERT_TRUE(c);
+  auto r = c->transact<void>([](Tx& tx) -> DbResult<void> {
+    if (auto n = tx.upsert_node({"n-id", "n1", "127.0.0.1", "http://x", "online"}); !n) return n;
+    VolumeRow v;
+    v.id = "v1";
+    v.name = "db1";
+    v.size_bytes = 1 << 20;
+    v.labels = {{"a", "b"}};
+    v.master_node = "n-id";
+    if (auto i = tx.insert_volume(v); !i) return i;
+    return tx.insert_copy({"c1", "v1", "n-id", "master", "in-sync", 0});
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto dup = c->transact<void>([](Tx& tx) {
+    VolumeRow v;
+    v.id = "v2";
+    v.name = "db1";
+    v.master_node = "n-id";
+    return tx.insert_volume(v);
+  });
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error().code, DbErrc::kConflict);
+
+  auto copies = c->transact<std::vector<CopyRow>>([](Tx& tx) { return tx.copies_of("v1"); });
+  ASSERT_TRUE(copies.ok());
+  ASSERT_EQ(copies->size(), 1u);
+  EXPECT_EQ(copies->front().role, "master");
+
+  auto del = c->transact<void>([](Tx& tx) { return tx.delete_volume("v1"); });
+  ASSERT_TRUE(del.ok());
+  auto gone = c->transact<std::optional<VolumeRow>>([](Tx& tx) { return tx.volume_by_name("db1"); });
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST_F(CatalogueTest, FailedTransactionRollsBackEverything) {
+  auto c = open();
+  ASSERT_TRUE(c);
+  auto r = c->transact<void>([](Tx& tx) -> DbResult<void> {
+    if (auto e = tx.append_event({0, 0, "v", "n", "kind", "first"}); !e) return core::fail(e.error());
+    return core::fail(DbError{DbErrc::kIo, "injected"});
+  });
+  ASSERT_FALSE(r.ok());
+  auto ev = c->transact<std::vector<EventRow>>([](Tx& tx) { return tx.events(0, 100); });
+  ASSERT_TRUE(ev.ok());
+  EXPECT_TRUE(ev->empty());
+}
+
+TEST_F(CatalogueTest, EventsPageBySequence) {
+  auto c = open();
+  ASSERT_TRUE(c);
+  for (int i = 0; i < 5; ++i) {
+    auto r = c->transact<int64_t>([&](Tx& tx) {
+      return tx.append_event({0, 0, "db1", "n1", "k", "event " + std::to_string(i)});
+    });
+    ASSERT_TRUE(r.ok());
+  }
+  auto page = c->transact<std::vector<EventRow>>([](Tx& tx) { return tx.events(2, 2); });
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0].seq, 3);
+  EXPECT_EQ((*page)[0].message, "event 2");
+  EXPECT_GT((*page)[0].time_ms, 0);
+}
+
+TEST_F(CatalogueTest, ClassesAndSettingsSurviveReopen) {
+  {
+    auto c = open();
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(c->transact<void>([](Tx& tx) -> DbResult<void> {
+                   if (auto i = tx.insert_class({"fast", {{"tandem/replicas", "2"}}}); !i) return i;
+                   return tx.set_setting("k", "v");
+                 }).ok());
+  }
+  auto c = open();
+  ASSERT_TRUE(c);
+  auto cls = c->transact<std::optional<ClassRow>>([](Tx& tx) { return tx.class_by_name("fast"); });
+  ASSERT_TRUE(cls.ok() && cls->has_value());
+  EXPECT_EQ((*cls)->labels.at("tandem/replicas"), "2");
+  auto s = c->transact<std::optional<std::string>>([](Tx& tx) { return tx.setting("k"); });
+  ASSERT_TRUE(s.ok() && s->has_value());
+  EXPECT_EQ(**s, "v");
+  auto missing = c->transact<void>([](Tx& tx) { return tx.delete_class("nope"); });
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, DbErrc::kNotFound);
+}
+
+}  // namespace
+}  // namespace tandem::db
