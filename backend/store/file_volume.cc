@@ -1,0 +1,197 @@
+#include "backend/store/file_volume.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace tandem::backend {
+namespace {
+
+using core::IoResult;
+using core::IoStatus;
+
+IoResult from_errno(int err) {
+  if (err == ENOSPC || err == EDQUOT) return {IoStatus::kNoSpace};
+  return {IoStatus::kMediumError};
+}
+
+bool writes_allowed(core::VolumeState s, IoResult* why) {
+  switch (s) {
+    case core::VolumeState::kHealthy:
+    case core::VolumeState::kDegraded: return true;
+    case core::VolumeState::kReadOnly: *why = {IoStatus::kWriteProtected}; return false;
+    default: *why = {IoStatus::kNotReady}; return false;
+  }
+}
+
+IoResult pread_all(int fd, uint64_t off, std::span<std::byte> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return from_errno(errno);
+    }
+    if (n == 0) {  // beyond EOF of a file being grown: reads as zeros
+      std::memset(out.data() + done, 0, out.size() - done);
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::shared_ptr<FileVolume> FileVolume::open(const std::string& path, std::string uuid,
+                                             uint32_t block_size, IoPool& pool) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  std::shared_ptr<FileVolume> v(new FileVolume(fd, std::move(uuid), block_size, pool));
+  v->refresh_capacity();
+  return v;
+}
+
+FileVolume::FileVolume(int fd, std::string uuid, uint32_t block_size, IoPool& pool)
+    : fd_(fd), uuid_(std::move(uuid)), block_size_(block_size), pool_(pool) {}
+
+FileVolume::~FileVolume() {
+  ::fdatasync(fd_);
+  ::close(fd_);
+}
+
+void FileVolume::refresh_capacity() {
+  struct stat st {};
+  if (::fstat(fd_, &st) == 0) {
+    blocks_.store(static_cast<uint64_t>(st.st_size) / block_size_, std::memory_order_release);
+  }
+}
+
+bool FileVolume::in_range(uint64_t lba, uint64_t blocks) const {
+  uint64_t cap = block_count();
+  return lba <= cap && blocks <= cap - lba;
+}
+
+IoResult FileVolume::pwrite_all(uint64_t off, std::span<const std::byte> data, bool fua) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n =
+        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(off + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return from_errno(errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (fua && ::fdatasync(fd_) != 0) return from_errno(errno);
+  return {};
+}
+
+void FileVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
+  if (state() == core::VolumeState::kOffline) return done({IoStatus::kNotReady});
+  if (out.size() % block_size_ || !in_range(lba, out.size() / block_size_)) {
+    return done({IoStatus::kOutOfRange});
+  }
+  pool_.post([self = shared_from_this(), lba, out, done = std::move(done)] {
+    done(pread_all(self->fd_, lba * self->block_size_, out));
+  });
+}
+
+void FileVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua, Done done) {
+  IoResult why;
+  if (!writes_allowed(state(), &why)) return done(why);
+  if (data.size() % block_size_ || !in_range(lba, data.size() / block_size_)) {
+    return done({IoStatus::kOutOfRange});
+  }
+  pool_.post([self = shared_from_this(), lba, data, fua, done = std::move(done)] {
+    std::shared_lock lock(self->caw_mu_);
+    done(self->pwrite_all(lba * self->block_size_, data, fua));
+  });
+}
+
+void FileVolume::flush(Done done) {
+  pool_.post([self = shared_from_this(), done = std::move(done)] {
+    done(::fdatasync(self->fd_) == 0 ? IoResult{} : from_errno(errno));
+  });
+}
+
+void FileVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
+  IoResult why;
+  if (!writes_allowed(state(), &why)) return done(why);
+  if (!in_range(lba, blocks)) return done({IoStatus::kOutOfRange});
+  if (blocks == 0) return done({});
+  pool_.post([self = shared_from_this(), lba, blocks, done = std::move(done)] {
+    std::shared_lock lock(self->caw_mu_);
+    // Punching a hole keeps the size and makes the range read back as zeros (LBPRZ).
+    int rc = ::fallocate(self->fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                         static_cast<off_t>(lba * self->block_size_),
+                         static_cast<off_t>(blocks * self->block_size_));
+    if (rc != 0 && errno == EOPNOTSUPP) {
+      // Filesystems without hole punching: write zeros instead, same visible result.
+      std::vector<std::byte> zeros(std::min<uint64_t>(blocks * self->block_size_, 1 << 20));
+      uint64_t off = lba * self->block_size_, left = blocks * self->block_size_;
+      while (left > 0) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(left, zeros.size()));
+        if (auto r = self->pwrite_all(off, {zeros.data(), n}, false); !r.ok()) return done(r);
+        off += n;
+        left -= n;
+      }
+      rc = 0;
+    }
+    done(rc == 0 ? IoResult{} : from_errno(errno));
+  });
+}
+
+void FileVolume::compare_and_write(uint64_t lba, std::span<const std::byte> compare,
+                                   std::span<const std::byte> data, bool fua, Done done) {
+  IoResult why;
+  if (!writes_allowed(state(), &why)) return done(why);
+  if (compare.size() != data.size() || data.size() % block_size_ ||
+      !in_range(lba, data.size() / block_size_)) {
+    return done({IoStatus::kOutOfRange});
+  }
+  pool_.post([self = shared_from_this(), lba, compare, data, fua, done = std::move(done)] {
+    std::unique_lock lock(self->caw_mu_);
+    std::vector<std::byte> current(compare.size());
+    uint64_t off = lba * self->block_size_;
+    if (auto r = pread_all(self->fd_, off, current); !r.ok()) return done(r);
+    for (size_t i = 0; i < current.size(); ++i) {
+      if (current[i] != compare[i]) return done({IoStatus::kMiscompare, i});
+    }
+    done(self->pwrite_all(off, data, fua));
+  });
+}
+
+void FileVolume::lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) {
+  if (!in_range(lba, 1)) return done({IoStatus::kOutOfRange}, {});
+  pool_.post([self = shared_from_this(), lba, max_blocks, done = std::move(done)] {
+    const uint64_t bs = self->block_size_;
+    const uint64_t end_lba = std::min(self->block_count(), lba + std::max<uint64_t>(max_blocks, 1));
+    std::vector<core::LbaExtent> out;
+    uint64_t pos = lba * bs, end = end_lba * bs;
+    while (pos < end) {
+      off_t data = ::lseek(self->fd_, static_cast<off_t>(pos), SEEK_DATA);
+      uint64_t data_at = data < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(data), end);
+      if (data_at / bs > pos / bs) {  // whole blocks of hole from pos to data_at
+        uint64_t a = pos / bs, b = data_at / bs;
+        out.push_back({a, b - a, false});
+        pos = b * bs;
+        continue;
+      }
+      off_t hole = ::lseek(self->fd_, static_cast<off_t>(pos), SEEK_HOLE);
+      uint64_t hole_at = hole < 0 ? end : std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+      uint64_t a = pos / bs, b = std::max(a + 1, (hole_at + bs - 1) / bs);
+      out.push_back({a, b - a, true});
+      pos = b * bs;
+    }
+    done({}, std::move(out));
+  });
+}
+
+}  // namespace tandem::backend

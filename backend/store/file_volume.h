@@ -1,0 +1,57 @@
+// FileVolume: a BlockVolume backed by one sparse file on this node (a volume with no
+// replicas, and later the local copy under a replicated master). Blocking calls run on the
+// shared IoPool; callbacks run on pool threads. COMPARE AND WRITE is atomic against every
+// other write of this volume (an exclusive range lock over the whole volume; writes take it
+// shared). The IoPool must outlive the volume; the volume must outlive its in-flight I/O
+// (hold it by shared_ptr: jobs keep a reference).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "backend/store/io_pool.h"
+#include "core/block_volume.h"
+
+namespace tandem::backend {
+
+class FileVolume : public core::BlockVolume, public std::enable_shared_from_this<FileVolume> {
+ public:
+  // Opens an existing image file. Returns nullptr (and errno set) when it cannot.
+  static std::shared_ptr<FileVolume> open(const std::string& path, std::string uuid,
+                                          uint32_t block_size, IoPool& pool);
+  ~FileVolume() override;
+
+  const std::string& uuid() const override { return uuid_; }
+  uint32_t block_size() const override { return block_size_; }
+  uint64_t block_count() const override { return blocks_.load(std::memory_order_acquire); }
+  core::VolumeState state() const override { return state_.load(std::memory_order_acquire); }
+
+  void read(uint64_t lba, std::span<std::byte> out, Done done) override;
+  void write(uint64_t lba, std::span<const std::byte> data, bool fua, Done done) override;
+  void flush(Done done) override;
+  void unmap(uint64_t lba, uint64_t blocks, Done done) override;
+  void compare_and_write(uint64_t lba, std::span<const std::byte> compare,
+                         std::span<const std::byte> data, bool fua, Done done) override;
+  void lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) override;
+
+  void set_state(core::VolumeState s) { state_.store(s, std::memory_order_release); }
+  // After the file was grown (FileStore::grow), publish the new capacity.
+  void refresh_capacity();
+
+ private:
+  FileVolume(int fd, std::string uuid, uint32_t block_size, IoPool& pool);
+  bool in_range(uint64_t lba, uint64_t blocks) const;
+  core::IoResult pwrite_all(uint64_t off, std::span<const std::byte> data, bool fua);
+
+  int fd_;
+  std::string uuid_;
+  uint32_t block_size_;
+  std::atomic<uint64_t> blocks_{0};
+  std::atomic<core::VolumeState> state_{core::VolumeState::kHealthy};
+  IoPool& pool_;
+  std::shared_mutex caw_mu_;
+};
+
+}  // namespace tandem::backend

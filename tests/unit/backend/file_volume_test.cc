@@ -1,0 +1,163 @@
+#include "backend/store/file_volume.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <future>
+
+#include "backend/store/file_store.h"
+
+namespace tandem::backend {
+namespace {
+
+using core::IoResult;
+using core::IoStatus;
+
+class FileVolumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tandem-store-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    store_ = std::make_unique<FileStore>(dir_.string());
+    ASSERT_TRUE(store_->init().ok());
+    ASSERT_TRUE(store_->create("v", 4 << 20).ok());
+    vol_ = FileVolume::open(store_->path_of("v"), "uuid-v", 512, pool_);
+    ASSERT_TRUE(vol_);
+  }
+  void TearDown() override {
+    vol_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  IoResult write(uint64_t lba, const std::vector<std::byte>& data, bool fua = false) {
+    std::promise<IoResult> p;
+    vol_->write(lba, data, fua, [&](IoResult r) { p.set_value(r); });
+    return p.get_future().get();
+  }
+  std::vector<std::byte> read(uint64_t lba, size_t blocks, IoResult* res = nullptr) {
+    std::vector<std::byte> out(blocks * 512);
+    std::promise<IoResult> p;
+    vol_->read(lba, out, [&](IoResult r) { p.set_value(r); });
+    IoResult r = p.get_future().get();
+    if (res) *res = r;
+    return out;
+  }
+  IoResult unmap(uint64_t lba, uint64_t blocks) {
+    std::promise<IoResult> p;
+    vol_->unmap(lba, blocks, [&](IoResult r) { p.set_value(r); });
+    return p.get_future().get();
+  }
+  std::vector<core::LbaExtent> status(uint64_t lba, uint64_t max) {
+    std::promise<std::vector<core::LbaExtent>> p;
+    vol_->lba_status(lba, max, [&](IoResult, std::vector<core::LbaExtent> e) { p.set_value(e); });
+    return p.get_future().get();
+  }
+
+  static std::vector<std::byte> pattern(size_t blocks, uint8_t seed) {
+    std::vector<std::byte> d(blocks * 512);
+    for (size_t i = 0; i < d.size(); ++i) d[i] = std::byte(static_cast<uint8_t>(seed + i * 7));
+    return d;
+  }
+
+  IoPool pool_{2};
+  std::filesystem::path dir_;
+  std::unique_ptr<FileStore> store_;
+  std::shared_ptr<FileVolume> vol_;
+};
+
+TEST_F(FileVolumeTest, NewFileIsSparseWithExactSize) {
+  struct stat st {};
+  ASSERT_EQ(::stat(store_->path_of("v").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 4 << 20);
+  EXPECT_EQ(st.st_blocks, 0);
+  EXPECT_EQ(vol_->block_count(), (4u << 20) / 512);
+}
+
+TEST_F(FileVolumeTest, WriteThenReadBack) {
+  auto d = pattern(8, 3);
+  ASSERT_TRUE(write(100, d, true).ok());
+  EXPECT_EQ(read(100, 8), d);
+  auto zeros = read(0, 8);
+  EXPECT_EQ(zeros, std::vector<std::byte>(8 * 512));
+}
+
+TEST_F(FileVolumeTest, OutOfRangeIsRefused) {
+  uint64_t last = vol_->block_count();
+  EXPECT_EQ(write(last, pattern(1, 1)).status, IoStatus::kOutOfRange);
+  EXPECT_EQ(write(last - 1, pattern(2, 1)).status, IoStatus::kOutOfRange);
+  EXPECT_EQ(write(UINT64_MAX - 1, pattern(2, 1)).status, IoStatus::kOutOfRange);
+  EXPECT_TRUE(write(last - 1, pattern(1, 1)).ok());
+  IoResult r;
+  read(last, 1, &r);
+  EXPECT_EQ(r.status, IoStatus::kOutOfRange);
+}
+
+TEST_F(FileVolumeTest, UnmapPunchesHolesThatReadAsZeros) {
+  ASSERT_TRUE(write(0, pattern(64, 9)).ok());
+  ASSERT_TRUE(unmap(8, 16).ok());
+  auto back = read(0, 64);
+  auto expect = pattern(64, 9);
+  std::fill(expect.begin() + 8 * 512, expect.begin() + 24 * 512, std::byte{0});
+  EXPECT_EQ(back, expect);
+  auto ext = status(0, 64);
+  ASSERT_FALSE(ext.empty());
+  EXPECT_EQ(ext[0].lba, 0u);
+  EXPECT_TRUE(ext[0].mapped);
+  bool saw_hole = false;
+  for (const auto& e : ext) saw_hole |= !e.mapped && e.lba >= 8 && e.lba + e.blocks <= 24;
+  EXPECT_TRUE(saw_hole);
+}
+
+TEST_F(FileVolumeTest, LbaStatusOfAFreshVolumeIsOneHole) {
+  auto ext = status(0, 1024);
+  ASSERT_EQ(ext.size(), 1u);
+  EXPECT_FALSE(ext[0].mapped);
+  EXPECT_EQ(ext[0].blocks, 1024u);
+}
+
+TEST_F(FileVolumeTest, CompareAndWrite) {
+  auto a = pattern(1, 1), b = pattern(1, 2);
+  ASSERT_TRUE(write(5, a).ok());
+  std::promise<IoResult> p1;
+  vol_->compare_and_write(5, a, b, false, [&](IoResult r) { p1.set_value(r); });
+  EXPECT_TRUE(p1.get_future().get().ok());
+  EXPECT_EQ(read(5, 1), b);
+  std::promise<IoResult> p2;
+  auto c = a;
+  vol_->compare_and_write(5, a, c, false, [&](IoResult r) { p2.set_value(r); });
+  IoResult r = p2.get_future().get();
+  EXPECT_EQ(r.status, IoStatus::kMiscompare);
+  EXPECT_EQ(r.miscompare_offset, 0u);  // pattern seeds differ at byte 0
+  EXPECT_EQ(read(5, 1), b);
+}
+
+TEST_F(FileVolumeTest, ReadOnlyAndHaltedRefuseWrites) {
+  vol_->set_state(core::VolumeState::kReadOnly);
+  EXPECT_EQ(write(0, pattern(1, 1)).status, IoStatus::kWriteProtected);
+  EXPECT_EQ(unmap(0, 1).status, IoStatus::kWriteProtected);
+  IoResult r;
+  read(0, 1, &r);
+  EXPECT_TRUE(r.ok());
+  vol_->set_state(core::VolumeState::kHalted);
+  EXPECT_EQ(write(0, pattern(1, 1)).status, IoStatus::kNotReady);
+}
+
+TEST_F(FileVolumeTest, GrowPublishesNewCapacityAndShrinkIsRefused) {
+  ASSERT_TRUE(store_->grow("v", 8 << 20).ok());
+  vol_->refresh_capacity();
+  EXPECT_EQ(vol_->block_count(), (8u << 20) / 512);
+  auto shrink = store_->grow("v", 1 << 20);
+  ASSERT_FALSE(shrink.ok());
+  EXPECT_EQ(shrink.error().code, StoreErrc::kShrink);
+  EXPECT_TRUE(store_->remove("v").ok());
+  EXPECT_FALSE(store_->exists("v"));
+  EXPECT_EQ(store_->create("v", 1 << 20).ok(), true);
+  EXPECT_EQ(store_->create("v", 1 << 20).error().code, StoreErrc::kExists);
+}
+
+}  // namespace
+}  // namespace tandem::backend
