@@ -1,0 +1,494 @@
+#include "mgmt/api/router.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include <charconv>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "db/catalogue.h"
+#include "mgmt/api/json_views.h"
+#include "mgmt/metrics.h"
+#include "mgmt/volume_service.h"
+
+namespace tandem::mgmt {
+namespace {
+
+using nlohmann::json;
+using Params = std::vector<std::string>;  // values of {placeholders}, in order
+
+HttpResponse json_response(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump();
+  return r;
+}
+
+HttpResponse error_response(const ApiError& e) {
+  json body{{"error", {{"code", e.code}, {"message", e.message}}}};
+  for (auto& [k, v] : e.details.items()) body["error"][k] = v;
+  return json_response(e.status, body);
+}
+
+// Parses a JSON object body; a non-object or malformed body is a 400.
+core::Result<json, ApiError> parse_object(const HttpRequest& req) {
+  json j = json::parse(req.body, nullptr, false);
+  if (j.is_discarded()) return core::fail(ApiError::bad_request("request body is not valid JSON"));
+  if (!j.is_object()) return core::fail(ApiError::bad_request("request body must be a JSON object"));
+  return j;
+}
+
+// Reads a size given as bytes (number) or text ("10GiB").
+core::Result<uint64_t, ApiError> size_field(const json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>();
+  if (v.is_string()) {
+    auto s = core::parse_size(v.get<std::string>());
+    if (!s) return core::fail(ApiError{422, "invalid_value", s.error().message, {{"field", "size"}}});
+    return *s;
+  }
+  return core::fail(
+      ApiError{422, "invalid_value", "size must be a byte count or text like \"10GiB\"",
+               {{"field", "size"}}});
+}
+
+// Settings given as first-class fields become labels (the volume's own).
+core::Result<std::map<std::string, std::optional<std::string>>, ApiError> label_changes(
+    const json& body, bool allow_null) {
+  std::map<std::string, std::optional<std::string>> out;
+  if (body.contains("labels")) {
+    const json& l = body["labels"];
+    if (!l.is_object()) {
+      return core::fail(ApiError{422, "invalid_value", "labels must be an object of strings",
+                                 {{"field", "labels"}}});
+    }
+    for (auto& [k, v] : l.items()) {
+      if (v.is_string()) {
+        out[k] = v.get<std::string>();
+      } else if (v.is_null() && allow_null) {
+        out[k] = std::nullopt;
+      } else {
+        return core::fail(ApiError{422, "invalid_value", "label '" + k + "' must be a string",
+                                   {{"field", "labels"}}});
+      }
+    }
+  }
+  auto as_text = [](const json& v) -> std::optional<std::string> {
+    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+    if (v.is_string()) return v.get<std::string>();
+    return std::nullopt;
+  };
+  struct Field {
+    const char* name;
+    std::string_view label;
+  };
+  for (Field f : {Field{"replicas", core::kLabelReplicas},
+                  Field{"failure_mode", core::kLabelFailureMode},
+                  Field{"failure_threshold", core::kLabelFailureThreshold}}) {
+    if (!body.contains(f.name)) continue;
+    auto t = as_text(body[f.name]);
+    if (!t) {
+      return core::fail(ApiError{422, "invalid_value", std::string(f.name) + " has the wrong type",
+                                 {{"field", f.name}}});
+    }
+    out[std::string(f.label)] = *t;
+  }
+  return out;
+}
+
+int64_t query_int(const HttpRequest& req, const std::string& key, int64_t dflt, bool* ok) {
+  auto it = req.query.find(key);
+  if (it == req.query.end() || it->second.empty()) return dflt;
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), v);
+  if (ec != std::errc() || p != it->second.data() + it->second.size() || v < 0) *ok = false;
+  return v;
+}
+
+bool match(const std::string& pattern, const std::string& path, Params* params) {
+  params->clear();
+  size_t pi = 0, si = 0;
+  while (pi < pattern.size() && si < path.size()) {
+    if (pattern[pi] == '{') {
+      size_t close = pattern.find('}', pi);
+      size_t seg_end = path.find('/', si);
+      if (seg_end == std::string::npos) seg_end = path.size();
+      if (seg_end == si) return false;
+      params->push_back(path.substr(si, seg_end - si));
+      pi = close + 1;
+      si = seg_end;
+      continue;
+    }
+    if (pattern[pi] != path[si]) return false;
+    ++pi;
+    ++si;
+  }
+  return pi == pattern.size() && si == path.size();
+}
+
+bool token_ok(const ApiContext& ctx, const std::string& authorization) {
+  static constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() <= kBearer.size() ||
+      authorization.compare(0, kBearer.size(), kBearer) != 0) {
+    return false;
+  }
+  std::string h = sha256_hex(authorization.substr(kBearer.size()));
+  return h.size() == ctx.token_sha256.size() &&
+         CRYPTO_memcmp(h.data(), ctx.token_sha256.data(), h.size()) == 0;
+}
+
+template <class T>
+HttpResponse or_error(const ApiResult<T>& r, int status, const std::function<json(const T&)>& f) {
+  if (!r) return error_response(r.error());
+  return json_response(status, f(r.value()));
+}
+
+using Handler = std::function<HttpResponse(const ApiContext&, const HttpRequest&, const Params&)>;
+
+struct Route {
+  RouteInfo info;
+  Handler handler;
+};
+
+db::DbResult<std::vector<db::NodeRow>> nodes_of(const ApiContext& ctx) {
+  return ctx.catalogue->transact<std::vector<db::NodeRow>>(
+      [](db::Tx& tx) { return tx.list_nodes(); });
+}
+
+HttpResponse db_failure(const db::DbError& e) {
+  return error_response(ApiError::internal("catalogue: " + e.message));
+}
+
+// ---- Handlers ----
+
+HttpResponse get_healthz(const ApiContext& ctx, const HttpRequest&, const Params&) {
+  return json_response(200, {{"status", "ok"}, {"node", ctx.node_name}});
+}
+
+HttpResponse get_metrics(const ApiContext& ctx, const HttpRequest&, const Params&) {
+  auto vols = ctx.volumes->list();
+  if (!vols) return error_response(vols.error());
+  uint64_t total = 0, free = 0;
+  if (auto t = ctx.volumes->store().total_bytes(); t) total = *t;
+  if (auto f = ctx.volumes->store().free_bytes(); f) free = *f;
+  HttpResponse r;
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = ctx.metrics->render(*vols, total, free);
+  return r;
+}
+
+HttpResponse get_openapi(const ApiContext&, const HttpRequest&, const Params&) {
+  HttpResponse r;
+  r.body = openapi_document();
+  return r;
+}
+
+HttpResponse get_cluster(const ApiContext& ctx, const HttpRequest&, const Params&) {
+  auto nodes = nodes_of(ctx);
+  if (!nodes) return db_failure(nodes.error());
+  auto vols = ctx.volumes->list();
+  if (!vols) return error_response(vols.error());
+  return json_response(200, cluster_json(ctx.node_name, *nodes, *vols));
+}
+
+HttpResponse get_nodes(const ApiContext& ctx, const HttpRequest&, const Params&) {
+  auto r = ctx.catalogue->transact<json>([](db::Tx& tx) -> db::DbResult<json> {
+    auto nodes = tx.list_nodes();
+    if (!nodes) return core::fail(nodes.error());
+    json out = json::array();
+    for (const auto& n : *nodes) {
+      auto copies = tx.copies_on(n.id);
+      if (!copies) return core::fail(copies.error());
+      out.push_back(node_json(n, copies->size()));
+    }
+    return json{{"nodes", out}};
+  });
+  if (!r) return db_failure(r.error());
+  return json_response(200, *r);
+}
+
+HttpResponse list_volumes(const ApiContext& ctx, const HttpRequest&, const Params&) {
+  auto r = ctx.volumes->list();
+  if (!r) return error_response(r.error());
+  auto nodes = nodes_of(ctx);
+  if (!nodes) return db_failure(nodes.error());
+  json out = json::array();
+  for (const auto& v : *r) out.push_back(volume_json(v, *nodes));
+  return json_response(200, {{"volumes", out}});
+}
+
+HttpResponse create_volume(const ApiContext& ctx, const HttpRequest& req, const Params&) {
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  CreateVolume spec;
+  const json& b = *body;
+  if (!b.contains("name") || !b["name"].is_string()) {
+    return error_response(ApiError{422, "invalid_value", "name is required", {{"field", "name"}}});
+  }
+  spec.name = b["name"].get<std::string>();
+  if (!b.contains("size")) {
+    return error_response(ApiError{422, "invalid_value", "size is required", {{"field", "size"}}});
+  }
+  auto size = size_field(b["size"]);
+  if (!size) return error_response(size.error());
+  spec.size_bytes = *size;
+  if (b.contains("block_size")) {
+    if (!b["block_size"].is_number_unsigned() || b["block_size"].get<uint64_t>() > 1u << 20) {
+      return error_response(ApiError{422, "invalid_value", "block_size must be 512 or 4096",
+                                     {{"field", "block_size"}}});
+    }
+    spec.block_size = b["block_size"].get<uint32_t>();
+  }
+  if (b.contains("class")) {
+    if (!b["class"].is_string()) {
+      return error_response(
+          ApiError{422, "invalid_value", "class must be a string", {{"field", "class"}}});
+    }
+    spec.class_name = b["class"].get<std::string>();
+  }
+  auto changes = label_changes(b, false);
+  if (!changes) return error_response(changes.error());
+  for (auto& [k, v] : *changes) spec.labels[k] = *v;
+  auto r = ctx.volumes->create(spec);
+  if (!r) return error_response(r.error());
+  auto nodes = nodes_of(ctx);
+  if (!nodes) return db_failure(nodes.error());
+  auto resp = json_response(201, volume_json(*r, *nodes));
+  resp.headers["Location"] = "/api/v1/volumes/" + spec.name;
+  return resp;
+}
+
+HttpResponse get_volume(const ApiContext& ctx, const HttpRequest&, const Params& p) {
+  auto r = ctx.volumes->get(p[0]);
+  if (!r) return error_response(r.error());
+  auto nodes = nodes_of(ctx);
+  if (!nodes) return db_failure(nodes.error());
+  return json_response(200, volume_json(*r, *nodes));
+}
+
+HttpResponse patch_volume(const ApiContext& ctx, const HttpRequest& req, const Params& p) {
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  UpdateVolume change;
+  for (auto& [k, v] : body->items()) {
+    if (k != "size" && k != "labels" && k != "replicas" && k != "failure_mode" &&
+        k != "failure_threshold") {
+      return error_response(
+          ApiError{422, "invalid_value", "field '" + k + "' cannot be changed", {{"field", k}}});
+    }
+  }
+  if (body->contains("size")) {
+    auto size = size_field((*body)["size"]);
+    if (!size) return error_response(size.error());
+    change.size_bytes = *size;
+  }
+  auto changes = label_changes(*body, true);
+  if (!changes) return error_response(changes.error());
+  change.labels = std::move(*changes);
+  auto r = ctx.volumes->update(p[0], change);
+  if (!r) return error_response(r.error());
+  auto nodes = nodes_of(ctx);
+  if (!nodes) return db_failure(nodes.error());
+  return json_response(200, volume_json(*r, *nodes));
+}
+
+HttpResponse delete_volume(const ApiContext& ctx, const HttpRequest&, const Params& p) {
+  auto r = ctx.volumes->remove(p[0]);
+  if (!r) return error_response(r.error());
+  HttpResponse resp;
+  resp.status = 204;
+  resp.content_type.clear();
+  return resp;
+}
+
+HttpResponse list_classes(const ApiContext& ctx, const HttpRequest&, const Params&) {
+  auto r = ctx.catalogue->transact<std::vector<db::ClassRow>>(
+      [](db::Tx& tx) { return tx.list_classes(); });
+  if (!r) return db_failure(r.error());
+  json out = json::array();
+  for (const auto& c : *r) out.push_back(class_json(c));
+  return json_response(200, {{"classes", out}});
+}
+
+HttpResponse get_class(const ApiContext& ctx, const HttpRequest&, const Params& p) {
+  auto r = ctx.catalogue->transact<std::optional<db::ClassRow>>(
+      [&](db::Tx& tx) { return tx.class_by_name(p[0]); });
+  if (!r) return db_failure(r.error());
+  if (!*r) return error_response(ApiError::not_found("class '" + p[0] + "' not found"));
+  return json_response(200, class_json(**r));
+}
+
+HttpResponse create_class(const ApiContext& ctx, const HttpRequest& req, const Params&) {
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  const json& b = *body;
+  if (!b.contains("name") || !b["name"].is_string() ||
+      !core::valid_object_name(b["name"].get<std::string>())) {
+    return error_response(ApiError{422, "invalid_value",
+                                   "class name must match [a-z0-9][a-z0-9-]{0,62}",
+                                   {{"field", "name"}}});
+  }
+  db::ClassRow c;
+  c.name = b["name"].get<std::string>();
+  auto changes = label_changes(b, false);
+  if (!changes) return error_response(changes.error());
+  for (auto& [k, v] : *changes) c.labels[k] = *v;
+  if (auto v = core::validate_labels(c.labels); !v) {
+    return error_response(ApiError{422, "invalid_value", v.error().message,
+                                   {{"field", v.error().field}}});
+  }
+  std::optional<ApiError> err;
+  auto r = ctx.catalogue->transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+    auto existing = tx.class_by_name(c.name);
+    if (!existing) return core::fail(existing.error());
+    if (*existing) {
+      err = ApiError::conflict("class '" + c.name + "' already exists");
+      return core::fail(db::DbError{db::DbErrc::kConflict, ""});
+    }
+    if (auto i = tx.insert_class(c); !i) return i;
+    std::string msg = "created with labels " + json(c.labels).dump();
+    if (auto e = tx.append_event({0, 0, "", ctx.node_name, "class-created", msg}); !e) {
+      return core::fail(e.error());
+    }
+    return {};
+  });
+  if (err) return error_response(*err);
+  if (!r) return db_failure(r.error());
+  return json_response(201, class_json(c));
+}
+
+HttpResponse delete_class(const ApiContext& ctx, const HttpRequest&, const Params& p) {
+  std::optional<ApiError> err;
+  auto r = ctx.catalogue->transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+    auto used = tx.volumes_in_class(p[0]);
+    if (!used) return core::fail(used.error());
+    if (*used > 0) {
+      err = ApiError::conflict("class '" + p[0] + "' is used by " + std::to_string(*used) +
+                               " volume(s)");
+      return core::fail(db::DbError{db::DbErrc::kConflict, ""});
+    }
+    if (auto d = tx.delete_class(p[0]); !d) {
+      if (d.error().code == db::DbErrc::kNotFound) {
+        err = ApiError::not_found("class '" + p[0] + "' not found");
+      }
+      return d;
+    }
+    if (auto e = tx.append_event({0, 0, "", ctx.node_name, "class-deleted", p[0]}); !e) {
+      return core::fail(e.error());
+    }
+    return {};
+  });
+  if (err) return error_response(*err);
+  if (!r) return db_failure(r.error());
+  HttpResponse resp;
+  resp.status = 204;
+  resp.content_type.clear();
+  return resp;
+}
+
+HttpResponse get_events(const ApiContext& ctx, const HttpRequest& req, const Params&) {
+  bool ok = true;
+  int64_t since = query_int(req, "since", 0, &ok);
+  int64_t limit = query_int(req, "limit", 100, &ok);
+  if (!ok || limit < 1 || limit > 1000) {
+    return error_response(
+        ApiError::bad_request("since must be a sequence number and limit 1-1000"));
+  }
+  auto r = ctx.catalogue->transact<std::vector<db::EventRow>>(
+      [&](db::Tx& tx) { return tx.events(since, limit); });
+  if (!r) return db_failure(r.error());
+  json out = json::array();
+  int64_t next = since;
+  for (const auto& e : *r) {
+    out.push_back(event_json(e));
+    next = e.seq;
+  }
+  return json_response(200, {{"events", out}, {"next", next}});
+}
+
+const std::vector<Route>& table() {
+  static const std::vector<Route> kRoutes{
+      {{"GET", "/healthz", false}, get_healthz},
+      {{"GET", "/metrics"}, get_metrics},
+      {{"GET", "/api/v1/openapi.json"}, get_openapi},
+      {{"GET", "/api/v1/cluster"}, get_cluster},
+      {{"GET", "/api/v1/nodes"}, get_nodes},
+      {{"GET", "/api/v1/volumes"}, list_volumes},
+      {{"POST", "/api/v1/volumes"}, create_volume},
+      {{"GET", "/api/v1/volumes/{name}"}, get_volume},
+      {{"PATCH", "/api/v1/volumes/{name}"}, patch_volume},
+      {{"DELETE", "/api/v1/volumes/{name}"}, delete_volume},
+      {{"GET", "/api/v1/classes"}, list_classes},
+      {{"POST", "/api/v1/classes"}, create_class},
+      {{"GET", "/api/v1/classes/{name}"}, get_class},
+      {{"DELETE", "/api/v1/classes/{name}"}, delete_class},
+      {{"GET", "/api/v1/events"}, get_events},
+  };
+  return kRoutes;
+}
+
+}  // namespace
+
+const std::vector<RouteInfo>& Router::routes() {
+  static const std::vector<RouteInfo> kInfo = [] {
+    std::vector<RouteInfo> out;
+    for (const auto& r : table()) out.push_back(r.info);
+    return out;
+  }();
+  return kInfo;
+}
+
+HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
+  *route = "unmatched";
+  Params params;
+  std::string allowed;
+  const Route* found = nullptr;
+  for (const auto& r : table()) {
+    if (!match(r.info.pattern, req.path, &params)) continue;
+    if (r.info.method == req.method) {
+      found = &r;
+      break;
+    }
+    allowed += (allowed.empty() ? "" : ", ") + r.info.method;
+  }
+  bool public_route = found && !found->info.needs_auth;
+  if (!public_route && !token_ok(ctx_, req.authorization)) {
+    auto resp = error_response(
+        {401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)"});
+    resp.headers["WWW-Authenticate"] = "Bearer";
+    return resp;
+  }
+  if (!found) {
+    if (!allowed.empty()) {
+      auto resp = error_response({405, "method_not_allowed",
+                                  req.method + " is not allowed on " + req.path});
+      resp.headers["Allow"] = allowed;
+      return resp;
+    }
+    return error_response(ApiError::not_found("no route for " + req.method + " " + req.path));
+  }
+  *route = found->info.pattern;
+  // Re-match to fill params for the chosen route (the loop may have moved past it).
+  match(found->info.pattern, req.path, &params);
+  try {
+    return found->handler(ctx_, req, params);
+  } catch (const json::exception& e) {
+    // The JSON boundary is the one place exceptions are expected (type mismatches).
+    return error_response(ApiError::bad_request(std::string("bad JSON value: ") + e.what()));
+  }
+}
+
+std::string sha256_hex(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[md[i] >> 4]);
+    out.push_back(kHex[md[i] & 15]);
+  }
+  return out;
+}
+
+}  // namespace tandem::mgmt

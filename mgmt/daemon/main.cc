@@ -1,0 +1,303 @@
+// tandemd: one Tandem storage node. Wires the catalogue, the local store, the REST API and
+// (with later issues) the iSCSI target and replication; owns start-up and clean shutdown.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <openssl/rand.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "backend/store/io_pool.h"
+#include "core/volume_spec.h"
+#include "db/catalogue.h"
+#include "mgmt/api/router.h"
+#include "mgmt/http/server.h"
+#include "mgmt/metrics.h"
+#include "mgmt/volume_service.h"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using namespace tandem;
+
+struct Options {
+  std::string node_name = "n1";
+  std::string bind = "127.0.0.1";
+  std::string data_dir = "./tandem-data";
+  uint16_t http_port = 8080;
+  uint16_t iscsi_port = 3260;
+  uint16_t repl_port = 5703;
+  std::string log_level = "info";
+  unsigned io_threads = 4;
+  unsigned http_threads = 2;
+  int heartbeat_ms = 1000;
+};
+
+// Holds an exclusive flock on DATA_DIR/tandemd.lock for the life of the process, so two
+// daemons never share a data dir (the kernel drops the lock if we die).
+int lock_data_dir(const std::string& dir) {
+  std::string path = dir + "/tandemd.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    std::cerr << "tandemd: cannot open " << path << ": " << std::strerror(errno) << "\n";
+    return -1;
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "?";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    std::cerr << "tandemd: data directory " << dir << " is in use by another tandemd (pid "
+              << pid << "); refusing to start\n";
+    ::close(fd);
+    return -1;
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    spdlog::warn("cannot record pid in {}", path);
+  }
+  return fd;
+}
+
+std::string random_hex(size_t bytes) {
+  std::vector<unsigned char> b(bytes);
+  if (RAND_bytes(b.data(), static_cast<int>(b.size())) != 1) {
+    std::cerr << "tandemd: no randomness available\n";
+    std::exit(1);
+  }
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (auto c : b) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
+std::string read_first_line(const std::string& path) {
+  std::ifstream f(path);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+bool write_private_file(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  return ok && ::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+// The admin token: created (and printed) once; afterwards only its hash is compared.
+// Deleting DATA_DIR/admin.token and restarting rotates it.
+std::optional<std::string> ensure_token(db::Catalogue& cat, const std::string& dir) {
+  std::string path = dir + "/admin.token";
+  std::string token = read_first_line(path);
+  bool fresh = token.empty();
+  if (fresh) {
+    token = random_hex(24);
+    if (!write_private_file(path, token + "\n")) {
+      spdlog::critical("cannot write {}: {}", path, std::strerror(errno));
+      return std::nullopt;
+    }
+  }
+  std::string hash = mgmt::sha256_hex(token);
+  auto r = cat.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+    auto cur = tx.setting("admin_token_sha256");
+    if (!cur) return core::fail(cur.error());
+    if (*cur && **cur == hash) return {};
+    if (auto s = tx.set_setting("admin_token_sha256", hash); !s) return s;
+    auto e = tx.append_event({0, 0, "", "", "token-created",
+                              fresh ? "admin token created" : "admin token taken from file"});
+    if (!e) return core::fail(e.error());
+    return {};
+  });
+  if (!r) {
+    spdlog::critical("catalogue: {}", r.error().message);
+    return std::nullopt;
+  }
+  if (fresh) {
+    std::cout << "admin token: " << token << "  (saved in " << path
+              << ", mode 0600; shown only once)" << std::endl;
+  }
+  return hash;
+}
+
+std::string node_id_for(const std::string& dir) {
+  std::string path = dir + "/node.id";
+  std::string id = read_first_line(path);
+  if (id.empty()) {
+    id = core::new_uuid();
+    write_private_file(path, id + "\n");
+  }
+  return id;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"tandemd: a Tandem replicated block-storage node"};
+  Options o;
+  app.add_option("--node-name", o.node_name, "this node's name")->capture_default_str();
+  app.add_option("--bind", o.bind, "address every port binds to")->capture_default_str();
+  app.add_option("--data-dir", o.data_dir, "catalogue, token and volume files")
+      ->capture_default_str();
+  app.add_option("--http-port", o.http_port, "REST API, console, metrics")->capture_default_str();
+  app.add_option("--iscsi-port", o.iscsi_port, "iSCSI target")->capture_default_str();
+  app.add_option("--repl-port", o.repl_port, "replication (TLS)")->capture_default_str();
+  app.add_option("--log-level", o.log_level, "trace|debug|info|warn|error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--io-threads", o.io_threads, "threads for disk I/O")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
+  app.add_option("--http-threads", o.http_threads, "threads for the HTTP server")
+      ->check(CLI::Range(1u, 16u))
+      ->capture_default_str();
+  app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval")
+      ->check(CLI::Range(100, 60000))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  if (!core::valid_object_name(o.node_name)) {
+    std::cerr << "tandemd: --node-name must match [a-z0-9][a-z0-9-]{0,62}\n";
+    return 2;
+  }
+
+  auto logger = spdlog::stderr_color_mt("tandemd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + o.node_name + "] %v");
+  spdlog::set_level(spdlog::level::from_str(o.log_level));
+
+  std::error_code ec;
+  fs::create_directories(o.data_dir, ec);
+  if (ec) {
+    std::cerr << "tandemd: cannot create " << o.data_dir << ": " << ec.message() << "\n";
+    return 1;
+  }
+  o.data_dir = fs::canonical(o.data_dir).string();
+  int lock_fd = lock_data_dir(o.data_dir);
+  if (lock_fd < 0) return 1;
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto cat = db::Catalogue::open(o.data_dir + "/catalogue.db");
+  if (!cat) {
+    spdlog::critical("catalogue: {}", cat.error().message);
+    return 1;
+  }
+  db::Catalogue& catalogue = **cat;
+  auto token_hash = ensure_token(catalogue, o.data_dir);
+  if (!token_hash) return 1;
+
+  std::string node_id = node_id_for(o.data_dir);
+  std::string api_url = "http://" + o.bind + ":" + std::to_string(o.http_port);
+  backend::IoPool io_pool(o.io_threads);
+  mgmt::VolumeService volumes(catalogue, io_pool, o.data_dir + "/volumes", node_id, o.node_name);
+
+  auto register_node = [&](const std::string& state) {
+    db::NodeRow n;
+    n.id = node_id;
+    n.name = o.node_name;
+    n.address = o.bind;
+    n.api_url = api_url;
+    n.state = state;
+    n.capacity_bytes = volumes.store().total_bytes().ok() ? *volumes.store().total_bytes() : 0;
+    n.free_bytes = volumes.store().free_bytes().ok() ? *volumes.store().free_bytes() : 0;
+    n.last_heartbeat_ms = db::now_ms();
+    return catalogue.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+      auto prev = tx.node_by_name(o.node_name);
+      if (!prev) return core::fail(prev.error());
+      if (*prev && (*prev)->id != node_id) {
+        return core::fail(db::DbError{db::DbErrc::kConflict,
+                                      "node name '" + o.node_name + "' belongs to another node"});
+      }
+      if (auto u = tx.upsert_node(n); !u) return u;
+      bool changed = !*prev || (*prev)->state != state;
+      if (changed) {
+        auto e = tx.append_event({0, 0, "", o.node_name, "node-" + state,
+                                  "node " + o.node_name + " at " + o.bind + " is " + state});
+        if (!e) return core::fail(e.error());
+      }
+      return {};
+    });
+  };
+  if (auto r = volumes.store().init(); !r) {
+    spdlog::critical("store: {}", r.error().message);
+    return 1;
+  }
+  if (auto r = register_node("online"); !r) {
+    spdlog::critical("catalogue: {}", r.error().message);
+    return 1;
+  }
+  if (auto r = volumes.recover(); !r) {
+    spdlog::critical("recovery: {}", r.error().message);
+    return 1;
+  }
+
+  mgmt::Metrics metrics;
+  mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, *token_hash, o.node_name};
+  mgmt::Router router(ctx);
+  asio::io_context ioc;
+  mgmt::HttpServer http(ioc, router, metrics,
+                        {o.bind, o.http_port, 1 << 20, 30, 30});
+  if (auto err = http.start(); !err.empty()) {
+    spdlog::critical("http: {}", err);
+    return 1;
+  }
+
+  asio::steady_timer heartbeat(ioc);
+  std::function<void()> beat = [&] {
+    heartbeat.expires_after(std::chrono::milliseconds(o.heartbeat_ms));
+    heartbeat.async_wait([&](boost::system::error_code e) {
+      if (e) return;
+      if (auto r = register_node("online"); !r) spdlog::warn("heartbeat: {}", r.error().message);
+      beat();
+    });
+  };
+  beat();
+
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code e, int sig) {
+    if (e) return;
+    spdlog::info("signal {}: stopping (finishing in-flight requests)", sig);
+    heartbeat.cancel();
+    http.stop([&] { ioc.stop(); });
+  });
+
+  spdlog::info("node {} ({}) ready: API {}/api/v1, data {}", o.node_name, node_id, api_url,
+               o.data_dir);
+  std::cout << "tandemd " << o.node_name << " ready: API " << api_url << "/api/v1" << std::endl;
+
+  std::vector<std::thread> threads;
+  for (unsigned i = 1; i < o.http_threads; ++i) threads.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : threads) t.join();
+
+  volumes.flush_all();
+  if (auto r = register_node("offline"); !r) spdlog::warn("catalogue: {}", r.error().message);
+  catalogue.checkpoint();
+  spdlog::info("stopped cleanly");
+  ::close(lock_fd);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return run(argc, argv); }

@@ -1,0 +1,61 @@
+#include "mgmt/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <map>
+
+#include "mgmt/volume_service.h"
+
+namespace tandem::mgmt {
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  requests_ = &prometheus::BuildCounter()
+                   .Name("tandem_http_requests_total")
+                   .Help("HTTP requests served, by method, route and status code")
+                   .Register(*registry_);
+  latency_ = &prometheus::BuildHistogram()
+                  .Name("tandem_http_request_duration_seconds")
+                  .Help("HTTP request handling time, by route")
+                  .Register(*registry_);
+  volumes_ = &prometheus::BuildGauge()
+                  .Name("tandem_volumes")
+                  .Help("Volumes in the catalogue, by state")
+                  .Register(*registry_);
+  capacity_ = &prometheus::BuildGauge()
+                   .Name("tandem_capacity_bytes")
+                   .Help("Capacity: provisioned volume bytes and this node's store size/free")
+                   .Register(*registry_);
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::observe_request(const std::string& method, const std::string& route, int status,
+                              double seconds) {
+  requests_->Add({{"method", method}, {"route", route}, {"code", std::to_string(status)}})
+      .Increment();
+  static const prometheus::Histogram::BucketBoundaries kBuckets{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+  latency_->Add({{"route", route}}, kBuckets).Observe(seconds);
+}
+
+std::string Metrics::render(const std::vector<VolumeView>& volumes, uint64_t store_total_bytes,
+                            uint64_t store_free_bytes) {
+  std::map<std::string, double> by_state{
+      {"healthy", 0}, {"degraded", 0}, {"read-only", 0}, {"halted", 0}, {"offline", 0}};
+  double provisioned = 0;
+  for (const auto& v : volumes) {
+    by_state[v.row.state] += 1;
+    provisioned += static_cast<double>(v.row.size_bytes);
+  }
+  for (const auto& [state, n] : by_state) volumes_->Add({{"state", state}}).Set(n);
+  capacity_->Add({{"kind", "provisioned"}}).Set(provisioned);
+  capacity_->Add({{"kind", "store_total"}}).Set(static_cast<double>(store_total_bytes));
+  capacity_->Add({{"kind", "store_free"}}).Set(static_cast<double>(store_free_bytes));
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace tandem::mgmt

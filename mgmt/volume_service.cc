@@ -1,0 +1,386 @@
+#include "mgmt/volume_service.h"
+
+#include <spdlog/spdlog.h>
+
+namespace tandem::mgmt {
+namespace {
+
+using db::DbResult;
+using db::Tx;
+
+ApiError from_db(const db::DbError& e) {
+  switch (e.code) {
+    case db::DbErrc::kConflict: return ApiError::conflict(e.message);
+    case db::DbErrc::kNotFound: return ApiError::not_found(e.message);
+    default: return ApiError::internal("catalogue: " + e.message);
+  }
+}
+
+ApiError from_store(const backend::StoreError& e) {
+  if (e.code == backend::StoreErrc::kNoSpace) {
+    return ApiError{507, "insufficient_storage", e.message};
+  }
+  return ApiError::internal("store: " + e.message);
+}
+
+ApiError from_invalid(const core::InvalidValue& e) {
+  ApiError err = ApiError::invalid(e.message);
+  err.details["field"] = e.field;
+  return err;
+}
+
+// Runs fn in one catalogue transaction and converts its error. The callback returns an
+// ApiResult; a failure rolls back.
+template <class T, class F>
+ApiResult<T> in_tx(db::Catalogue& cat, F fn) {
+  std::optional<ApiError> api_err;
+  auto r = cat.transact<T>([&](Tx& tx) -> DbResult<T> {
+    ApiResult<T> inner = fn(tx);
+    if (!inner) {
+      api_err = inner.error();
+      return core::fail(db::DbError{db::DbErrc::kIo, "rolled back"});
+    }
+    if constexpr (std::is_void_v<T>) {
+      return {};
+    } else {
+      return std::move(inner).value();
+    }
+  });
+  if (api_err) return core::fail(*api_err);
+  if (!r) return core::fail(from_db(r.error()));
+  if constexpr (std::is_void_v<T>) {
+    return {};
+  } else {
+    return std::move(r).value();
+  }
+}
+
+ApiError insufficient_nodes(const core::VolumeSettings& s, int available) {
+  int need = core::nodes_required(s);
+  ApiError e{409, "insufficient_nodes",
+             "volume needs " + std::to_string(need) + " nodes (master + " +
+                 std::to_string(s.replicas) + " replicas) but the cluster has " +
+                 std::to_string(available) + " online; its failure mode '" +
+                 core::to_string(s.failure_mode) + "' needs " +
+                 std::to_string(core::nodes_for_ha(s)) + " for high availability"};
+  e.details["nodes_required"] = need;
+  e.details["nodes_for_ha"] = core::nodes_for_ha(s);
+  e.details["nodes_available"] = available;
+  return e;
+}
+
+}  // namespace
+
+VolumeService::VolumeService(db::Catalogue& cat, backend::IoPool& pool, std::string volumes_dir,
+                             std::string node_id, std::string node_name)
+    : cat_(cat),
+      pool_(pool),
+      store_(std::move(volumes_dir)),
+      node_id_(std::move(node_id)),
+      node_name_(std::move(node_name)) {}
+
+void VolumeService::set_in_use_check(std::function<bool(const std::string&)> f) {
+  std::lock_guard lock(mu_);
+  in_use_ = std::move(f);
+}
+
+ApiResult<int> VolumeService::online_nodes(Tx& tx) {
+  auto nodes = tx.list_nodes();
+  if (!nodes) return core::fail(from_db(nodes.error()));
+  int n = 0;
+  for (const auto& node : *nodes) n += node.state == "online";
+  return n;
+}
+
+ApiResult<VolumeView> VolumeService::view_of(Tx& tx, db::VolumeRow row) {
+  VolumeView v;
+  core::Labels class_labels;
+  if (!row.class_name.empty()) {
+    auto c = tx.class_by_name(row.class_name);
+    if (!c) return core::fail(from_db(c.error()));
+    if (*c) class_labels = (*c)->labels;
+  }
+  v.effective = core::merge_labels(class_labels, row.labels);
+  auto s = core::resolve_settings(v.effective);
+  v.settings = s ? *s : core::VolumeSettings{};
+  auto copies = tx.copies_of(row.id);
+  if (!copies) return core::fail(from_db(copies.error()));
+  v.copies = std::move(*copies);
+  v.row = std::move(row);
+  return v;
+}
+
+ApiResult<void> VolumeService::recover() {
+  std::lock_guard lock(mu_);
+  if (auto r = store_.init(); !r) return core::fail(from_store(r.error()));
+  return in_tx<void>(cat_, [&](Tx& tx) -> ApiResult<void> {
+    auto copies = tx.copies_on(node_id_);
+    if (!copies) return core::fail(from_db(copies.error()));
+    auto vols = tx.list_volumes();
+    if (!vols) return core::fail(from_db(vols.error()));
+    for (const auto& c : *copies) {
+      auto it = std::find_if(vols->begin(), vols->end(),
+                             [&](const db::VolumeRow& v) { return v.id == c.volume_id; });
+      if (it == vols->end()) continue;
+      auto vol = backend::FileVolume::open(store_.path_of(it->id), it->id, it->block_size, pool_);
+      db::VolumeRow row = *it;
+      if (!vol) {
+        spdlog::error("volume={} id={} image missing at {}: marking offline", row.name, row.id,
+                      store_.path_of(row.id));
+        if (row.state != "offline") {
+          row.state = "offline";
+          if (auto r = tx.update_volume(row); !r) return core::fail(from_db(r.error()));
+          if (auto r = tx.append_event({0, 0, row.name, node_name_, "volume-offline",
+                                        "image file missing at start-up"});
+              !r) {
+            return core::fail(from_db(r.error()));
+          }
+        }
+        continue;
+      }
+      if (row.state == "offline") {
+        row.state = "healthy";
+        if (auto r = tx.update_volume(row); !r) return core::fail(from_db(r.error()));
+        if (auto r = tx.append_event(
+                {0, 0, row.name, node_name_, "volume-online", "image file found at start-up"});
+            !r) {
+          return core::fail(from_db(r.error()));
+        }
+      }
+      open_[row.id] = std::move(vol);
+      spdlog::info("volume={} id={} recovered ({} bytes)", row.name, row.id, row.size_bytes);
+    }
+    return {};
+  });
+}
+
+ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
+  if (!core::valid_volume_name(spec.name)) {
+    ApiError e = ApiError::invalid("volume name must match [a-z0-9][a-z0-9-]{0,62}");
+    e.details["field"] = "name";
+    return core::fail(e);
+  }
+  if (auto r = core::validate_block_size(spec.block_size); !r) {
+    return core::fail(from_invalid(r.error()));
+  }
+  if (auto r = core::validate_size(spec.size_bytes, spec.block_size); !r) {
+    return core::fail(from_invalid(r.error()));
+  }
+  std::lock_guard lock(mu_);
+  // Decide under the catalogue, create the file, then commit: a failure on either side
+  // leaves neither a row without a file nor a file without a row.
+  db::VolumeRow row;
+  row.id = core::new_uuid();
+  row.name = spec.name;
+  row.size_bytes = spec.size_bytes;
+  row.block_size = spec.block_size;
+  row.class_name = spec.class_name;
+  row.labels = spec.labels;
+  row.master_node = node_id_;
+  row.state = "healthy";
+  bool file_created = false;
+  auto result = in_tx<VolumeView>(cat_, [&](Tx& tx) -> ApiResult<VolumeView> {
+    if (auto existing = tx.volume_by_name(spec.name); !existing) {
+      return core::fail(from_db(existing.error()));
+    } else if (*existing) {
+      return core::fail(ApiError::conflict("volume '" + spec.name + "' already exists"));
+    }
+    core::Labels class_labels;
+    if (!spec.class_name.empty()) {
+      auto c = tx.class_by_name(spec.class_name);
+      if (!c) return core::fail(from_db(c.error()));
+      if (!*c) {
+        ApiError e = ApiError::invalid("storage class '" + spec.class_name + "' does not exist");
+        e.details["field"] = "class";
+        return core::fail(e);
+      }
+      class_labels = (*c)->labels;
+    }
+    if (auto r = core::validate_labels(spec.labels); !r) {
+      // Own labels may be partial (e.g. a threshold whose mode comes from the class): only
+      // the merged set must resolve.
+      if (r.error().field == "labels") return core::fail(from_invalid(r.error()));
+    }
+    auto eff = core::merge_labels(class_labels, spec.labels);
+    auto settings = core::resolve_settings(eff);
+    if (!settings) return core::fail(from_invalid(settings.error()));
+    auto online = online_nodes(tx);
+    if (!online) return core::fail(online.error());
+    if (*online < core::nodes_required(*settings)) {
+      return core::fail(insufficient_nodes(*settings, *online));
+    }
+    if (auto r = store_.create(row.id, row.size_bytes); !r) {
+      return core::fail(from_store(r.error()));
+    }
+    file_created = true;
+    if (auto r = tx.insert_volume(row); !r) return core::fail(from_db(r.error()));
+    if (auto r = tx.insert_copy({core::new_uuid(), row.id, node_id_, "master", "in-sync", 0});
+        !r) {
+      return core::fail(from_db(r.error()));
+    }
+    if (auto r = tx.append_event({0, 0, row.name, node_name_, "volume-created",
+                                  "created " + core::format_size(row.size_bytes) + " volume (" +
+                                      std::to_string(settings->replicas) + " replicas, " +
+                                      core::to_string(settings->failure_mode) + ")"});
+        !r) {
+      return core::fail(from_db(r.error()));
+    }
+    return view_of(tx, row);
+  });
+  if (!result) {
+    if (file_created) (void)store_.remove(row.id);
+    return result;
+  }
+  auto vol = backend::FileVolume::open(store_.path_of(row.id), row.id, row.block_size, pool_);
+  if (vol) open_[row.id] = std::move(vol);
+  spdlog::info("volume={} id={} created size={} block_size={}", row.name, row.id,
+               row.size_bytes, row.block_size);
+  return result;
+}
+
+ApiResult<VolumeView> VolumeService::update(const std::string& name, const UpdateVolume& change) {
+  std::lock_guard lock(mu_);
+  std::string grown_id;
+  auto result = in_tx<VolumeView>(cat_, [&](Tx& tx) -> ApiResult<VolumeView> {
+    auto found = tx.volume_by_name(name);
+    if (!found) return core::fail(from_db(found.error()));
+    if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
+    db::VolumeRow row = **found;
+    std::vector<std::string> what;
+    if (change.size_bytes && *change.size_bytes != row.size_bytes) {
+      if (*change.size_bytes < row.size_bytes) {
+        ApiError e = ApiError::invalid("volumes can only grow (current size " +
+                                       std::to_string(row.size_bytes) + " bytes)");
+        e.details["field"] = "size";
+        return core::fail(e);
+      }
+      if (auto r = core::validate_size(*change.size_bytes, row.block_size); !r) {
+        return core::fail(from_invalid(r.error()));
+      }
+      what.push_back("size " + core::format_size(row.size_bytes) + " -> " +
+                     core::format_size(*change.size_bytes));
+      row.size_bytes = *change.size_bytes;
+      grown_id = row.id;
+    }
+    auto before = view_of(tx, row);
+    if (!before) return core::fail(before.error());
+    for (const auto& [k, v] : change.labels) {
+      if (v) {
+        auto it = row.labels.find(k);
+        if (it == row.labels.end() || it->second != *v) what.push_back(k + "=" + *v);
+        row.labels[k] = *v;
+      } else if (row.labels.erase(k)) {
+        what.push_back(k + " removed");
+      }
+    }
+    if (auto r = core::validate_labels(row.labels); !r && r.error().field == "labels") {
+      return core::fail(from_invalid(r.error()));
+    }
+    auto after = view_of(tx, row);
+    if (!after) return core::fail(after.error());
+    auto settings = core::resolve_settings(after->effective);
+    if (!settings) return core::fail(from_invalid(settings.error()));
+    if (settings->replicas > before->settings.replicas) {
+      auto online = online_nodes(tx);
+      if (!online) return core::fail(online.error());
+      if (*online < core::nodes_required(*settings)) {
+        return core::fail(insufficient_nodes(*settings, *online));
+      }
+    }
+    if (what.empty()) return after;
+    if (!grown_id.empty()) {
+      if (auto r = store_.grow(row.id, row.size_bytes); !r) {
+        return core::fail(from_store(r.error()));
+      }
+    }
+    if (auto r = tx.update_volume(row); !r) return core::fail(from_db(r.error()));
+    std::string msg;
+    for (const auto& w : what) msg += (msg.empty() ? "" : ", ") + w;
+    if (auto r = tx.append_event({0, 0, row.name, node_name_, "volume-updated", msg}); !r) {
+      return core::fail(from_db(r.error()));
+    }
+    after->row = row;
+    after->settings = *settings;
+    return after;
+  });
+  if (result && !grown_id.empty()) {
+    if (auto it = open_.find(grown_id); it != open_.end()) it->second->refresh_capacity();
+  }
+  return result;
+}
+
+ApiResult<void> VolumeService::remove(const std::string& name) {
+  std::lock_guard lock(mu_);
+  std::string id;
+  auto r = in_tx<void>(cat_, [&](Tx& tx) -> ApiResult<void> {
+    auto found = tx.volume_by_name(name);
+    if (!found) return core::fail(from_db(found.error()));
+    if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
+    id = (*found)->id;
+    if (in_use_ && in_use_(id)) {
+      return core::fail(
+          ApiError::conflict("volume '" + name + "' has initiators logged in; log them out first"));
+    }
+    if (auto d = tx.delete_volume(id); !d) return core::fail(from_db(d.error()));
+    if (auto e = tx.append_event({0, 0, name, node_name_, "volume-deleted", "deleted"}); !e) {
+      return core::fail(from_db(e.error()));
+    }
+    return {};
+  });
+  if (!r) return r;
+  open_.erase(id);
+  if (auto s = store_.remove(id); !s) {
+    spdlog::error("volume={} id={} row deleted but file removal failed: {}", name, id,
+                  s.error().message);
+  }
+  spdlog::info("volume={} id={} deleted", name, id);
+  return {};
+}
+
+ApiResult<VolumeView> VolumeService::get(const std::string& name) {
+  return in_tx<VolumeView>(cat_, [&](Tx& tx) -> ApiResult<VolumeView> {
+    auto found = tx.volume_by_name(name);
+    if (!found) return core::fail(from_db(found.error()));
+    if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
+    return view_of(tx, **found);
+  });
+}
+
+ApiResult<std::vector<VolumeView>> VolumeService::list() {
+  return in_tx<std::vector<VolumeView>>(cat_, [&](Tx& tx) -> ApiResult<std::vector<VolumeView>> {
+    auto rows = tx.list_volumes();
+    if (!rows) return core::fail(from_db(rows.error()));
+    std::vector<VolumeView> out;
+    for (auto& row : *rows) {
+      auto v = view_of(tx, std::move(row));
+      if (!v) return core::fail(v.error());
+      out.push_back(std::move(*v));
+    }
+    return out;
+  });
+}
+
+std::shared_ptr<core::BlockVolume> VolumeService::open_volume(const std::string& volume_id) {
+  std::lock_guard lock(mu_);
+  auto it = open_.find(volume_id);
+  return it == open_.end() ? nullptr : it->second;
+}
+
+void VolumeService::flush_all() {
+  std::lock_guard lock(mu_);
+  for (auto& [id, vol] : open_) {
+    // Synchronous on purpose: called once at shutdown, after the servers stopped.
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    vol->flush([&](core::IoResult) {
+      std::lock_guard l(m);
+      done = true;
+      cv.notify_one();
+    });
+    std::unique_lock l(m);
+    cv.wait(l, [&] { return done; });
+  }
+}
+
+}  // namespace tandem::mgmt

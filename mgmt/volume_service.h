@@ -1,0 +1,86 @@
+// VolumeService: volume lifecycle on this node (create, resize, relabel, delete, recover at
+// start) over the catalogue and the local file store, keeping the open BlockVolumes that the
+// iSCSI target serves. Every state change is one catalogue transaction with its event row.
+// Thread-safe (a mutex orders lifecycle calls); the Catalogue and IoPool must outlive it.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/store/file_store.h"
+#include "backend/store/file_volume.h"
+#include "core/result.h"
+#include "core/volume_spec.h"
+#include "db/catalogue.h"
+#include "mgmt/api_error.h"
+
+namespace tandem::mgmt {
+
+template <class T>
+using ApiResult = core::Result<T, ApiError>;
+
+struct CreateVolume {
+  std::string name;
+  uint64_t size_bytes = 0;
+  uint32_t block_size = 512;
+  std::string class_name;
+  core::Labels labels;
+};
+
+struct UpdateVolume {
+  std::optional<uint64_t> size_bytes;
+  // Label changes: a value sets the label, nullopt removes it.
+  std::map<std::string, std::optional<std::string>> labels;
+};
+
+// A volume as the API shows it.
+struct VolumeView {
+  db::VolumeRow row;
+  std::vector<db::CopyRow> copies;
+  core::Labels effective;  // class defaults + own labels
+  core::VolumeSettings settings;
+};
+
+class VolumeService {
+ public:
+  VolumeService(db::Catalogue& cat, backend::IoPool& pool, std::string volumes_dir,
+                std::string node_id, std::string node_name);
+
+  // Opens every copy this node holds; volumes whose file is missing go offline (event).
+  ApiResult<void> recover();
+
+  ApiResult<VolumeView> create(const CreateVolume& spec);
+  ApiResult<VolumeView> update(const std::string& name, const UpdateVolume& change);
+  ApiResult<void> remove(const std::string& name);
+  ApiResult<VolumeView> get(const std::string& name);
+  ApiResult<std::vector<VolumeView>> list();
+
+  // The served volume (nullptr when not open on this node).
+  std::shared_ptr<core::BlockVolume> open_volume(const std::string& volume_id);
+  // Hook from the iSCSI target: true while an initiator is logged in to the volume.
+  void set_in_use_check(std::function<bool(const std::string& volume_id)> f);
+  // fdatasync every open volume (clean shutdown).
+  void flush_all();
+
+  const backend::FileStore& store() const { return store_; }
+
+ private:
+  ApiResult<VolumeView> view_of(db::Tx& tx, db::VolumeRow row);
+  ApiResult<int> online_nodes(db::Tx& tx);
+
+  db::Catalogue& cat_;
+  backend::IoPool& pool_;
+  backend::FileStore store_;
+  std::string node_id_;
+  std::string node_name_;
+  std::mutex mu_;  // orders lifecycle operations and guards open_
+  std::map<std::string, std::shared_ptr<backend::FileVolume>> open_;
+  std::function<bool(const std::string&)> in_use_;
+};
+
+}  // namespace tandem::mgmt

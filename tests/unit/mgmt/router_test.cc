@@ -1,0 +1,302 @@
+// The REST routes as pure functions over a real SQLite catalogue and a real file store.
+#include "mgmt/api/router.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "backend/store/io_pool.h"
+#include "db/catalogue.h"
+#include "mgmt/metrics.h"
+#include "mgmt/volume_service.h"
+
+namespace tandem::mgmt {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kToken = "secret-token";
+
+class RouterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tandem-router-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto c = db::Catalogue::open((dir_ / "catalogue.db").string());
+    ASSERT_TRUE(c.ok());
+    cat_ = std::move(*c);
+    ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) {
+                      return tx.upsert_node({"node-1", "n1", "127.0.0.1", "http://127.0.0.1:8080",
+                                             "online"});
+                    }).ok());
+    volumes_ = std::make_unique<VolumeService>(*cat_, pool_, (dir_ / "volumes").string(),
+                                               "node-1", "n1");
+    ASSERT_TRUE(volumes_->recover().ok());
+    router_ = std::make_unique<Router>(
+        ApiContext{cat_.get(), volumes_.get(), &metrics_, sha256_hex(kToken), "n1"});
+  }
+  void TearDown() override {
+    router_.reset();
+    volumes_.reset();
+    cat_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  HttpResponse call(const std::string& method, const std::string& target,
+                    const std::string& body = "", const std::string& token = kToken) {
+    HttpRequest req;
+    req.method = method;
+    EXPECT_TRUE(split_target(target, &req.path, &req.query));
+    if (!token.empty()) req.authorization = "Bearer " + token;
+    req.body = body;
+    std::string route;
+    return router_->handle(req, &route);
+  }
+  static json body(const HttpResponse& r) { return json::parse(r.body); }
+  static std::string code(const HttpResponse& r) { return body(r)["error"]["code"]; }
+
+  void add_node(const std::string& id, const std::string& name) {
+    ASSERT_TRUE(cat_->transact<void>([&](db::Tx& tx) {
+                      return tx.upsert_node({id, name, "127.0.0.2", "http://x", "online"});
+                    }).ok());
+  }
+
+  backend::IoPool pool_{2};
+  Metrics metrics_;
+  std::filesystem::path dir_;
+  std::unique_ptr<db::Catalogue> cat_;
+  std::unique_ptr<VolumeService> volumes_;
+  std::unique_ptr<Router> router_;
+};
+
+TEST_F(RouterTest, HealthzNeedsNoTokenEverythingElseDoes) {
+  EXPECT_EQ(call("GET", "/healthz", "", "").status, 200);
+  for (const auto& r : Router::routes()) {
+    if (!r.needs_auth) continue;
+    std::string path = r.pattern;
+    if (auto p = path.find("{name}"); p != std::string::npos) path.replace(p, 6, "x");
+    auto none = call(r.method, path, "{}", "");
+    EXPECT_EQ(none.status, 401) << r.method << " " << r.pattern;
+    EXPECT_EQ(code(none), "unauthorized");
+    EXPECT_EQ(call(r.method, path, "{}", "wrong").status, 401) << r.method << " " << r.pattern;
+  }
+  HttpRequest basic;
+  basic.method = "GET";
+  basic.path = "/api/v1/volumes";
+  basic.authorization = std::string("Basic ") + kToken;
+  std::string route;
+  EXPECT_EQ(router_->handle(basic, &route).status, 401);
+}
+
+TEST_F(RouterTest, UnknownRoutesAndMethods) {
+  EXPECT_EQ(call("GET", "/api/v1/nope").status, 404);
+  EXPECT_EQ(code(call("GET", "/api/v1/nope")), "not_found");
+  auto r = call("PUT", "/api/v1/volumes");
+  EXPECT_EQ(r.status, 405);
+  EXPECT_EQ(r.headers.at("Allow"), "GET, POST");
+  EXPECT_EQ(call("GET", "/api/v1/volumes/").status, 404);
+  EXPECT_EQ(call("GET", "/api/v1/volumes/a/b").status, 404);
+}
+
+TEST_F(RouterTest, VolumeLifecycle) {
+  auto created = call("POST", "/api/v1/volumes", R"({"name":"db1","size":"64MiB"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  json v = body(created);
+  EXPECT_EQ(v["name"], "db1");
+  EXPECT_EQ(v["size_bytes"], 64u << 20);
+  EXPECT_EQ(v["block_size"], 512);
+  EXPECT_EQ(v["iqn"], "iqn.2026-11.dev.tandem:db1");
+  EXPECT_EQ(v["replicas"], 0);
+  EXPECT_EQ(v["failure_mode"], "hard");
+  EXPECT_EQ(v["state"], "healthy");
+  EXPECT_EQ(v["copies"].size(), 1u);
+  EXPECT_EQ(v["copies"][0]["node"], "n1");
+  EXPECT_EQ(created.headers.at("Location"), "/api/v1/volumes/db1");
+
+  // The data file exists, is sparse and has the right size.
+  struct stat st {};
+  auto file = dir_ / "volumes" / (v["id"].get<std::string>() + ".img");
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 64 << 20);
+  EXPECT_EQ(st.st_blocks, 0);
+
+  EXPECT_EQ(call("POST", "/api/v1/volumes", R"({"name":"db1","size":"64MiB"})").status, 409);
+  auto list = body(call("GET", "/api/v1/volumes"));
+  ASSERT_EQ(list["volumes"].size(), 1u);
+
+  auto grown = call("PATCH", "/api/v1/volumes/db1", R"({"size":"128MiB"})");
+  ASSERT_EQ(grown.status, 200) << grown.body;
+  EXPECT_EQ(body(grown)["size_bytes"], 128u << 20);
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 128 << 20);
+  auto shrink = call("PATCH", "/api/v1/volumes/db1", R"({"size":"64MiB"})");
+  EXPECT_EQ(shrink.status, 422);
+  EXPECT_NE(body(shrink)["error"]["message"].get<std::string>().find("grow"), std::string::npos);
+
+  auto mode = call("PATCH", "/api/v1/volumes/db1", R"({"failure_mode":"alwayson"})");
+  ASSERT_EQ(mode.status, 200) << mode.body;
+  EXPECT_EQ(body(mode)["failure_mode"], "alwayson");
+  EXPECT_EQ(body(mode)["nodes_for_ha"], 1);
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/db1"))["failure_mode"], "alwayson");
+
+  auto label = call("PATCH", "/api/v1/volumes/db1", R"({"labels":{"team":"db"}})");
+  EXPECT_EQ(body(label)["labels"]["team"], "db");
+  auto unlabel = call("PATCH", "/api/v1/volumes/db1", R"({"labels":{"team":null}})");
+  EXPECT_FALSE(body(unlabel)["labels"].contains("team"));
+
+  EXPECT_EQ(call("DELETE", "/api/v1/volumes/db1").status, 204);
+  EXPECT_FALSE(std::filesystem::exists(file));
+  EXPECT_EQ(call("GET", "/api/v1/volumes/db1").status, 404);
+  EXPECT_EQ(call("DELETE", "/api/v1/volumes/db1").status, 404);
+
+  // Every state change left an event.
+  auto ev = body(call("GET", "/api/v1/events?limit=100"));
+  std::multiset<std::string> kinds;
+  for (const auto& e : ev["events"]) kinds.insert(e["kind"].get<std::string>());
+  EXPECT_EQ(kinds.count("volume-created"), 1u);
+  EXPECT_EQ(kinds.count("volume-updated"), 4u);
+  EXPECT_EQ(kinds.count("volume-deleted"), 1u);
+}
+
+TEST_F(RouterTest, DeleteRefusedWhileInUse) {
+  ASSERT_EQ(call("POST", "/api/v1/volumes", R"({"name":"busy","size":1048576})").status, 201);
+  volumes_->set_in_use_check([](const std::string&) { return true; });
+  auto r = call("DELETE", "/api/v1/volumes/busy");
+  EXPECT_EQ(r.status, 409);
+  volumes_->set_in_use_check([](const std::string&) { return false; });
+  EXPECT_EQ(call("DELETE", "/api/v1/volumes/busy").status, 204);
+}
+
+TEST_F(RouterTest, MalformedAndInvalidBodies) {
+  EXPECT_EQ(call("POST", "/api/v1/volumes", "{not json").status, 400);
+  EXPECT_EQ(call("POST", "/api/v1/volumes", "[1,2]").status, 400);
+  EXPECT_EQ(call("POST", "/api/v1/volumes", "").status, 400);
+  struct Case {
+    const char* body;
+    const char* field;
+  };
+  for (Case c : {Case{R"({"size":"1GiB"})", "name"},
+                 Case{R"({"name":"Bad_Name","size":"1GiB"})", "name"},
+                 Case{R"({"name":"a"})", "size"},
+                 Case{R"({"name":"a","size":"lots"})", "size"},
+                 Case{R"({"name":"a","size":1000})", "size"},
+                 Case{R"({"name":"a","size":"65TiB"})", "size"},
+                 Case{R"({"name":"a","size":1049088,"block_size":4096})", "size"},
+                 Case{R"({"name":"a","size":"1GiB","block_size":1024})", "block_size"},
+                 Case{R"({"name":"a","size":"1GiB","replicas":9})", "tandem/replicas"},
+                 Case{R"({"name":"a","size":"1GiB","failure_mode":"never"})",
+                      "tandem/failure-mode"},
+                 Case{R"({"name":"a","size":"1GiB","labels":{"x":1}})", "labels"},
+                 Case{R"({"name":"a","size":"1GiB","class":"nope"})", "class"}}) {
+    auto r = call("POST", "/api/v1/volumes", c.body);
+    EXPECT_EQ(r.status, 422) << c.body << " -> " << r.body;
+    EXPECT_EQ(body(r)["error"]["field"], c.field) << c.body;
+  }
+  EXPECT_EQ(call("POST", "/api/v1/volumes", R"({"name":5,"size":"1GiB"})").status, 422);
+  EXPECT_EQ(call("PATCH", "/api/v1/volumes/x", R"({"name":"y"})").status, 422);
+  EXPECT_EQ(call("GET", "/api/v1/events?limit=abc").status, 400);
+  EXPECT_EQ(call("GET", "/api/v1/events?limit=0").status, 400);
+  EXPECT_TRUE(body(call("GET", "/api/v1/volumes"))["volumes"].empty());
+}
+
+TEST_F(RouterTest, TooFewNodesForReplicasIs409WithCounts) {
+  auto r = call("POST", "/api/v1/volumes", R"({"name":"r2","size":"1GiB","replicas":2})");
+  ASSERT_EQ(r.status, 409);
+  json e = body(r)["error"];
+  EXPECT_EQ(e["code"], "insufficient_nodes");
+  EXPECT_EQ(e["nodes_required"], 3);
+  EXPECT_EQ(e["nodes_for_ha"], 4);  // hard: 1 + N + 1
+  EXPECT_EQ(e["nodes_available"], 1);
+  EXPECT_NE(e["message"].get<std::string>().find("needs 3 nodes"), std::string::npos);
+  auto soft = body(call("POST", "/api/v1/volumes",
+                        R"({"name":"r2","size":"1GiB","replicas":2,"failure_mode":"soft"})"));
+  EXPECT_EQ(soft["error"]["nodes_for_ha"], 3);
+  auto th = body(call("POST", "/api/v1/volumes",
+                      R"({"name":"r2","size":"1GiB","replicas":2,"failure_mode":"threshold",
+                          "failure_threshold":1})"));
+  EXPECT_EQ(th["error"]["nodes_for_ha"], 2);
+  // No file was left behind by the refusals.
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
+
+  // With enough nodes the same request is accepted; raising replicas beyond is refused.
+  add_node("node-2", "n2");
+  auto ok = call("POST", "/api/v1/volumes", R"({"name":"r1","size":"1GiB","replicas":1})");
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  EXPECT_EQ(body(ok)["nodes_for_ha"], 3);
+  EXPECT_EQ(body(ok)["ha_available"], false);
+  EXPECT_EQ(call("PATCH", "/api/v1/volumes/r1", R"({"replicas":2})").status, 409);
+}
+
+TEST_F(RouterTest, ClassDefaultsApplyAndVolumeLabelsOverride) {
+  auto c = call("POST", "/api/v1/classes",
+                R"({"name":"gold","labels":{"tandem/failure-mode":"soft","tier":"1"}})");
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(call("POST", "/api/v1/classes", R"({"name":"gold"})").status, 409);
+  EXPECT_EQ(call("POST", "/api/v1/classes", R"({"name":"Gold"})").status, 422);
+  EXPECT_EQ(call("POST", "/api/v1/classes", R"({"name":"x","labels":{"tandem/replicas":"7"}})")
+                .status,
+            422);
+  auto v = call("POST", "/api/v1/volumes",
+                R"({"name":"v1","size":"1GiB","class":"gold","labels":{"tier":"2"}})");
+  ASSERT_EQ(v.status, 201) << v.body;
+  json j = body(v);
+  EXPECT_EQ(j["failure_mode"], "soft");
+  EXPECT_EQ(j["effective_labels"]["tier"], "2");
+  EXPECT_EQ(j["labels"].size(), 1u);
+  EXPECT_EQ(body(call("GET", "/api/v1/classes"))["classes"].size(), 1u);
+  EXPECT_EQ(body(call("GET", "/api/v1/classes/gold"))["labels"]["tier"], "1");
+  EXPECT_EQ(call("DELETE", "/api/v1/classes/gold").status, 409);  // in use
+  EXPECT_EQ(call("DELETE", "/api/v1/volumes/v1").status, 204);
+  EXPECT_EQ(call("DELETE", "/api/v1/classes/gold").status, 204);
+  EXPECT_EQ(call("DELETE", "/api/v1/classes/gold").status, 404);
+  EXPECT_EQ(call("GET", "/api/v1/classes/gold").status, 404);
+}
+
+TEST_F(RouterTest, ClusterNodesMetrics) {
+  ASSERT_EQ(call("POST", "/api/v1/volumes", R"({"name":"m","size":"2MiB"})").status, 201);
+  auto c = body(call("GET", "/api/v1/cluster"));
+  EXPECT_EQ(c["nodes"], 1);
+  EXPECT_EQ(c["volumes"], 1);
+  EXPECT_EQ(c["version"], TANDEM_VERSION);
+  EXPECT_EQ(c["health"]["status"], "healthy");
+  auto n = body(call("GET", "/api/v1/nodes"));
+  ASSERT_EQ(n["nodes"].size(), 1u);
+  EXPECT_EQ(n["nodes"][0]["name"], "n1");
+  EXPECT_EQ(n["nodes"][0]["copies"], 1);
+  metrics_.observe_request("GET", "/api/v1/cluster", 200, 0.001);
+  auto m = call("GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.content_type.find("text/plain"), std::string::npos);
+  EXPECT_NE(m.body.find("tandem_volumes{state=\"healthy\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("tandem_capacity_bytes{kind=\"provisioned\"} 2097152"), std::string::npos);
+  EXPECT_NE(m.body.find("tandem_http_requests_total{"), std::string::npos);
+  EXPECT_NE(m.body.find("tandem_http_request_duration_seconds_bucket"), std::string::npos);
+}
+
+// The OpenAPI document lists exactly the routes the router serves.
+TEST_F(RouterTest, OpenApiMatchesEveryRoute) {
+  auto r = call("GET", "/api/v1/openapi.json");
+  ASSERT_EQ(r.status, 200);
+  json doc = body(r);
+  EXPECT_EQ(doc["openapi"].get<std::string>().substr(0, 2), "3.");
+  std::set<std::string> documented, served;
+  for (auto& [path, ops] : doc["paths"].items()) {
+    for (auto& [method, op] : ops.items()) {
+      std::string m = method;
+      for (auto& ch : m) ch = static_cast<char>(std::toupper(ch));
+      documented.insert(m + " " + path);
+      EXPECT_TRUE(op.contains("responses")) << m << " " << path;
+    }
+  }
+  for (const auto& route : Router::routes()) served.insert(route.method + " " + route.pattern);
+  EXPECT_EQ(documented, served);
+}
+
+}  // namespace
+}  // namespace tandem::mgmt
