@@ -1,0 +1,426 @@
+#include "backend/wire/frame.h"
+
+#include <lz4.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/crc32c.h"
+
+namespace tandem::backend::wire {
+namespace {
+
+using core::fail;
+
+// ---- little-endian helpers ----
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = uint8_t(v);
+  p[1] = uint8_t(v >> 8);
+}
+void put32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+void put64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = uint8_t(v >> (8 * i));
+}
+uint16_t get16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
+uint32_t get32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = v << 8 | p[i];
+  return v;
+}
+uint64_t get64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = v << 8 | p[i];
+  return v;
+}
+
+// Header offsets.
+constexpr size_t kOffMagic = 0, kOffVersion = 4, kOffType = 5, kOffFlags = 6, kOffVolume = 8,
+                 kOffCopy = 24, kOffStatus = 28, kOffGeneration = 32, kOffSequence = 40,
+                 kOffLba = 48, kOffCount = 56, kOffRawLen = 64, kOffWireLen = 68,
+                 kOffPayloadCrc = 72, kOffHeaderCrc = 76;
+static_assert(kOffHeaderCrc + 4 == kHeaderSize);
+
+// What each frame type may carry (validated on both sides, before any allocation).
+struct TypeRule {
+  bool payload_allowed;
+  bool payload_required;
+  uint32_t max_payload;  // 0: the codec limit
+  uint32_t multiple;     // raw length must be a multiple of this
+  uint16_t flags;        // flags allowed besides kFlagCompressed
+  bool count_required;   // count > 0
+};
+
+constexpr uint32_t kMaxSmallPayload = 1024;
+
+const TypeRule* rule_for(uint8_t type) {
+  static const TypeRule kRules[kMaxFrameType + 1] = {
+      {},                                                    // 0: invalid
+      {true, true, kMaxSmallPayload, 1, 0, false},           // HELLO
+      {true, true, 0, 1, kFlagFua, false},                   // WRITE
+      {false, false, 0, 1, 0, true},                         // UNMAP
+      {true, true, 0, 1, kFlagFua | kFlagUnmap, true},       // WRITE_SAME
+      {false, false, 0, 1, 0, false},                        // FLUSH
+      {false, false, 0, 1, 0, false},                        // ACK
+      {true, false, kMaxSmallPayload, 1, 0, false},          // NACK
+      {true, false, 0, 8, 0, false},                         // SYNC_REQUEST
+      {true, true, 0, 1, kFlagLast, false},                  // SYNC_DATA
+      {false, false, 0, 1, 0, false},                        // SYNC_DONE
+      {true, false, 0, kRegionEntrySize, kFlagLast, false},  // REGION_SUMMARY
+      {false, false, 0, 1, 0, false},                        // HEARTBEAT
+  };
+  if (type == 0 || type > kMaxFrameType) return nullptr;
+  return &kRules[type];
+}
+
+WireError err(WireErrc code, std::string message) { return WireError{code, std::move(message)}; }
+
+// Everything that can be judged from the header alone.
+WireResult<void> validate(uint8_t type, uint16_t flags, uint64_t count, uint64_t raw_len,
+                          uint32_t max_payload) {
+  const TypeRule* rule = rule_for(type);
+  if (!rule) return fail(err(WireErrc::kBadType, "unknown frame type " + std::to_string(type)));
+  if ((flags & ~(rule->flags | kFlagCompressed)) != 0) {
+    return fail(err(WireErrc::kBadFlags, "flags not valid for this frame type"));
+  }
+  const uint64_t limit =
+      rule->max_payload ? std::min(rule->max_payload, max_payload) : uint64_t(max_payload);
+  if (raw_len > limit || raw_len > uint64_t(LZ4_MAX_INPUT_SIZE)) {
+    return fail(err(WireErrc::kTooLarge, "payload of " + std::to_string(raw_len) +
+                                             " bytes exceeds " + std::to_string(limit)));
+  }
+  if (!rule->payload_allowed && raw_len != 0) {
+    return fail(err(WireErrc::kBadLength, "frame type carries no payload"));
+  }
+  if (rule->payload_required && raw_len == 0) {
+    return fail(err(WireErrc::kBadLength, "frame type needs a payload"));
+  }
+  if (raw_len % rule->multiple != 0) {
+    return fail(err(WireErrc::kBadLength, "payload length is not a whole number of entries"));
+  }
+  if (rule->count_required && count == 0) {
+    return fail(err(WireErrc::kBadLength, "block count must not be zero"));
+  }
+  if (type == uint8_t(FrameType::kRegionSummary) && count != raw_len / kRegionEntrySize) {
+    return fail(err(WireErrc::kBadLength, "summary count disagrees with its payload"));
+  }
+  return {};
+}
+
+}  // namespace
+
+const char* to_string(FrameType t) {
+  switch (t) {
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kWrite:
+      return "WRITE";
+    case FrameType::kUnmap:
+      return "UNMAP";
+    case FrameType::kWriteSame:
+      return "WRITE_SAME";
+    case FrameType::kFlush:
+      return "FLUSH";
+    case FrameType::kAck:
+      return "ACK";
+    case FrameType::kNack:
+      return "NACK";
+    case FrameType::kSyncRequest:
+      return "SYNC_REQUEST";
+    case FrameType::kSyncData:
+      return "SYNC_DATA";
+    case FrameType::kSyncDone:
+      return "SYNC_DONE";
+    case FrameType::kRegionSummary:
+      return "REGION_SUMMARY";
+    case FrameType::kHeartbeat:
+      return "HEARTBEAT";
+  }
+  return "UNKNOWN";
+}
+
+const char* to_string(NackReason r) {
+  switch (r) {
+    case NackReason::kStaleGeneration:
+      return "stale generation";
+    case NackReason::kUnknownCopy:
+      return "unknown copy";
+    case NackReason::kOutOfOrder:
+      return "out of order";
+    case NackReason::kBadCrc:
+      return "bad crc";
+    case NackReason::kNotReady:
+      return "not ready";
+    case NackReason::kBadRequest:
+      return "bad request";
+    case NackReason::kIoError:
+      return "i/o error";
+  }
+  return "unknown";
+}
+
+const char* to_string(WireErrc e) {
+  switch (e) {
+    case WireErrc::kBadMagic:
+      return "bad magic";
+    case WireErrc::kBadVersion:
+      return "bad version";
+    case WireErrc::kHeaderCrc:
+      return "header crc mismatch";
+    case WireErrc::kBadType:
+      return "bad frame type";
+    case WireErrc::kBadFlags:
+      return "bad flags";
+    case WireErrc::kTooLarge:
+      return "too large";
+    case WireErrc::kBadLength:
+      return "bad length";
+    case WireErrc::kPayloadCrc:
+      return "payload crc mismatch";
+    case WireErrc::kDecompress:
+      return "decompression failed";
+    case WireErrc::kBadPayload:
+      return "bad payload";
+    case WireErrc::kFailed:
+      return "decoder failed";
+  }
+  return "unknown";
+}
+
+// ---- encoder ----
+
+WireResult<size_t> encode(const FrameHeader& h, std::span<const uint8_t> payload, bool compress,
+                          std::vector<uint8_t>& out, uint32_t max_payload) {
+  const uint16_t flags = uint16_t(h.flags & ~kFlagCompressed);
+  if (auto v = validate(uint8_t(h.type), flags, h.count, payload.size(), max_payload); !v) {
+    return fail(v.error());
+  }
+  const size_t start = out.size();
+  uint32_t wire_len = uint32_t(payload.size());
+  bool compressed = false;
+  if (compress && payload.size() >= kMinCompressSize) {
+    const int bound = LZ4_compressBound(int(payload.size()));
+    out.resize(start + kHeaderSize + size_t(bound));
+    const int n = LZ4_compress_default(reinterpret_cast<const char*>(payload.data()),
+                                       reinterpret_cast<char*>(out.data() + start + kHeaderSize),
+                                       int(payload.size()), bound);
+    if (n > 0 && size_t(n) < payload.size()) {
+      compressed = true;
+      wire_len = uint32_t(n);
+    }
+  }
+  out.resize(start + kHeaderSize + wire_len);
+  uint8_t* p = out.data() + start;
+  if (!compressed && !payload.empty()) {
+    std::memcpy(p + kHeaderSize, payload.data(), payload.size());
+  }
+  put32(p + kOffMagic, kMagic);
+  p[kOffVersion] = kVersion;
+  p[kOffType] = uint8_t(h.type);
+  put16(p + kOffFlags, uint16_t(flags | (compressed ? kFlagCompressed : 0)));
+  std::memcpy(p + kOffVolume, h.volume.data(), h.volume.size());
+  put32(p + kOffCopy, h.copy_id);
+  put32(p + kOffStatus, h.status);
+  put64(p + kOffGeneration, h.generation);
+  put64(p + kOffSequence, h.sequence);
+  put64(p + kOffLba, h.lba);
+  put64(p + kOffCount, h.count);
+  put32(p + kOffRawLen, uint32_t(payload.size()));
+  put32(p + kOffWireLen, wire_len);
+  put32(p + kOffPayloadCrc, core::crc32c(std::span<const uint8_t>(p + kHeaderSize, wire_len)));
+  put32(p + kOffHeaderCrc, core::crc32c(std::span<const uint8_t>(p, kOffHeaderCrc)));
+  return kHeaderSize + wire_len;
+}
+
+WireResult<size_t> encode_blocks(const FrameHeader& h, std::span<const std::byte> payload,
+                                 bool compress, std::vector<uint8_t>& out, uint32_t max_payload) {
+  return encode(
+      h, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(payload.data()), payload.size()),
+      compress, out, max_payload);
+}
+
+// ---- decoder ----
+
+WireResult<FrameDecoder::Step> FrameDecoder::fail_with(WireErrc code, std::string message,
+                                                       size_t consumed) {
+  state_ = State::kFailed;
+  header_have_ = 0;
+  payload_.clear();
+  payload_.shrink_to_fit();
+  (void)consumed;
+  return fail(err(code, std::move(message)));
+}
+
+void FrameDecoder::reset() {
+  state_ = State::kHeader;
+  header_have_ = 0;
+  header_ = FrameHeader{};
+  raw_len_ = wire_len_ = payload_crc_ = 0;
+  compressed_ = false;
+  payload_.clear();
+}
+
+Frame FrameDecoder::take() {
+  if (state_ != State::kReady) std::abort();  // no frame: a caller bug
+  Frame f{header_, std::move(payload_)};
+  payload_ = {};
+  header_have_ = 0;
+  state_ = State::kHeader;
+  return f;
+}
+
+WireResult<FrameDecoder::Step> FrameDecoder::feed(std::span<const uint8_t> in) {
+  size_t used = 0;
+  switch (state_) {
+    case State::kFailed:
+      return fail(err(WireErrc::kFailed, "decoder failed earlier; reset the link"));
+    case State::kReady:
+      return Step{Status::kFrame, 0};  // the caller has not taken the last frame yet
+    case State::kHeader: {
+      const size_t n = std::min(in.size(), kHeaderSize - header_have_);
+      std::memcpy(header_buf_.data() + header_have_, in.data(), n);
+      header_have_ += n;
+      used += n;
+      if (header_have_ < kHeaderSize) return Step{Status::kNeedMore, used};
+      const uint8_t* p = header_buf_.data();
+      if (get32(p + kOffMagic) != kMagic) {
+        return fail_with(WireErrc::kBadMagic, "not a Tandem replication frame", used);
+      }
+      if (p[kOffVersion] != kVersion) {
+        return fail_with(WireErrc::kBadVersion,
+                         "protocol version " + std::to_string(p[kOffVersion]), used);
+      }
+      if (core::crc32c(std::span<const uint8_t>(p, kOffHeaderCrc)) != get32(p + kOffHeaderCrc)) {
+        return fail_with(WireErrc::kHeaderCrc, "header checksum mismatch", used);
+      }
+      const uint16_t flags = get16(p + kOffFlags);
+      raw_len_ = get32(p + kOffRawLen);
+      wire_len_ = get32(p + kOffWireLen);
+      payload_crc_ = get32(p + kOffPayloadCrc);
+      compressed_ = (flags & kFlagCompressed) != 0;
+      header_.type = FrameType(p[kOffType]);
+      header_.flags = uint16_t(flags & ~kFlagCompressed);
+      std::memcpy(header_.volume.data(), p + kOffVolume, header_.volume.size());
+      header_.copy_id = get32(p + kOffCopy);
+      header_.status = get32(p + kOffStatus);
+      header_.generation = get64(p + kOffGeneration);
+      header_.sequence = get64(p + kOffSequence);
+      header_.lba = get64(p + kOffLba);
+      header_.count = get64(p + kOffCount);
+      if (auto v = validate(p[kOffType], flags, header_.count, raw_len_, max_payload_); !v) {
+        return fail_with(v.error().code, v.error().message, used);
+      }
+      // The encoder only compresses when it shrinks, so compressed data is strictly
+      // smaller than raw; raw data is exactly raw_len. Both bound wire_len by raw_len,
+      // which was checked against the limit above.
+      if (compressed_ ? (wire_len_ == 0 || wire_len_ >= raw_len_) : wire_len_ != raw_len_) {
+        return fail_with(WireErrc::kBadLength, "wire length inconsistent with raw length", used);
+      }
+      payload_.clear();
+      payload_.reserve(wire_len_);
+      state_ = State::kPayload;
+      in = in.subspan(n);
+      [[fallthrough]];
+    }
+    case State::kPayload: {
+      const size_t n = std::min(in.size(), size_t(wire_len_) - payload_.size());
+      payload_.insert(payload_.end(), in.begin(), in.begin() + ptrdiff_t(n));
+      used += n;
+      if (payload_.size() < wire_len_) return Step{Status::kNeedMore, used};
+      if (auto f = finish(); !f) return fail_with(f.error().code, f.error().message, used);
+      state_ = State::kReady;
+      return Step{Status::kFrame, used};
+    }
+  }
+  return fail_with(WireErrc::kFailed, "unreachable decoder state", used);
+}
+
+WireResult<void> FrameDecoder::finish() {
+  if (core::crc32c(payload_) != payload_crc_) {
+    return fail(err(WireErrc::kPayloadCrc, "payload checksum mismatch"));
+  }
+  if (compressed_) {
+    std::vector<uint8_t> raw(raw_len_);
+    const int n =
+        LZ4_decompress_safe(reinterpret_cast<const char*>(payload_.data()),
+                            reinterpret_cast<char*>(raw.data()), int(wire_len_), int(raw_len_));
+    if (n < 0 || uint32_t(n) != raw_len_) {
+      return fail(err(WireErrc::kDecompress, "lz4 payload does not inflate to raw length"));
+    }
+    payload_ = std::move(raw);
+  }
+  return {};
+}
+
+// ---- typed payloads ----
+
+WireResult<std::vector<uint8_t>> encode_hello(const Hello& h) {
+  if (h.node_id.empty() || h.node_id.size() > 255 || h.address.size() > 255) {
+    return fail(err(WireErrc::kBadPayload, "hello: node id 1-255 bytes, address 0-255"));
+  }
+  std::vector<uint8_t> out(8 + 2 + h.node_id.size() + 2 + h.address.size());
+  uint8_t* p = out.data();
+  put32(p, h.features);
+  put32(p + 4, h.max_payload);
+  put16(p + 8, uint16_t(h.node_id.size()));
+  std::memcpy(p + 10, h.node_id.data(), h.node_id.size());
+  p += 10 + h.node_id.size();
+  put16(p, uint16_t(h.address.size()));
+  std::memcpy(p + 2, h.address.data(), h.address.size());
+  return out;
+}
+
+WireResult<Hello> decode_hello(std::span<const uint8_t> b) {
+  auto bad = [] { return fail(err(WireErrc::kBadPayload, "malformed HELLO payload")); };
+  if (b.size() < 10) return bad();
+  Hello h;
+  h.features = get32(b.data());
+  h.max_payload = get32(b.data() + 4);
+  const size_t id_len = get16(b.data() + 8);
+  if (id_len == 0 || id_len > 255 || b.size() < 10 + id_len + 2) return bad();
+  h.node_id.assign(reinterpret_cast<const char*>(b.data() + 10), id_len);
+  const size_t addr_off = 10 + id_len;
+  const size_t addr_len = get16(b.data() + addr_off);
+  if (addr_len > 255 || b.size() != addr_off + 2 + addr_len) return bad();
+  h.address.assign(reinterpret_cast<const char*>(b.data() + addr_off + 2), addr_len);
+  return h;
+}
+
+std::vector<uint8_t> encode_region_summary(std::span<const RegionEntry> entries) {
+  std::vector<uint8_t> out(entries.size() * kRegionEntrySize);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    put64(out.data() + i * kRegionEntrySize, entries[i].region);
+    put64(out.data() + i * kRegionEntrySize + 8, entries[i].seq);
+  }
+  return out;
+}
+
+WireResult<std::vector<RegionEntry>> decode_region_summary(std::span<const uint8_t> b) {
+  if (b.size() % kRegionEntrySize != 0 || b.size() > kMaxPayload) {
+    return fail(err(WireErrc::kBadPayload, "summary is not a whole number of entries"));
+  }
+  std::vector<RegionEntry> out(b.size() / kRegionEntrySize);
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i].region = get64(b.data() + i * kRegionEntrySize);
+    out[i].seq = get64(b.data() + i * kRegionEntrySize + 8);
+  }
+  return out;
+}
+
+std::vector<uint8_t> encode_region_list(std::span<const uint64_t> regions) {
+  std::vector<uint8_t> out(regions.size() * 8);
+  for (size_t i = 0; i < regions.size(); ++i) put64(out.data() + i * 8, regions[i]);
+  return out;
+}
+
+WireResult<std::vector<uint64_t>> decode_region_list(std::span<const uint8_t> b) {
+  if (b.size() % 8 != 0 || b.size() > kMaxPayload) {
+    return fail(err(WireErrc::kBadPayload, "region list is not a whole number of entries"));
+  }
+  std::vector<uint64_t> out(b.size() / 8);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = get64(b.data() + i * 8);
+  return out;
+}
+
+}  // namespace tandem::backend::wire
