@@ -88,7 +88,7 @@ DbResult<std::optional<Row>> first(sqlite3* db, Stmt& st, Read read) {
 
 constexpr const char* kNodeCols =
     "id, name, address, api_url, state, capacity_bytes, free_bytes, last_heartbeat_ms, "
-    "created_ms";
+    "created_ms, iscsi_port, repl_port";
 NodeRow read_node(Stmt& s) {
   return NodeRow{s.text(0),
                  s.text(1),
@@ -98,7 +98,9 @@ NodeRow read_node(Stmt& s) {
                  static_cast<uint64_t>(s.i64(5)),
                  static_cast<uint64_t>(s.i64(6)),
                  s.i64(7),
-                 s.i64(8)};
+                 s.i64(8),
+                 static_cast<uint16_t>(s.i64(9)),
+                 static_cast<uint16_t>(s.i64(10))};
 }
 
 constexpr const char* kVolumeCols =
@@ -140,10 +142,11 @@ int64_t now_ms() {
 DbResult<void> Tx::upsert_node(const NodeRow& n) {
   Stmt s(db_,
          "INSERT INTO nodes(id, name, address, api_url, state, capacity_bytes, free_bytes, "
-         "last_heartbeat_ms, created_ms) VALUES(?,?,?,?,?,?,?,?,?) "
+         "last_heartbeat_ms, created_ms, iscsi_port, repl_port) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
          "ON CONFLICT(id) DO UPDATE SET name=excluded.name, address=excluded.address, "
          "api_url=excluded.api_url, state=excluded.state, capacity_bytes=excluded.capacity_bytes, "
-         "free_bytes=excluded.free_bytes, last_heartbeat_ms=excluded.last_heartbeat_ms");
+         "free_bytes=excluded.free_bytes, last_heartbeat_ms=excluded.last_heartbeat_ms, "
+         "iscsi_port=excluded.iscsi_port, repl_port=excluded.repl_port");
   return s.bind(n.id)
       .bind(n.name)
       .bind(n.address)
@@ -153,7 +156,28 @@ DbResult<void> Tx::upsert_node(const NodeRow& n) {
       .bind(static_cast<int64_t>(n.free_bytes))
       .bind(n.last_heartbeat_ms)
       .bind(n.created_ms ? n.created_ms : now_ms())
+      .bind(static_cast<int64_t>(n.iscsi_port))
+      .bind(static_cast<int64_t>(n.repl_port))
       .run();
+}
+
+DbResult<std::string> Tx::node_token_hash(const std::string& node_id) {
+  Stmt s(db_, "SELECT token_sha256 FROM nodes WHERE id = ?");
+  s.bind(node_id);
+  auto r = first<std::string>(db_, s, [](Stmt& st) { return st.text(0); });
+  if (!r) return core::fail(r.error());
+  if (!*r) return core::fail(DbError{DbErrc::kNotFound, "no such node"});
+  return std::move(**r);
+}
+
+DbResult<void> Tx::set_node_token_hash(const std::string& node_id, const std::string& hash) {
+  Stmt s(db_, "UPDATE nodes SET token_sha256 = ? WHERE id = ?");
+  return s.bind(hash).bind(node_id).run();
+}
+
+DbResult<void> Tx::set_node_state(const std::string& node_id, const std::string& state) {
+  Stmt s(db_, "UPDATE nodes SET state = ? WHERE id = ?");
+  return s.bind(state).bind(node_id).run();
 }
 
 DbResult<std::vector<NodeRow>> Tx::list_nodes() {
@@ -209,8 +233,12 @@ DbResult<void> Tx::update_volume(const VolumeRow& v) {
 }
 
 DbResult<void> Tx::delete_volume(const std::string& id) {
-  Stmt c(db_, "DELETE FROM copies WHERE volume_id = ?");
-  if (auto r = c.bind(id).run(); !r) return r;
+  for (const char* sql : {"DELETE FROM copies WHERE volume_id = ?",
+                          "DELETE FROM volume_access WHERE volume_id = ?",
+                          "DELETE FROM reservations WHERE volume_id = ?"}) {
+    Stmt c(db_, sql);
+    if (auto r = c.bind(id).run(); !r) return r;
+  }
   Stmt s(db_, "DELETE FROM volumes WHERE id = ?");
   return s.bind(id).run();
 }
@@ -257,6 +285,66 @@ DbResult<std::vector<CopyRow>> Tx::copies_on(const std::string& node_id) {
          "WHERE node_id = ? ORDER BY volume_id");
   s.bind(node_id);
   return collect<CopyRow>(db_, s, read_copy);
+}
+
+// ---- Access control and reservations ----
+
+DbResult<AccessRow> Tx::access_of(const std::string& volume_id) {
+  Stmt s(db_,
+         "SELECT initiators, chap_user, chap_secret, mutual_user, mutual_secret "
+         "FROM volume_access WHERE volume_id = ?");
+  s.bind(volume_id);
+  auto row = first<AccessRow>(db_, s, [&](Stmt& st) {
+    AccessRow a;
+    a.volume_id = volume_id;
+    auto j = nlohmann::json::parse(st.text(0), nullptr, false);
+    if (j.is_array()) {
+      for (auto& v : j) {
+        if (v.is_string()) a.initiators.push_back(v.get<std::string>());
+      }
+    }
+    a.chap_user = st.text(1);
+    a.chap_secret = st.text(2);
+    a.mutual_user = st.text(3);
+    a.mutual_secret = st.text(4);
+    return a;
+  });
+  if (!row) return core::fail(row.error());
+  if (!*row) {
+    AccessRow open;
+    open.volume_id = volume_id;
+    return open;
+  }
+  return std::move(**row);
+}
+
+DbResult<void> Tx::set_access(const AccessRow& a) {
+  Stmt s(db_,
+         "INSERT INTO volume_access(volume_id, initiators, chap_user, chap_secret, mutual_user, "
+         "mutual_secret) VALUES(?,?,?,?,?,?) ON CONFLICT(volume_id) DO UPDATE SET "
+         "initiators=excluded.initiators, chap_user=excluded.chap_user, "
+         "chap_secret=excluded.chap_secret, mutual_user=excluded.mutual_user, "
+         "mutual_secret=excluded.mutual_secret");
+  return s.bind(a.volume_id)
+      .bind(nlohmann::json(a.initiators).dump())
+      .bind(a.chap_user)
+      .bind(a.chap_secret)
+      .bind(a.mutual_user)
+      .bind(a.mutual_secret)
+      .run();
+}
+
+DbResult<std::optional<std::string>> Tx::reservation_of(const std::string& volume_id) {
+  Stmt s(db_, "SELECT state FROM reservations WHERE volume_id = ?");
+  s.bind(volume_id);
+  return first<std::string>(db_, s, [](Stmt& st) { return st.text(0); });
+}
+
+DbResult<void> Tx::set_reservation(const std::string& volume_id, const std::string& state) {
+  Stmt s(db_,
+         "INSERT INTO reservations(volume_id, state) VALUES(?,?) "
+         "ON CONFLICT(volume_id) DO UPDATE SET state=excluded.state");
+  return s.bind(volume_id).bind(state).run();
 }
 
 // ---- Classes ----

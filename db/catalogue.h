@@ -35,6 +35,8 @@ struct NodeRow {
   uint64_t free_bytes = 0;
   int64_t last_heartbeat_ms = 0;
   int64_t created_ms = 0;
+  uint16_t iscsi_port = 3260;
+  uint16_t repl_port = 5703;
 };
 
 struct VolumeRow {
@@ -60,6 +62,17 @@ struct CopyRow {
   uint64_t applied_seq = 0;
 };
 
+// iSCSI access control of one volume. Empty initiators: everyone may log in. Empty user:
+// that CHAP direction is off.
+struct AccessRow {
+  std::string volume_id;
+  std::vector<std::string> initiators;
+  std::string chap_user;
+  std::string chap_secret;
+  std::string mutual_user;
+  std::string mutual_secret;
+};
+
 struct ClassRow {
   std::string name;
   core::Labels labels;
@@ -82,6 +95,10 @@ class Tx {
   DbResult<void> upsert_node(const NodeRow& n);
   DbResult<std::vector<NodeRow>> list_nodes();
   DbResult<std::optional<NodeRow>> node_by_name(const std::string& name);
+  // The hex SHA-256 of the node's cluster token ("" for the controller's own node).
+  DbResult<std::string> node_token_hash(const std::string& node_id);
+  DbResult<void> set_node_token_hash(const std::string& node_id, const std::string& hash);
+  DbResult<void> set_node_state(const std::string& node_id, const std::string& state);
 
   // Volumes.
   DbResult<void> insert_volume(const VolumeRow& v);
@@ -94,6 +111,14 @@ class Tx {
   DbResult<void> insert_copy(const CopyRow& c);
   DbResult<std::vector<CopyRow>> copies_of(const std::string& volume_id);
   DbResult<std::vector<CopyRow>> copies_on(const std::string& node_id);
+
+  // Access control (a volume without a row has the defaults: open, no CHAP).
+  DbResult<AccessRow> access_of(const std::string& volume_id);
+  DbResult<void> set_access(const AccessRow& a);
+
+  // Persistent reservation state of a volume, as the SCSI layer serialises it.
+  DbResult<std::optional<std::string>> reservation_of(const std::string& volume_id);
+  DbResult<void> set_reservation(const std::string& volume_id, const std::string& state);
 
   // Storage classes.
   DbResult<void> insert_class(const ClassRow& c);

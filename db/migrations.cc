@@ -11,7 +11,7 @@ namespace tandem::db {
 namespace {
 
 // Index i holds the statements that take the schema from version i to i+1.
-constexpr std::array<const char*, 2> kMigrations{
+constexpr std::array<const char*, 4> kMigrations{
     // 1: the base catalogue.
     R"sql(
 CREATE TABLE nodes(
@@ -62,6 +62,26 @@ CREATE INDEX events_volume ON events(volume);
 CREATE TABLE settings(
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL);
+)sql",
+    // 3: iSCSI access control per volume, and persistent reservations (kept here so they
+    // survive restarts and, later, a change of master).
+    R"sql(
+CREATE TABLE volume_access(
+  volume_id TEXT PRIMARY KEY REFERENCES volumes(id) ON DELETE CASCADE,
+  initiators TEXT NOT NULL DEFAULT '[]',
+  chap_user TEXT NOT NULL DEFAULT '',
+  chap_secret TEXT NOT NULL DEFAULT '',
+  mutual_user TEXT NOT NULL DEFAULT '',
+  mutual_secret TEXT NOT NULL DEFAULT '');
+CREATE TABLE reservations(
+  volume_id TEXT PRIMARY KEY REFERENCES volumes(id) ON DELETE CASCADE,
+  state TEXT NOT NULL);
+)sql",
+    // 4: cluster membership: each joined node's token (hashed) and service ports.
+    R"sql(
+ALTER TABLE nodes ADD COLUMN token_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE nodes ADD COLUMN iscsi_port INTEGER NOT NULL DEFAULT 3260;
+ALTER TABLE nodes ADD COLUMN repl_port INTEGER NOT NULL DEFAULT 5703;
 )sql",
 };
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <tuple>
+
 namespace tandem::mgmt {
 namespace {
 
@@ -21,6 +23,14 @@ ApiError from_store(const backend::StoreError& e) {
     return ApiError{507, "insufficient_storage", e.message};
   }
   return ApiError::internal("store: " + e.message);
+}
+
+// Replication is the next capability to land; until then a replica count above zero is
+// refused rather than recorded and silently not honoured.
+ApiError replication_unavailable() {
+  return ApiError{501, "not_implemented",
+                  "synchronous replication is not available in this version yet: volumes "
+                  "can only have 0 replicas"};
 }
 
 ApiError from_invalid(const core::InvalidValue& e) {
@@ -82,6 +92,11 @@ VolumeService::VolumeService(db::Catalogue& cat, backend::IoPool& pool, std::str
 void VolumeService::set_in_use_check(std::function<bool(const std::string&)> f) {
   std::lock_guard lock(mu_);
   in_use_ = std::move(f);
+}
+
+void VolumeService::set_deleted_hook(std::function<void(const std::string&)> f) {
+  std::lock_guard lock(mu_);
+  deleted_ = std::move(f);
 }
 
 ApiResult<int> VolumeService::online_nodes(Tx& tx) {
@@ -209,6 +224,7 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
     if (*online < core::nodes_required(*settings)) {
       return core::fail(insufficient_nodes(*settings, *online));
     }
+    if (settings->replicas > 0) return core::fail(replication_unavailable());
     if (auto r = store_.create(row.id, row.size_bytes); !r) {
       return core::fail(from_store(r.error()));
     }
@@ -286,6 +302,7 @@ ApiResult<VolumeView> VolumeService::update(const std::string& name, const Updat
       if (*online < core::nodes_required(*settings)) {
         return core::fail(insufficient_nodes(*settings, *online));
       }
+      return core::fail(replication_unavailable());
     }
     if (what.empty()) return after;
     if (!grown_id.empty()) {
@@ -317,7 +334,7 @@ ApiResult<void> VolumeService::remove(const std::string& name) {
     if (!found) return core::fail(from_db(found.error()));
     if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
     id = (*found)->id;
-    if (in_use_ && in_use_(id)) {
+    if (in_use_ && in_use_(name)) {
       return core::fail(
           ApiError::conflict("volume '" + name + "' has initiators logged in; log them out first"));
     }
@@ -329,6 +346,7 @@ ApiResult<void> VolumeService::remove(const std::string& name) {
   });
   if (!r) return r;
   open_.erase(id);
+  if (deleted_) deleted_(id);
   if (auto s = store_.remove(id); !s) {
     spdlog::error("volume={} id={} row deleted but file removal failed: {}", name, id,
                   s.error().message);
@@ -343,6 +361,94 @@ ApiResult<VolumeView> VolumeService::get(const std::string& name) {
     if (!found) return core::fail(from_db(found.error()));
     if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
     return view_of(tx, **found);
+  });
+}
+
+namespace {
+
+bool valid_initiator_name(const std::string& n) {
+  // RFC 7143 §4.2.7: iqn., eui. or naa. names, at most 223 bytes, no spaces or controls.
+  if (n.size() < 5 || n.size() > 223) return false;
+  if (n.rfind("iqn.", 0) != 0 && n.rfind("eui.", 0) != 0 && n.rfind("naa.", 0) != 0) return false;
+  for (unsigned char c : n) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+std::optional<ApiError> check_chap(const std::pair<std::string, std::string>& c,
+                                   const char* field) {
+  // RFC 7143 §12.1.3 warns against short secrets; 12 bytes (96 bits) is the usual floor.
+  if (c.first.empty() || c.first.size() > 255) {
+    return ApiError{422, "invalid_value", std::string(field) + " user must be 1-255 bytes",
+                    {{"field", field}}};
+  }
+  if (c.second.size() < 12 || c.second.size() > 255) {
+    return ApiError{422, "invalid_value", std::string(field) + " secret must be 12-255 bytes",
+                    {{"field", field}}};
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+ApiResult<db::AccessRow> VolumeService::access(const std::string& name) {
+  return in_tx<db::AccessRow>(cat_, [&](Tx& tx) -> ApiResult<db::AccessRow> {
+    auto found = tx.volume_by_name(name);
+    if (!found) return core::fail(from_db(found.error()));
+    if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
+    auto a = tx.access_of((*found)->id);
+    if (!a) return core::fail(from_db(a.error()));
+    return std::move(*a);
+  });
+}
+
+ApiResult<db::AccessRow> VolumeService::set_access(const std::string& name,
+                                                   const AccessChange& change) {
+  for (const auto& i : change.initiators) {
+    if (!valid_initiator_name(i)) {
+      return core::fail(ApiError{422, "invalid_value",
+                                 "'" + i + "' is not an iSCSI initiator name (iqn./eui./naa.)",
+                                 {{"field", "initiators"}}});
+    }
+  }
+  if (change.chap) {
+    if (auto e = check_chap(*change.chap, "chap")) return core::fail(*e);
+  }
+  if (change.mutual_chap) {
+    if (!change.chap) {
+      return core::fail(ApiError{422, "invalid_value", "mutual CHAP needs CHAP as well",
+                                 {{"field", "mutual_chap"}}});
+    }
+    if (auto e = check_chap(*change.mutual_chap, "mutual_chap")) return core::fail(*e);
+    if (change.mutual_chap->second == change.chap->second) {
+      // RFC 7143 §12.1.3: the two directions must not share a secret.
+      return core::fail(ApiError{422, "invalid_value",
+                                 "mutual CHAP secret must differ from the CHAP secret",
+                                 {{"field", "mutual_chap"}}});
+    }
+  }
+  std::lock_guard lock(mu_);
+  return in_tx<db::AccessRow>(cat_, [&](Tx& tx) -> ApiResult<db::AccessRow> {
+    auto found = tx.volume_by_name(name);
+    if (!found) return core::fail(from_db(found.error()));
+    if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
+    db::AccessRow a;
+    a.volume_id = (*found)->id;
+    a.initiators = change.initiators;
+    if (change.chap) std::tie(a.chap_user, a.chap_secret) = *change.chap;
+    if (change.mutual_chap) std::tie(a.mutual_user, a.mutual_secret) = *change.mutual_chap;
+    if (auto r = tx.set_access(a); !r) return core::fail(from_db(r.error()));
+    // The event names what changed, never a secret.
+    std::string msg = a.initiators.empty()
+                          ? "any initiator"
+                          : std::to_string(a.initiators.size()) + " allowed initiator(s)";
+    msg += change.chap ? ", CHAP user " + a.chap_user : ", no CHAP";
+    if (change.mutual_chap) msg += ", mutual CHAP user " + a.mutual_user;
+    if (auto e = tx.append_event({0, 0, name, node_name_, "volume-access-changed", msg}); !e) {
+      return core::fail(from_db(e.error()));
+    }
+    return a;
   });
 }
 

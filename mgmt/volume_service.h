@@ -38,6 +38,14 @@ struct UpdateVolume {
   std::map<std::string, std::optional<std::string>> labels;
 };
 
+// iSCSI access control as set through the API. Secrets are write-only: reads of a volume
+// report only whether CHAP is on.
+struct AccessChange {
+  std::vector<std::string> initiators;
+  std::optional<std::pair<std::string, std::string>> chap;         // user, secret
+  std::optional<std::pair<std::string, std::string>> mutual_chap;  // user, secret
+};
+
 // A volume as the API shows it.
 struct VolumeView {
   db::VolumeRow row;
@@ -58,12 +66,16 @@ class VolumeService {
   ApiResult<VolumeView> update(const std::string& name, const UpdateVolume& change);
   ApiResult<void> remove(const std::string& name);
   ApiResult<VolumeView> get(const std::string& name);
+  ApiResult<db::AccessRow> access(const std::string& name);
+  ApiResult<db::AccessRow> set_access(const std::string& name, const AccessChange& change);
   ApiResult<std::vector<VolumeView>> list();
 
   // The served volume (nullptr when not open on this node).
   std::shared_ptr<core::BlockVolume> open_volume(const std::string& volume_id);
   // Hook from the iSCSI target: true while an initiator is logged in to the volume.
-  void set_in_use_check(std::function<bool(const std::string& volume_id)> f);
+  void set_in_use_check(std::function<bool(const std::string& volume_name)> f);
+  // Called after a volume was deleted (to drop what was built on it).
+  void set_deleted_hook(std::function<void(const std::string& volume_id)> f);
   // fdatasync every open volume (clean shutdown).
   void flush_all();
 
@@ -81,6 +93,7 @@ class VolumeService {
   std::mutex mu_;  // orders lifecycle operations and guards open_
   std::map<std::string, std::shared_ptr<backend::FileVolume>> open_;
   std::function<bool(const std::string&)> in_use_;
+  std::function<void(const std::string&)> deleted_;
 };
 
 }  // namespace tandem::mgmt

@@ -9,6 +9,7 @@ namespace tandem::mgmt {
 
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
+  std::string target;  // the raw request target as received ("/a/b?x=1"), for forwarding
   std::string path;    // decoded path without the query, e.g. "/api/v1/volumes/db1"
   std::map<std::string, std::string> query;
   std::string authorization;  // raw Authorization header

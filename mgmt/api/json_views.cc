@@ -69,6 +69,13 @@ json volume_json(const VolumeView& v, const std::vector<db::NodeRow>& nodes) {
           {"updated_at", iso_time(v.row.updated_ms)}};
 }
 
+json access_json(const db::AccessRow& a) {
+  // Secrets are write-only: never returned.
+  return {{"initiators", a.initiators},
+          {"chap", {{"enabled", !a.chap_user.empty()}, {"user", a.chap_user}}},
+          {"mutual_chap", {{"enabled", !a.mutual_user.empty()}, {"user", a.mutual_user}}}};
+}
+
 json node_json(const db::NodeRow& n, size_t copies) {
   return {{"id", n.id},
           {"name", n.name},

@@ -12,6 +12,7 @@ namespace tandem::mgmt {
 
 std::string iso_time(int64_t ms);
 nlohmann::json volume_json(const VolumeView& v, const std::vector<db::NodeRow>& nodes);
+nlohmann::json access_json(const db::AccessRow& a);
 nlohmann::json node_json(const db::NodeRow& n, size_t copies);
 nlohmann::json class_json(const db::ClassRow& c);
 nlohmann::json event_json(const db::EventRow& e);

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include <charconv>
 #include <functional>
@@ -9,6 +10,7 @@
 
 #include "db/catalogue.h"
 #include "mgmt/api/json_views.h"
+#include "mgmt/cluster_service.h"
 #include "mgmt/metrics.h"
 #include "mgmt/volume_service.h"
 
@@ -133,8 +135,9 @@ bool token_ok(const ApiContext& ctx, const std::string& authorization) {
     return false;
   }
   std::string h = sha256_hex(authorization.substr(kBearer.size()));
-  return h.size() == ctx.token_sha256.size() &&
-         CRYPTO_memcmp(h.data(), ctx.token_sha256.data(), h.size()) == 0;
+  std::string want = ctx.admin_token ? ctx.admin_token->get() : std::string();
+  return !want.empty() && h.size() == want.size() &&
+         CRYPTO_memcmp(h.data(), want.data(), h.size()) == 0;
 }
 
 template <class T>
@@ -301,6 +304,58 @@ HttpResponse delete_volume(const ApiContext& ctx, const HttpRequest&, const Para
   return resp;
 }
 
+HttpResponse get_access(const ApiContext& ctx, const HttpRequest&, const Params& p) {
+  auto r = ctx.volumes->access(p[0]);
+  if (!r) return error_response(r.error());
+  return json_response(200, access_json(*r));
+}
+
+// Reads {"user": "...", "secret": "..."} or null (off).
+core::Result<std::optional<std::pair<std::string, std::string>>, ApiError> chap_field(
+    const json& body, const char* field) {
+  if (!body.contains(field) || body[field].is_null()) {
+    return std::optional<std::pair<std::string, std::string>>();
+  }
+  const json& c = body[field];
+  if (!c.is_object() || !c.contains("user") || !c["user"].is_string() || !c.contains("secret") ||
+      !c["secret"].is_string()) {
+    return core::fail(ApiError{422, "invalid_value",
+                               std::string(field) + " must be {\"user\": ..., \"secret\": ...}",
+                               {{"field", field}}});
+  }
+  return std::optional<std::pair<std::string, std::string>>(
+      std::make_pair(c["user"].get<std::string>(), c["secret"].get<std::string>()));
+}
+
+HttpResponse put_access(const ApiContext& ctx, const HttpRequest& req, const Params& p) {
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  AccessChange change;
+  if (body->contains("initiators")) {
+    const json& list = (*body)["initiators"];
+    if (!list.is_array()) {
+      return error_response(ApiError{422, "invalid_value", "initiators must be a list of names",
+                                     {{"field", "initiators"}}});
+    }
+    for (const auto& i : list) {
+      if (!i.is_string()) {
+        return error_response(ApiError{422, "invalid_value", "initiators must be strings",
+                                       {{"field", "initiators"}}});
+      }
+      change.initiators.push_back(i.get<std::string>());
+    }
+  }
+  auto chap = chap_field(*body, "chap");
+  if (!chap) return error_response(chap.error());
+  change.chap = *chap;
+  auto mutual = chap_field(*body, "mutual_chap");
+  if (!mutual) return error_response(mutual.error());
+  change.mutual_chap = *mutual;
+  auto r = ctx.volumes->set_access(p[0], change);
+  if (!r) return error_response(r.error());
+  return json_response(200, access_json(*r));
+}
+
 HttpResponse list_classes(const ApiContext& ctx, const HttpRequest&, const Params&) {
   auto r = ctx.catalogue->transact<std::vector<db::ClassRow>>(
       [](db::Tx& tx) { return tx.list_classes(); });
@@ -406,9 +461,50 @@ HttpResponse get_events(const ApiContext& ctx, const HttpRequest& req, const Par
   return json_response(200, {{"events", out}, {"next", next}});
 }
 
+std::string bearer_of(const HttpRequest& req) {
+  static constexpr std::string_view kBearer = "Bearer ";
+  if (req.authorization.compare(0, kBearer.size(), kBearer) != 0) return {};
+  return req.authorization.substr(kBearer.size());
+}
+
+HttpResponse post_join(const ApiContext& ctx, const HttpRequest& req, const Params&) {
+  if (!ctx.cluster) return error_response(ApiError::conflict("this node is not the controller"));
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  const json& b = *body;
+  JoinRequest j;
+  j.name = b.value("name", "");
+  j.address = b.value("address", "");
+  j.api_url = b.value("api_url", "");
+  j.iscsi_port = b.value("iscsi_port", uint16_t{3260});
+  j.repl_port = b.value("repl_port", uint16_t{5703});
+  j.csr_pem = b.value("csr", "");
+  j.node_id = b.value("node_id", "");
+  auto r = ctx.cluster->join(j, bearer_of(req));
+  if (!r) return error_response(r.error());
+  return json_response(200, {{"node_id", r->node_id},
+                             {"certificate", r->certificate_pem},
+                             {"ca_certificate", r->ca_pem},
+                             {"node_token", r->node_token}});
+}
+
+HttpResponse post_heartbeat(const ApiContext& ctx, const HttpRequest& req, const Params& p) {
+  if (!ctx.cluster) return error_response(ApiError::conflict("this node is not the controller"));
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  HeartbeatReport rep;
+  rep.capacity_bytes = body->value("capacity_bytes", uint64_t{0});
+  rep.free_bytes = body->value("free_bytes", uint64_t{0});
+  auto r = ctx.cluster->heartbeat(p[0], bearer_of(req), rep);
+  if (!r) return error_response(r.error());
+  return json_response(200, *r);
+}
+
 const std::vector<Route>& table() {
   static const std::vector<Route> kRoutes{
-      {{"GET", "/healthz", false}, get_healthz},
+      {{"GET", "/healthz", Auth::kNone}, get_healthz},
+      {{"POST", "/api/v1/cluster/join", Auth::kOwnToken}, post_join},
+      {{"POST", "/api/v1/nodes/{name}/heartbeat", Auth::kOwnToken}, post_heartbeat},
       {{"GET", "/metrics"}, get_metrics},
       {{"GET", "/api/v1/openapi.json"}, get_openapi},
       {{"GET", "/api/v1/cluster"}, get_cluster},
@@ -418,6 +514,8 @@ const std::vector<Route>& table() {
       {{"GET", "/api/v1/volumes/{name}"}, get_volume},
       {{"PATCH", "/api/v1/volumes/{name}"}, patch_volume},
       {{"DELETE", "/api/v1/volumes/{name}"}, delete_volume},
+      {{"GET", "/api/v1/volumes/{name}/access"}, get_access},
+      {{"PUT", "/api/v1/volumes/{name}/access"}, put_access},
       {{"GET", "/api/v1/classes"}, list_classes},
       {{"POST", "/api/v1/classes"}, create_class},
       {{"GET", "/api/v1/classes/{name}"}, get_class},
@@ -440,6 +538,10 @@ const std::vector<RouteInfo>& Router::routes() {
 
 HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
   *route = "unmatched";
+  if (ctx_.forward && req.path.rfind("/api/v1/", 0) == 0) {
+    *route = "forwarded";
+    return ctx_.forward(req);
+  }
   Params params;
   std::string allowed;
   const Route* found = nullptr;
@@ -451,8 +553,8 @@ HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
     }
     allowed += (allowed.empty() ? "" : ", ") + r.info.method;
   }
-  bool public_route = found && !found->info.needs_auth;
-  if (!public_route && !token_ok(ctx_, req.authorization)) {
+  bool admin_route = !found || found->info.auth == Auth::kAdmin;
+  if (admin_route && !token_ok(ctx_, req.authorization)) {
     auto resp = error_response(
         {401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)"});
     resp.headers["WWW-Authenticate"] = "Bearer";
@@ -476,6 +578,18 @@ HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
     // The JSON boundary is the one place exceptions are expected (type mismatches).
     return error_response(ApiError::bad_request(std::string("bad JSON value: ") + e.what()));
   }
+}
+
+std::string random_hex(size_t bytes) {
+  std::vector<unsigned char> b(bytes);
+  if (RAND_bytes(b.data(), static_cast<int>(b.size())) != 1) std::abort();
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (auto c : b) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
 }
 
 std::string sha256_hex(const std::string& data) {

@@ -3,6 +3,9 @@
 // they must outlive it. Thread-safe: handle() may run on several HTTP threads at once.
 #pragma once
 
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -16,19 +19,47 @@ namespace tandem::mgmt {
 
 class VolumeService;
 class Metrics;
+class ClusterService;
+
+// The admin token's hash, readable by many request threads and replaced rarely (a joined
+// node learns the cluster's from the controller's heartbeat answers).
+class TokenHash {
+ public:
+  explicit TokenHash(std::string hash = {}) : hash_(std::move(hash)) {}
+  std::string get() const {
+    std::lock_guard lock(mu_);
+    return hash_;
+  }
+  void set(std::string hash) {
+    std::lock_guard lock(mu_);
+    hash_ = std::move(hash);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string hash_;
+};
 
 struct ApiContext {
   db::Catalogue* catalogue = nullptr;
   VolumeService* volumes = nullptr;
   Metrics* metrics = nullptr;
-  std::string token_sha256;  // hex SHA-256 of the admin token
+  ClusterService* cluster = nullptr;
+  std::shared_ptr<TokenHash> admin_token;  // hex SHA-256 of the admin token
   std::string node_name;
+  // Set on nodes that are not the controller: every /api/v1 call is passed to the
+  // controller (clients may talk to any node) and its answer returned as is.
+  std::function<HttpResponse(const HttpRequest&)> forward;
 };
+
+// Who may call a route: the admin (bearer admin token), anyone, or the handler checks a
+// token of its own (join token, node token).
+enum class Auth { kAdmin, kNone, kOwnToken };
 
 struct RouteInfo {
   std::string method;
   std::string pattern;  // "/api/v1/volumes/{name}"
-  bool needs_auth = true;
+  Auth auth = Auth::kAdmin;
 };
 
 class Router {
@@ -42,8 +73,11 @@ class Router {
   ApiContext ctx_;
 };
 
-// Lower-case hex SHA-256 (OpenSSL); used for the admin token.
+// Lower-case hex SHA-256 (OpenSSL); tokens are stored and compared as these.
 std::string sha256_hex(const std::string& data);
+// `bytes` random bytes from OpenSSL's CSPRNG as lower-case hex (tokens). Aborts if the
+// system has no randomness.
+std::string random_hex(size_t bytes);
 // The OpenAPI 3 document served at /api/v1/openapi.json.
 const std::string& openapi_document();
 

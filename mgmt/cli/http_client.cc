@@ -42,7 +42,7 @@ core::Result<HttpClient, std::string> HttpClient::make(const std::string& base, 
 
 core::Result<ClientResponse, std::string> HttpClient::request(
     const std::string& method, const std::string& target, const std::string& body,
-    const std::string& content_type) const {
+    const std::string& content_type, const std::string* authorization) const {
   try {
     asio::io_context ioc;
     asio::ip::tcp::resolver resolver(ioc);
@@ -57,7 +57,11 @@ core::Result<ClientResponse, std::string> HttpClient::request(
     if (req.method() == http::verb::unknown) req.method_string(method);
     req.set(http::field::host, host_);
     req.set(http::field::user_agent, "tandemctl/" TANDEM_VERSION);
-    if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+    if (authorization) {
+      if (!authorization->empty()) req.set(http::field::authorization, *authorization);
+    } else if (!token_.empty()) {
+      req.set(http::field::authorization, "Bearer " + token_);
+    }
     if (!body.empty()) {
       req.set(http::field::content_type, content_type);
       req.body() = body;

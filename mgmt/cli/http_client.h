@@ -1,5 +1,5 @@
-// A small synchronous HTTP/1.1 client (Boost.Beast) for tandemctl and the integration
-// tests: one request per call, its own connection, a deadline on connect, write and read.
+// A small synchronous HTTP/1.1 client (Boost.Beast) for tandemctl, node-to-controller calls
+// and the integration tests: one request per call, its own connection, a deadline on connect, write and read.
 // Not thread-safe per instance; cheap to create.
 #pragma once
 
@@ -18,14 +18,17 @@ struct ClientResponse {
 
 class HttpClient {
  public:
-  // base: "http://host:port" (a path prefix is not supported).
+  // base: "http://host:port" (a path prefix is not supported). `authorization`, when given,
+  // is sent as the raw Authorization header instead of "Bearer <token>" (forwarding).
   static core::Result<HttpClient, std::string> make(const std::string& base, std::string token,
                                                     int timeout_s = 30);
   core::Result<ClientResponse, std::string> request(const std::string& method,
                                                     const std::string& target,
                                                     const std::string& body = "",
                                                     const std::string& content_type =
-                                                        "application/json") const;
+                                                        "application/json",
+                                                    const std::string* authorization =
+                                                        nullptr) const;
   const std::string& host() const { return host_; }
   const std::string& port() const { return port_; }
 

@@ -235,6 +235,57 @@ int run(int argc, char** argv) {
     };
   });
 
+  // volume access NAME [...]: show, or replace the volume's iSCSI access control.
+  std::vector<std::string> allow;
+  std::string chap_user, chap_secret, mutual_user, mutual_secret;
+  bool open_access = false;
+  auto* vaccess = vol->add_subcommand(
+      "access", "show or set who may log in (initiator names, CHAP, mutual CHAP)");
+  vaccess->add_option("name", name, "volume name")->required();
+  vaccess->add_option("--allow", allow, "initiator name allowed to log in (repeatable)");
+  vaccess->add_option("--chap-user", chap_user, "CHAP user the initiator must present");
+  vaccess->add_option("--chap-secret", chap_secret, "CHAP secret (12-255 bytes)");
+  vaccess->add_option("--mutual-user", mutual_user, "user the target answers mutual CHAP with");
+  vaccess->add_option("--mutual-secret", mutual_secret, "mutual CHAP secret (12-255 bytes)");
+  vaccess->add_flag("--open", open_access, "allow every initiator, no CHAP");
+  vaccess->callback([&] {
+    action = [&] {
+      auto show = [](const json& a) {
+        std::cout << "Initiators:  "
+                  << (a["initiators"].empty() ? std::string("any") : std::string()) << "\n";
+        for (const auto& i : a["initiators"]) std::cout << "  " << i.get<std::string>() << "\n";
+        std::cout << "CHAP:        "
+                  << (a["chap"].value("enabled", false) ? "user " + a["chap"].value("user", "")
+                                                        : std::string("off"))
+                  << "\n"
+                  << "Mutual CHAP: "
+                  << (a["mutual_chap"].value("enabled", false)
+                          ? "user " + a["mutual_chap"].value("user", "")
+                          : std::string("off"))
+                  << "\n";
+      };
+      bool setting = open_access || !allow.empty() || !chap_user.empty() ||
+                     !chap_secret.empty() || !mutual_user.empty() || !mutual_secret.empty();
+      std::string target = "/api/v1/volumes/" + name + "/access";
+      if (!setting) return emit(g, call(g, "GET", target), show);
+      if (open_access && (!allow.empty() || !chap_user.empty() || !mutual_user.empty())) {
+        throw UsageError("--open cannot be combined with --allow or CHAP options");
+      }
+      if (chap_user.empty() != chap_secret.empty()) {
+        throw UsageError("--chap-user and --chap-secret go together");
+      }
+      if (mutual_user.empty() != mutual_secret.empty()) {
+        throw UsageError("--mutual-user and --mutual-secret go together");
+      }
+      json body{{"initiators", allow}};
+      if (!chap_user.empty()) body["chap"] = {{"user", chap_user}, {"secret", chap_secret}};
+      if (!mutual_user.empty()) {
+        body["mutual_chap"] = {{"user", mutual_user}, {"secret", mutual_secret}};
+      }
+      return emit(g, call(g, "PUT", target, &body), show);
+    };
+  });
+
   // node list
   auto* nodecmd = app.add_subcommand("node", "cluster nodes");
   nodecmd->require_subcommand(1);

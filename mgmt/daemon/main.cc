@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <openssl/rand.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -22,7 +21,10 @@
 #include "core/volume_spec.h"
 #include "db/catalogue.h"
 #include "mgmt/api/router.h"
+#include "mgmt/cluster_service.h"
+#include "mgmt/daemon/cluster_setup.h"
 #include "mgmt/http/server.h"
+#include "mgmt/iscsi_directory.h"
 #include "mgmt/metrics.h"
 #include "mgmt/volume_service.h"
 
@@ -41,8 +43,12 @@ struct Options {
   uint16_t repl_port = 5703;
   std::string log_level = "info";
   unsigned io_threads = 4;
-  unsigned http_threads = 2;
+  unsigned net_threads = 2;
   int heartbeat_ms = 1000;
+  int node_timeout_ms = 5000;
+  uint32_t iscsi_queue_depth = 128;
+  std::string join;        // controller API URL; empty: this node is the controller
+  std::string join_token;
 };
 
 // Holds an exclusive flock on DATA_DIR/tandemd.lock for the life of the process, so two
@@ -71,21 +77,6 @@ int lock_data_dir(const std::string& dir) {
   return fd;
 }
 
-std::string random_hex(size_t bytes) {
-  std::vector<unsigned char> b(bytes);
-  if (RAND_bytes(b.data(), static_cast<int>(b.size())) != 1) {
-    std::cerr << "tandemd: no randomness available\n";
-    std::exit(1);
-  }
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (auto c : b) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
-}
-
 std::string read_first_line(const std::string& path) {
   std::ifstream f(path);
   std::string s;
@@ -110,7 +101,7 @@ std::optional<std::string> ensure_token(db::Catalogue& cat, const std::string& d
   std::string token = read_first_line(path);
   bool fresh = token.empty();
   if (fresh) {
-    token = random_hex(24);
+    token = mgmt::random_hex(24);
     if (!write_private_file(path, token + "\n")) {
       spdlog::critical("cannot write {}: {}", path, std::strerror(errno));
       return std::nullopt;
@@ -164,12 +155,22 @@ int run(int argc, char** argv) {
   app.add_option("--io-threads", o.io_threads, "threads for disk I/O")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();
-  app.add_option("--http-threads", o.http_threads, "threads for the HTTP server")
+  app.add_option("--net-threads", o.net_threads, "threads for the HTTP and iSCSI servers")
       ->check(CLI::Range(1u, 16u))
       ->capture_default_str();
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval")
       ->check(CLI::Range(100, 60000))
       ->capture_default_str();
+  app.add_option("--node-timeout-ms", o.node_timeout_ms,
+                 "controller: a node silent this long is offline")
+      ->check(CLI::Range(200, 600000))
+      ->capture_default_str();
+  app.add_option("--iscsi-queue-depth", o.iscsi_queue_depth,
+                 "commands an iSCSI session may have outstanding (CmdSN window)")
+      ->check(CLI::Range(1u, 4096u))
+      ->capture_default_str();
+  app.add_option("--join", o.join, "join the cluster whose controller API is at this URL");
+  app.add_option("--join-token", o.join_token, "the controller's join token (first start)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -203,11 +204,28 @@ int run(int argc, char** argv) {
     return 1;
   }
   db::Catalogue& catalogue = **cat;
-  auto token_hash = ensure_token(catalogue, o.data_dir);
-  if (!token_hash) return 1;
+  // The admin token belongs to the cluster: the controller makes it; a joined node learns
+  // its hash from the controller.
+  auto admin_token = std::make_shared<mgmt::TokenHash>();
+  if (o.join.empty()) {
+    auto token_hash = ensure_token(catalogue, o.data_dir);
+    if (!token_hash) return 1;
+    admin_token->set(*token_hash);
+  }
 
-  std::string node_id = node_id_for(o.data_dir);
   std::string api_url = "http://" + o.bind + ":" + std::to_string(o.http_port);
+  mgmt::NodeIdentity me{o.node_name, o.bind, api_url, o.iscsi_port, o.repl_port, o.data_dir};
+  bool controller = o.join.empty();
+  if (controller) {
+    if (auto err = mgmt::bootstrap_controller(catalogue, me); !err.empty()) {
+      spdlog::critical("cluster: {}", err);
+      return 1;
+    }
+  } else if (auto err = mgmt::join_cluster(me, o.join, o.join_token); !err.empty()) {
+    spdlog::critical("cluster: {}", err);
+    return 1;
+  }
+  std::string node_id = node_id_for(o.data_dir);
   backend::IoPool io_pool(o.io_threads);
   mgmt::VolumeService volumes(catalogue, io_pool, o.data_dir + "/volumes", node_id, o.node_name);
 
@@ -252,7 +270,20 @@ int run(int argc, char** argv) {
   }
 
   mgmt::Metrics metrics;
-  mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, *token_hash, o.node_name};
+  std::optional<mgmt::FileCa> ca;
+  std::optional<mgmt::ClusterService> cluster;
+  std::optional<mgmt::NodeAgent> agent;
+  if (controller) {
+    ca.emplace(o.data_dir + "/tls/ca");
+    cluster.emplace(catalogue, &*ca, o.node_name, std::chrono::milliseconds(o.node_timeout_ms));
+  }
+  mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, cluster ? &*cluster : nullptr,
+                       admin_token, o.node_name};
+  if (!controller) {
+    ctx.forward = [url = o.join](const mgmt::HttpRequest& r) { return mgmt::forward_to(url, r); };
+    agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token);
+    agent->start();
+  }
   mgmt::Router router(ctx);
   asio::io_context ioc;
   mgmt::HttpServer http(ioc, router, metrics,
@@ -262,12 +293,28 @@ int run(int argc, char** argv) {
     return 1;
   }
 
+  mgmt::IscsiDirectory directory(volumes, catalogue, o.bind, o.iscsi_port);
+  target::net::IscsiServerOptions iscsi_opts;
+  iscsi_opts.address = o.bind;
+  iscsi_opts.port = o.iscsi_port;
+  iscsi_opts.login.queue_depth = o.iscsi_queue_depth;
+  iscsi_opts.session.queue_depth = o.iscsi_queue_depth;
+  target::net::IscsiServer iscsi(ioc, directory, iscsi_opts);
+  if (auto err = iscsi.start(); !err.empty()) {
+    spdlog::critical("iscsi: {}", err);
+    return 1;
+  }
+  volumes.set_in_use_check(
+      [&](const std::string& name) { return iscsi.sessions_for(core::iqn_for(name)) > 0; });
+  volumes.set_deleted_hook([&](const std::string& id) { directory.forget(id); });
+
   asio::steady_timer heartbeat(ioc);
   std::function<void()> beat = [&] {
     heartbeat.expires_after(std::chrono::milliseconds(o.heartbeat_ms));
     heartbeat.async_wait([&](boost::system::error_code e) {
       if (e) return;
       if (auto r = register_node("online"); !r) spdlog::warn("heartbeat: {}", r.error().message);
+      if (cluster) cluster->check_liveness(db::now_ms());
       beat();
     });
   };
@@ -278,18 +325,21 @@ int run(int argc, char** argv) {
     if (e) return;
     spdlog::info("signal {}: stopping (finishing in-flight requests)", sig);
     heartbeat.cancel();
+    iscsi.stop();
     http.stop([&] { ioc.stop(); });
   });
 
-  spdlog::info("node {} ({}) ready: API {}/api/v1, data {}", o.node_name, node_id, api_url,
-               o.data_dir);
-  std::cout << "tandemd " << o.node_name << " ready: API " << api_url << "/api/v1" << std::endl;
+  spdlog::info("node {} ({}) ready: API {}/api/v1, iSCSI {}:{}, data {}", o.node_name, node_id,
+               api_url, o.bind, o.iscsi_port, o.data_dir);
+  std::cout << "tandemd " << o.node_name << " ready: API " << api_url << "/api/v1, iSCSI "
+            << o.bind << ":" << o.iscsi_port << std::endl;
 
   std::vector<std::thread> threads;
-  for (unsigned i = 1; i < o.http_threads; ++i) threads.emplace_back([&] { ioc.run(); });
+  for (unsigned i = 1; i < o.net_threads; ++i) threads.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : threads) t.join();
 
+  if (agent) agent->stop();
   volumes.flush_all();
   if (auto r = register_node("offline"); !r) spdlog::warn("catalogue: {}", r.error().message);
   catalogue.checkpoint();

@@ -157,7 +157,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         r.method = method;
         r.authorization = std::string(req[http::field::authorization]);
         r.content_type = std::string(req[http::field::content_type]);
-        if (!split_target(std::string(req.target()), &r.path, &r.query)) {
+        r.target = std::string(req.target());
+        if (!split_target(r.target, &r.path, &r.query)) {
           resp = error_body(400, "bad_request", "malformed request target");
         } else {
           r.body = std::move(req.body());
@@ -168,12 +169,13 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         std::lock_guard lock(mu);
         if (stopping) keep_alive = false;
       }
-      auto res = to_beast(resp, version, keep_alive);
-      stream.expires_after(std::chrono::seconds(opts.write_timeout_s));
-      auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+      // Counted before the answer leaves, so a client that saw it also sees it counted.
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       metrics.observe_request(method, route, resp.status, secs);
       spdlog::debug("http: {} {} -> {} ({:.1f} ms)", method, route, resp.status, secs * 1000);
+      auto res = to_beast(resp, version, keep_alive);
+      stream.expires_after(std::chrono::seconds(opts.write_timeout_s));
+      auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
       {
         std::lock_guard lock(mu);
         me->busy = false;

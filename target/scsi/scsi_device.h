@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,10 @@ struct ScsiResult {
   Status status = Status::kGood;
   std::vector<uint8_t> sense;        // fixed-format sense data when kCheckCondition
   std::vector<std::byte> data_in;    // Data-In bytes (may be shorter than expected)
+  // Bytes the CDB itself asks to move in the command's data direction (READ/WRITE transfer
+  // length x block size), when it has one. The transport reports residual overflow or
+  // underflow against it (RFC 7143 11.4.5); unset for commands without a data phase.
+  std::optional<uint32_t> cdb_transfer_length;
 };
 
 class ScsiDevice {
@@ -53,8 +58,9 @@ class ScsiDevice {
   using Done = std::function<void(ScsiResult)>;
   virtual ~ScsiDevice() = default;
   virtual void execute(std::shared_ptr<ScsiTask> task, Done done) = 0;
-  // LOGICAL UNIT RESET / TARGET RESET from this nexus (SAM-5 6.x): clears RESERVE(6)
-  // reservations and unit attentions as the standard requires; PR state survives.
+  // LOGICAL UNIT RESET / TARGET RESET from this nexus (SAM-5 6.3): releases RESERVE(6/10)
+  // reservations and raises a BUS DEVICE RESET FUNCTION OCCURRED unit attention on every
+  // I_T nexus; PR state survives.
   virtual void reset(const std::string& initiator_port) = 0;
   // The nexus logged out or its connection died.
   virtual void nexus_lost(const std::string& initiator_port) = 0;

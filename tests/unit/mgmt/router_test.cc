@@ -11,6 +11,7 @@
 
 #include "backend/store/io_pool.h"
 #include "db/catalogue.h"
+#include "mgmt/cluster_service.h"
 #include "mgmt/metrics.h"
 #include "mgmt/volume_service.h"
 
@@ -39,7 +40,7 @@ class RouterTest : public ::testing::Test {
                                                "node-1", "n1");
     ASSERT_TRUE(volumes_->recover().ok());
     router_ = std::make_unique<Router>(
-        ApiContext{cat_.get(), volumes_.get(), &metrics_, sha256_hex(kToken), "n1"});
+        ApiContext{cat_.get(), volumes_.get(), &metrics_, nullptr, std::make_shared<TokenHash>(sha256_hex(kToken)), "n1"});
   }
   void TearDown() override {
     router_.reset();
@@ -78,7 +79,7 @@ class RouterTest : public ::testing::Test {
 TEST_F(RouterTest, HealthzNeedsNoTokenEverythingElseDoes) {
   EXPECT_EQ(call("GET", "/healthz", "", "").status, 200);
   for (const auto& r : Router::routes()) {
-    if (!r.needs_auth) continue;
+    if (r.auth != Auth::kAdmin) continue;
     std::string path = r.pattern;
     if (auto p = path.find("{name}"); p != std::string::npos) path.replace(p, 6, "x");
     auto none = call(r.method, path, "{}", "");
@@ -95,6 +96,7 @@ TEST_F(RouterTest, HealthzNeedsNoTokenEverythingElseDoes) {
 }
 
 TEST_F(RouterTest, UnknownRoutesAndMethods) {
+  EXPECT_EQ(call("GET", "/api/v1/volumes/a/b/c").status, 404);
   EXPECT_EQ(call("GET", "/api/v1/nope").status, 404);
   EXPECT_EQ(code(call("GET", "/api/v1/nope")), "not_found");
   auto r = call("PUT", "/api/v1/volumes");
@@ -224,13 +226,18 @@ TEST_F(RouterTest, TooFewNodesForReplicasIs409WithCounts) {
   // No file was left behind by the refusals.
   EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
 
-  // With enough nodes the same request is accepted; raising replicas beyond is refused.
+  // With enough nodes the node check passes, but replication is not built yet: refused
+  // plainly (501) instead of recorded and not honoured, and nothing is left behind.
   add_node("node-2", "n2");
-  auto ok = call("POST", "/api/v1/volumes", R"({"name":"r1","size":"1GiB","replicas":1})");
-  ASSERT_EQ(ok.status, 201) << ok.body;
-  EXPECT_EQ(body(ok)["nodes_for_ha"], 3);
-  EXPECT_EQ(body(ok)["ha_available"], false);
-  EXPECT_EQ(call("PATCH", "/api/v1/volumes/r1", R"({"replicas":2})").status, 409);
+  auto r1 = call("POST", "/api/v1/volumes", R"({"name":"r1","size":"1GiB","replicas":1})");
+  ASSERT_EQ(r1.status, 501) << r1.body;
+  EXPECT_EQ(body(r1)["error"]["code"], "not_implemented");
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
+  ASSERT_EQ(call("POST", "/api/v1/volumes", R"({"name":"r0","size":"1GiB"})").status, 201);
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/r0"))["ha_available"], true);
+  EXPECT_EQ(call("PATCH", "/api/v1/volumes/r0", R"({"replicas":2})").status, 409);
+  EXPECT_EQ(call("PATCH", "/api/v1/volumes/r0", R"({"replicas":1})").status, 501);
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/r0"))["replicas"], 0);
 }
 
 TEST_F(RouterTest, ClassDefaultsApplyAndVolumeLabelsOverride) {
@@ -277,6 +284,134 @@ TEST_F(RouterTest, ClusterNodesMetrics) {
   EXPECT_NE(m.body.find("tandem_capacity_bytes{kind=\"provisioned\"} 2097152"), std::string::npos);
   EXPECT_NE(m.body.find("tandem_http_requests_total{"), std::string::npos);
   EXPECT_NE(m.body.find("tandem_http_request_duration_seconds_bucket"), std::string::npos);
+}
+
+TEST_F(RouterTest, AccessControlNeverReturnsSecrets) {
+  ASSERT_EQ(call("POST", "/api/v1/volumes", R"({"name":"a","size":"8MiB"})").status, 201);
+  auto open = body(call("GET", "/api/v1/volumes/a/access"));
+  EXPECT_TRUE(open["initiators"].empty());
+  EXPECT_EQ(open["chap"]["enabled"], false);
+  auto set = call("PUT", "/api/v1/volumes/a/access",
+                  R"({"initiators":["iqn.1994-05.com.example:h1"],
+                      "chap":{"user":"u","secret":"0123456789ab"},
+                      "mutual_chap":{"user":"t","secret":"ba9876543210"}})");
+  ASSERT_EQ(set.status, 200) << set.body;
+  EXPECT_EQ(set.body.find("0123456789ab"), std::string::npos);
+  auto got = call("GET", "/api/v1/volumes/a/access");
+  EXPECT_EQ(got.body.find("0123456789ab"), std::string::npos);
+  EXPECT_EQ(got.body.find("ba9876543210"), std::string::npos);
+  EXPECT_EQ(body(got)["chap"]["user"], "u");
+  EXPECT_EQ(body(got)["mutual_chap"]["enabled"], true);
+  EXPECT_EQ(body(got)["initiators"][0], "iqn.1994-05.com.example:h1");
+  auto events = call("GET", "/api/v1/events?limit=1000");
+  EXPECT_EQ(events.body.find("0123456789ab"), std::string::npos);
+  EXPECT_NE(events.body.find("volume-access-changed"), std::string::npos);
+
+  for (const char* bad : {R"({"initiators":["not a name"]})", R"({"initiators":"x"})",
+                          R"({"chap":{"user":"u","secret":"short"}})",
+                          R"({"chap":{"user":"","secret":"0123456789ab"}})",
+                          R"({"chap":{"user":"u"}})",
+                          R"({"mutual_chap":{"user":"t","secret":"ba9876543210"}})",
+                          R"({"chap":{"user":"u","secret":"0123456789ab"},
+                              "mutual_chap":{"user":"t","secret":"0123456789ab"}})"}) {
+    EXPECT_EQ(call("PUT", "/api/v1/volumes/a/access", bad).status, 422) << bad;
+  }
+  EXPECT_EQ(call("PUT", "/api/v1/volumes/zz/access", "{}").status, 404);
+  // Resetting to open clears everything.
+  auto reset = body(call("PUT", "/api/v1/volumes/a/access", "{}"));
+  EXPECT_TRUE(reset["initiators"].empty());
+  EXPECT_EQ(reset["chap"]["enabled"], false);
+}
+
+// A CA that "signs" by wrapping the request, so the route logic is tested on its own
+// (the real CA is tested with real certificates in backend_transport).
+class FakeCa : public CertificateAuthority {
+ public:
+  core::Result<std::string, std::string> sign(const std::string& csr, const std::string&,
+                                              const std::string&) override {
+    if (csr.find("CSR") == std::string::npos) return core::fail(std::string("bad request"));
+    return "CERT(" + csr + ")";
+  }
+  std::string ca_pem() const override { return "CA"; }
+};
+
+TEST_F(RouterTest, NodesJoinWithTheJoinTokenAndHeartbeatWithTheirOwn) {
+  FakeCa ca;
+  ClusterService cluster(*cat_, &ca, "n1", std::chrono::milliseconds(5000));
+  router_ = std::make_unique<Router>(ApiContext{cat_.get(), volumes_.get(), &metrics_, &cluster,
+                                                std::make_shared<TokenHash>(sha256_hex(kToken)), "n1"});
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) {
+                      return tx.set_setting(ClusterService::kJoinTokenSetting,
+                                            sha256_hex("join-secret"));
+                    }).ok());
+  std::string req = R"({"name":"n2","address":"127.0.0.2","api_url":"http://127.0.0.2:8080",
+                        "repl_port":5703,"iscsi_port":3260,"csr":"CSR-n2"})";
+  EXPECT_EQ(call("POST", "/api/v1/cluster/join", req, "").status, 401);
+  EXPECT_EQ(call("POST", "/api/v1/cluster/join", req, kToken).status, 401)
+      << "the admin token is not the join token";
+  auto joined = call("POST", "/api/v1/cluster/join", req, "join-secret");
+  ASSERT_EQ(joined.status, 200) << joined.body;
+  json grant = body(joined);
+  EXPECT_EQ(grant["certificate"], "CERT(CSR-n2)");
+  EXPECT_EQ(grant["ca_certificate"], "CA");
+  std::string node_token = grant["node_token"];
+  EXPECT_GE(node_token.size(), 32u);
+
+  auto nodes = body(call("GET", "/api/v1/nodes"));
+  ASSERT_EQ(nodes["nodes"].size(), 2u);
+  EXPECT_EQ(nodes["nodes"][1]["name"], "n2");
+  EXPECT_EQ(nodes["nodes"][1]["state"], "online");
+
+  // Same name from another node id: refused. The same node may join again.
+  EXPECT_EQ(call("POST", "/api/v1/cluster/join", req, "join-secret").status, 409);
+  json again = json::parse(req);
+  again["node_id"] = grant["node_id"];
+  EXPECT_EQ(call("POST", "/api/v1/cluster/join", again.dump(), "join-secret").status, 200);
+  json bad_csr = json::parse(req);
+  bad_csr["name"] = "n3";
+  bad_csr["csr"] = "garbage";
+  EXPECT_EQ(call("POST", "/api/v1/cluster/join", bad_csr.dump(), "join-secret").status, 422);
+
+  std::string hb = R"({"capacity_bytes":100,"free_bytes":50})";
+  EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", hb, node_token).status, 401)
+      << "the first grant's token was replaced by the re-join";
+  auto regrant = body(call("POST", "/api/v1/cluster/join", again.dump(), "join-secret"));
+  std::string token2 = regrant["node_token"];
+  EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", hb, "wrong").status, 401);
+  EXPECT_EQ(call("POST", "/api/v1/nodes/n9/heartbeat", hb, token2).status, 404);
+  ASSERT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", hb, token2).status, 200);
+  EXPECT_EQ(body(call("GET", "/api/v1/nodes"))["nodes"][1]["free_bytes"], 50);
+
+  // Silence past the timeout: offline, with an event; a heartbeat brings it back.
+  EXPECT_EQ(cluster.check_liveness(db::now_ms() + 60000), 1);
+  EXPECT_EQ(body(call("GET", "/api/v1/nodes"))["nodes"][1]["state"], "offline");
+  EXPECT_EQ(body(call("GET", "/api/v1/nodes"))["nodes"][0]["state"], "online")
+      << "the controller's own node is not judged by heartbeats";
+  ASSERT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", hb, token2).status, 200);
+  EXPECT_EQ(body(call("GET", "/api/v1/nodes"))["nodes"][1]["state"], "online");
+  auto ev = call("GET", "/api/v1/events?limit=1000").body;
+  for (const char* kind : {"node-joined", "node-rejoined", "node-offline", "node-online"}) {
+    EXPECT_NE(ev.find(kind), std::string::npos) << kind;
+  }
+  EXPECT_EQ(ev.find(token2), std::string::npos) << "a token leaked into the event log";
+}
+
+TEST_F(RouterTest, NonControllerForwardsTheApiButServesHealthLocally) {
+  std::vector<std::string> seen;
+  ApiContext ctx{cat_.get(), volumes_.get(), &metrics_, nullptr, std::make_shared<TokenHash>(sha256_hex(kToken)), "n2"};
+  ctx.forward = [&](const HttpRequest& r) {
+    seen.push_back(r.method + " " + r.path);
+    HttpResponse resp;
+    resp.status = 202;
+    resp.body = "{}";
+    return resp;
+  };
+  router_ = std::make_unique<Router>(ctx);
+  EXPECT_EQ(call("GET", "/api/v1/volumes", "", "").status, 202);
+  EXPECT_EQ(call("POST", "/api/v1/volumes", "{}").status, 202);
+  EXPECT_EQ(call("GET", "/healthz", "", "").status, 200);
+  EXPECT_EQ(call("GET", "/metrics", "", "").status, 401) << "metrics stay local, with auth";
+  EXPECT_EQ(seen, (std::vector<std::string>{"GET /api/v1/volumes", "POST /api/v1/volumes"}));
 }
 
 // The OpenAPI document lists exactly the routes the router serves.

@@ -1,0 +1,228 @@
+#include "mgmt/daemon/cluster_setup.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "backend/store/file_store.h"
+#include "backend/transport/tls_identity.h"
+#include "mgmt/api/router.h"
+#include "mgmt/cli/http_client.h"
+
+namespace tandem::mgmt {
+
+namespace fs = std::filesystem;
+namespace tls = backend::transport;
+using nlohmann::json;
+
+namespace {
+
+std::string read_line(const fs::path& p) {
+  std::ifstream f(p);
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+}  // namespace
+
+core::Result<std::string, std::string> FileCa::sign(const std::string& csr_pem,
+                                                   const std::string& node_name,
+                                                   const std::string& address) {
+  // The certificate must say who the joining node claims to be, nothing else.
+  auto info = tls::inspect_csr(csr_pem);
+  if (!info) return core::fail(info.error().message);
+  if (info->common_name != node_name) {
+    return core::fail("the request names '" + info->common_name + "', not '" + node_name + "'");
+  }
+  if (std::find(info->ip_addresses.begin(), info->ip_addresses.end(), address) ==
+      info->ip_addresses.end()) {
+    return core::fail("the request does not carry the node's address " + address);
+  }
+  auto r = tls::sign_csr(dir_, csr_pem, tls::kDefaultNodeValidityDays);
+  if (!r) return core::fail(r.error().message);
+  return *r;
+}
+
+std::string FileCa::ca_pem() const {
+  auto r = tls::read_pem_file(fs::path(dir_) / tls::kCaCertFile);
+  return r ? *r : std::string();
+}
+
+std::string bootstrap_controller(db::Catalogue& cat, const NodeIdentity& me) {
+  fs::path tls_dir = fs::path(me.data_dir) / "tls";
+  fs::path ca_dir = tls_dir / "ca";
+  if (!fs::exists(ca_dir / tls::kCaKeyFile)) {
+    auto ca = tls::create_cluster_ca(ca_dir);
+    if (!ca) return "cannot create the cluster CA: " + ca.error().message;
+    spdlog::info("cluster CA created: {} ({})", ca->common_name, ca->fingerprint_sha256);
+  }
+  if (!fs::exists(tls_dir / tls::kNodeCertFile)) {
+    auto kc = tls::create_node_key_and_csr(me.name, me.address);
+    if (!kc) return "cannot create this node's key: " + kc.error().message;
+    auto cert = tls::sign_csr(ca_dir, kc->csr_pem, tls::kDefaultNodeValidityDays);
+    if (!cert) return "cannot sign this node's certificate: " + cert.error().message;
+    auto ca_pem = tls::read_pem_file(ca_dir / tls::kCaCertFile);
+    if (!ca_pem) return ca_pem.error().message;
+    if (auto s = tls::store_node_credentials(tls_dir, {*cert, kc->key_pem, *ca_pem}); !s) {
+      return "cannot store this node's credentials: " + s.error().message;
+    }
+  }
+  fs::path token_path = fs::path(me.data_dir) / "join.token";
+  std::string token = read_line(token_path);
+  bool fresh = token.empty();
+  if (fresh) {
+    token = random_hex(24);
+    if (auto w = tls::write_private_pem(token_path, token + "\n"); !w) {
+      return "cannot write " + token_path.string() + ": " + w.error().message;
+    }
+  }
+  auto r = cat.transact<void>([&](db::Tx& tx) {
+    return tx.set_setting(ClusterService::kJoinTokenSetting, sha256_hex(token));
+  });
+  if (!r) return "catalogue: " + r.error().message;
+  if (fresh) {
+    std::cout << "join token: " << token << "  (saved in " << token_path.string()
+              << "; other nodes start with --join " << me.api_url << " --join-token <it>)"
+              << std::endl;
+  }
+  return {};
+}
+
+std::string join_cluster(const NodeIdentity& me, const std::string& controller_url,
+                         const std::string& join_token) {
+  fs::path dir(me.data_dir);
+  fs::path tls_dir = dir / "tls";
+  if (fs::exists(tls_dir / tls::kNodeCertFile) && fs::exists(dir / "node.token")) {
+    if (auto c = tls::load_node_credentials(tls_dir); !c) {
+      return "stored TLS credentials are unusable: " + c.error().message;
+    }
+    return {};  // joined before; heartbeats resume with the stored token
+  }
+  if (join_token.empty()) return "--join needs --join-token on the first start";
+  auto kc = tls::create_node_key_and_csr(me.name, me.address);
+  if (!kc) return "cannot create this node's key: " + kc.error().message;
+  auto client = HttpClient::make(controller_url, join_token, 30);
+  if (!client) return client.error();
+  json req{{"name", me.name},           {"address", me.address},
+           {"api_url", me.api_url},     {"iscsi_port", me.iscsi_port},
+           {"repl_port", me.repl_port}, {"csr", kc->csr_pem},
+           {"node_id", read_line(dir / "node.id")}};
+  auto res = client->request("POST", "/api/v1/cluster/join", req.dump());
+  if (!res) return "cannot reach the controller at " + controller_url + ": " + res.error();
+  json body = json::parse(res->body, nullptr, false);
+  if (res->status != 200 || !body.is_object()) {
+    std::string msg = body.is_object() && body.contains("error")
+                          ? body["error"].value("message", res->body)
+                          : res->body;
+    return "the controller refused to join us (HTTP " + std::to_string(res->status) +
+           "): " + msg;
+  }
+  tls::NodeCredentials creds{body.value("certificate", ""), kc->key_pem,
+                             body.value("ca_certificate", "")};
+  if (auto v = tls::verify_peer(creds.cert_pem, creds.ca_pem); !v) {
+    return "the controller sent a certificate we cannot verify: " + v.error().message;
+  }
+  if (auto s = tls::store_node_credentials(tls_dir, creds); !s) return s.error().message;
+  if (auto w = tls::write_private_pem(dir / "node.id", body.value("node_id", "") + "\n"); !w) {
+    return w.error().message;
+  }
+  if (auto w = tls::write_private_pem(dir / "node.token", body.value("node_token", "") + "\n");
+      !w) {
+    return w.error().message;
+  }
+  spdlog::info("joined the cluster at {} as {}", controller_url, me.name);
+  return {};
+}
+
+HttpResponse forward_to(const std::string& controller_url, const HttpRequest& req) {
+  HttpResponse out;
+  auto client = HttpClient::make(controller_url, "", 30);
+  if (!client) {
+    out.status = 502;
+    out.body = json{{"error", {{"code", "bad_gateway"}, {"message", client.error()}}}}.dump();
+    return out;
+  }
+  auto r = client->request(req.method, req.target, req.body,
+                           req.content_type.empty() ? "application/json" : req.content_type,
+                           &req.authorization);
+  if (!r) {
+    out.status = 502;
+    out.body = json{{"error",
+                     {{"code", "bad_gateway"},
+                      {"message", "the controller at " + controller_url +
+                                      " is unreachable: " + r.error()}}}}
+                   .dump();
+    return out;
+  }
+  out.status = r->status;
+  out.body = std::move(r->body);
+  if (auto it = r->headers.find("Content-Type"); it != r->headers.end()) {
+    out.content_type = it->second;
+  }
+  for (const char* h : {"Location", "Allow", "WWW-Authenticate"}) {
+    if (auto it = r->headers.find(h); it != r->headers.end()) out.headers[h] = it->second;
+  }
+  return out;
+}
+
+NodeAgent::NodeAgent(NodeIdentity me, std::string controller_url,
+                     std::chrono::milliseconds interval, std::shared_ptr<TokenHash> admin_token)
+    : me_(std::move(me)),
+      controller_url_(std::move(controller_url)),
+      interval_(interval),
+      admin_token_(std::move(admin_token)) {
+  token_ = read_line(fs::path(me_.data_dir) / "node.token");
+}
+
+NodeAgent::~NodeAgent() { stop(); }
+
+void NodeAgent::start() { thread_ = std::thread([this] { run(); }); }
+
+void NodeAgent::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void NodeAgent::run() {
+  backend::FileStore store(me_.data_dir + "/volumes");
+  for (;;) {
+    json report{{"capacity_bytes", store.total_bytes().ok() ? *store.total_bytes() : 0},
+                {"free_bytes", store.free_bytes().ok() ? *store.free_bytes() : 0}};
+    auto client = HttpClient::make(controller_url_, token_, 5);
+    bool ok = false;
+    std::string why;
+    if (client) {
+      auto r = client->request("POST", "/api/v1/nodes/" + me_.name + "/heartbeat", report.dump());
+      ok = r && r->status == 200;
+      why = !r ? r.error() : r->body;
+      if (ok) {
+        auto j = json::parse(r->body, nullptr, false);
+        if (j.is_object() && !j.value("admin_token_sha256", "").empty()) {
+          admin_token_->set(j.value("admin_token_sha256", ""));
+        }
+      }
+    }
+    if (ok != reachable_) {
+      if (ok) {
+        spdlog::info("controller {} reachable again", controller_url_);
+      } else {
+        spdlog::warn("heartbeat to {} failed: {}", controller_url_, why);
+      }
+      reachable_ = ok;
+    }
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, interval_, [this] { return stopping_; })) return;
+  }
+}
+
+}  // namespace tandem::mgmt

@@ -1,0 +1,80 @@
+// Cluster bootstrap for tandemd: the controller's CA, join token and own node certificate
+// on first start; a joining node's key, CSR and join call; the heartbeat loop a joined node
+// runs; and the forwarding of API calls to the controller. Runs at start-up on the main
+// thread, except NodeAgent, which owns one background thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "mgmt/api/http_types.h"
+#include "mgmt/api/router.h"
+#include "mgmt/cluster_service.h"
+
+namespace tandem::mgmt {
+
+struct NodeIdentity {
+  std::string name;
+  std::string address;
+  std::string api_url;
+  uint16_t iscsi_port = 3260;
+  uint16_t repl_port = 5703;
+  std::string data_dir;
+};
+
+// The controller's CA on disk (DATA_DIR/tls/ca/).
+class FileCa : public CertificateAuthority {
+ public:
+  explicit FileCa(std::string dir) : dir_(std::move(dir)) {}
+  core::Result<std::string, std::string> sign(const std::string& csr_pem,
+                                              const std::string& node_name,
+                                              const std::string& address) override;
+  std::string ca_pem() const override;
+
+ private:
+  std::string dir_;
+};
+
+// Controller first start: CA, its own node certificate, and the join token (printed once,
+// kept in DATA_DIR/join.token, its hash in the catalogue). Returns an error message or "".
+std::string bootstrap_controller(db::Catalogue& cat, const NodeIdentity& me);
+
+// A joining node: when DATA_DIR/tls/node.crt or DATA_DIR/node.token is missing, creates a
+// key and CSR and calls the controller's join route. Writes node.id, node.token and the
+// credentials. Returns an error message or "".
+std::string join_cluster(const NodeIdentity& me, const std::string& controller_url,
+                         const std::string& join_token);
+
+// Passes an API call to the controller and returns its answer (502 when unreachable).
+HttpResponse forward_to(const std::string& controller_url, const HttpRequest& req);
+
+// Heartbeats to the controller every interval on its own thread until stopped.
+class NodeAgent {
+ public:
+  // `admin_token` is updated from the controller's answers.
+  NodeAgent(NodeIdentity me, std::string controller_url, std::chrono::milliseconds interval,
+            std::shared_ptr<TokenHash> admin_token);
+  ~NodeAgent();
+  void start();
+  void stop();
+
+ private:
+  void run();
+
+  NodeIdentity me_;
+  std::string controller_url_;
+  std::string token_;
+  std::chrono::milliseconds interval_;
+  std::shared_ptr<TokenHash> admin_token_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool reachable_ = true;
+  std::thread thread_;
+};
+
+}  // namespace tandem::mgmt
