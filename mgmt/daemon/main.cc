@@ -278,7 +278,7 @@ int run(int argc, char** argv) {
     cluster.emplace(catalogue, &*ca, o.node_name, std::chrono::milliseconds(o.node_timeout_ms));
   }
   mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, cluster ? &*cluster : nullptr,
-                       admin_token, o.node_name};
+                       admin_token, o.node_name, {}};
   if (!controller) {
     ctx.forward = [url = o.join](const mgmt::HttpRequest& r) { return mgmt::forward_to(url, r); };
     agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token);

@@ -201,7 +201,8 @@ TEST_F(DaemonTest, MalformedOversizedAndUnknownRequestsGetCleanErrors) {
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(r.body["error"]["code"], "payload_too_large");
   // Garbage that is not HTTP at all: the connection is closed, the daemon carries on.
-  raw_exchange(std::string("\x16\x03\x01\x02\x00garbage\r\n\r\n", 18));
+  static const char kTlsHelloish[] = "\x16\x03\x01\x02\x00garbage\r\n\r\n";
+  raw_exchange(std::string(kTlsHelloish, sizeof kTlsHelloish - 1));
   raw_exchange("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n");
   raw_exchange(std::string(100000, 'A'));
   std::string reply = raw_exchange("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");

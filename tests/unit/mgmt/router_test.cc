@@ -40,7 +40,7 @@ class RouterTest : public ::testing::Test {
                                                "node-1", "n1");
     ASSERT_TRUE(volumes_->recover().ok());
     router_ = std::make_unique<Router>(
-        ApiContext{cat_.get(), volumes_.get(), &metrics_, nullptr, std::make_shared<TokenHash>(sha256_hex(kToken)), "n1"});
+        ApiContext{cat_.get(), volumes_.get(), &metrics_, nullptr, std::make_shared<TokenHash>(sha256_hex(kToken)), "n1", {}});
   }
   void TearDown() override {
     router_.reset();
@@ -339,7 +339,7 @@ TEST_F(RouterTest, NodesJoinWithTheJoinTokenAndHeartbeatWithTheirOwn) {
   FakeCa ca;
   ClusterService cluster(*cat_, &ca, "n1", std::chrono::milliseconds(5000));
   router_ = std::make_unique<Router>(ApiContext{cat_.get(), volumes_.get(), &metrics_, &cluster,
-                                                std::make_shared<TokenHash>(sha256_hex(kToken)), "n1"});
+                                                std::make_shared<TokenHash>(sha256_hex(kToken)), "n1", {}});
   ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) {
                       return tx.set_setting(ClusterService::kJoinTokenSetting,
                                             sha256_hex("join-secret"));
@@ -398,7 +398,7 @@ TEST_F(RouterTest, NodesJoinWithTheJoinTokenAndHeartbeatWithTheirOwn) {
 
 TEST_F(RouterTest, NonControllerForwardsTheApiButServesHealthLocally) {
   std::vector<std::string> seen;
-  ApiContext ctx{cat_.get(), volumes_.get(), &metrics_, nullptr, std::make_shared<TokenHash>(sha256_hex(kToken)), "n2"};
+  ApiContext ctx{cat_.get(), volumes_.get(), &metrics_, nullptr, std::make_shared<TokenHash>(sha256_hex(kToken)), "n2", {}};
   ctx.forward = [&](const HttpRequest& r) {
     seen.push_back(r.method + " " + r.path);
     HttpResponse resp;
