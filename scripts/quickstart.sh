@@ -39,6 +39,7 @@ fi
 cat <<MSG
 
 Tandem is running (one node, the embedded default).
+  Console:       $URL/   (sign in with the admin token)
   API:           $URL/api/v1   (OpenAPI at $URL/api/v1/openapi.json, metrics at $URL/metrics)
   Admin token:   $(cat "$DATA/admin.token")   (also in $DATA/admin.token)
   Demo volume:   iscsi://$ADDR:3260/iqn.2026-11.dev.tandem:demo/0

@@ -13,6 +13,7 @@
 #include "mgmt/cluster_service.h"
 #include "mgmt/metrics.h"
 #include "mgmt/volume_service.h"
+#include "webui/assets.h"
 
 namespace tandem::mgmt {
 namespace {
@@ -525,6 +526,30 @@ const std::vector<Route>& table() {
   return kRoutes;
 }
 
+// The console's static files: public (they hold no data; every API call they make carries
+// the token), served by every node.
+std::optional<HttpResponse> console_asset(const HttpRequest& req) {
+  if (req.method != "GET") return std::nullopt;
+  std::string name;
+  if (req.path == "/" || req.path == "/index.html") {
+    name = "index.html";
+  } else if (req.path.rfind("/ui/", 0) == 0) {
+    name = req.path.substr(4);
+  } else {
+    return std::nullopt;
+  }
+  const auto& all = webui::assets();
+  auto it = all.find(name);
+  if (it == all.end()) return std::nullopt;
+  HttpResponse r;
+  r.content_type = it->second.content_type;
+  r.body = it->second.body;
+  r.headers["Cache-Control"] = "no-cache";
+  r.headers["X-Content-Type-Options"] = "nosniff";
+  r.headers["Content-Security-Policy"] = "default-src 'self'";
+  return r;
+}
+
 }  // namespace
 
 const std::vector<RouteInfo>& Router::routes() {
@@ -538,6 +563,10 @@ const std::vector<RouteInfo>& Router::routes() {
 
 HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
   *route = "unmatched";
+  if (auto asset = console_asset(req)) {
+    *route = "console";
+    return *asset;
+  }
   if (ctx_.forward && req.path.rfind("/api/v1/", 0) == 0) {
     *route = "forwarded";
     return ctx_.forward(req);
