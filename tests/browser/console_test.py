@@ -8,11 +8,12 @@ usage: console_test.py --tandemd PATH --tandemctl PATH [--screenshot OUT.png]
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from tandem_node import Node, loopback_address  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -38,19 +39,13 @@ def main():
         print("chromium not found (Debian package chromium)")
         print("0 passed, 1 failed")
         return 1
-    addr = "127.0.%d.%d" % (100 + os.getpid() % 50, 1 + (os.getpid() // 50) % 250)
     work = tempfile.mkdtemp(prefix="tandem-browser-")
-    data = os.path.join(work, "n1")
-    log = open(os.path.join(work, "tandemd.log"), "w")
-    d = subprocess.Popen([args.tandemd, "--node-name", "n1", "--bind", addr, "--data-dir", data],
-                         stdout=subprocess.PIPE, stderr=log, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = d.stdout.readline()
-        if not line or " ready: " in line:
-            break
-    token = open(os.path.join(data, "admin.token")).read().strip()
-    ctl = [args.tandemctl, "--server", "http://%s:8080" % addr, "--token", token]
+    node = Node(args.tandemd, args.tandemctl, work, loopback_address(252))
+    if not node.start():
+        print("tandemd did not start; log in " + node.log_path)
+        print("0 passed, 1 failed")
+        return 1
+    addr, token = node.address, node.token
     results = []
 
     def check(name, ok, detail=""):
@@ -67,8 +62,7 @@ def main():
         return p.stdout
 
     try:
-        subprocess.run(ctl + ["volume", "create", "console-demo", "--size", "3GiB",
-                              "--failure-mode", "soft"], check=True, capture_output=True)
+        node.ctl("volume", "create", "console-demo", "--size", "3GiB", "--failure-mode", "soft")
         dom = dump("http://%s:8080/#token=%s" % (addr, token))
         check("the console renders the volume from the API",
               "console-demo" in dom and "3GiB" in dom and "soft" in dom, dom)
@@ -92,12 +86,7 @@ def main():
                                                         "http://%s:8080/#token=%s" % (addr, token)],
                            capture_output=True, timeout=120)
     finally:
-        d.send_signal(signal.SIGTERM)
-        try:
-            d.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            d.kill()
-        log.close()
+        node.stop()
     passed = sum(results)
     failed = len(results) - passed
     if failed == 0:

@@ -16,11 +16,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from tandem_node import Node, loopback_address  # noqa: E402
 
 # Families whose features Tandem does not claim: their skips are expected.
 UNCLAIMED = {
@@ -83,8 +84,7 @@ def main():
     ap.add_argument("--tandemctl", required=True)
     ap.add_argument("--family", action="append")
     ap.add_argument("--json")
-    ap.add_argument("--address", default="127.0.%d.%d" % (200 + os.getpid() % 50,
-                                                         1 + (os.getpid() // 50) % 250))
+    ap.add_argument("--address", default=loopback_address(253))
     ap.add_argument("--keep-logs", action="store_true")
     args = ap.parse_args()
     if not shutil.which("iscsi-test-cu"):
@@ -92,25 +92,11 @@ def main():
         return 1
 
     work = tempfile.mkdtemp(prefix="tandem-conformance-")
-    data = os.path.join(work, "n1")
-    log = open(os.path.join(work, "tandemd.log"), "w")
-    daemon = subprocess.Popen([args.tandemd, "--node-name", "n1", "--bind", args.address,
-                               "--data-dir", data], stdout=subprocess.PIPE, stderr=log, text=True)
-    ready = False
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = daemon.stdout.readline()
-        if not line:
-            break
-        if " ready: " in line:
-            ready = True
-            break
-    if not ready:
-        print("tandemd did not start; log in " + log.name, file=sys.stderr)
-        daemon.kill()
+    node = Node(args.tandemd, args.tandemctl, work, args.address)
+    if not node.start():
+        print("tandemd did not start; log in " + node.log_path, file=sys.stderr)
+        node.stop()
         return 1
-    ctl = [args.tandemctl, "--server", "http://%s:8080" % args.address,
-           "--token-file", os.path.join(data, "admin.token")]
 
     results = {}
     failed_families = []
@@ -118,8 +104,7 @@ def main():
     try:
         for i, fam in enumerate(fams):
             vol = "cu%d" % i
-            subprocess.run(ctl + ["volume", "create", vol, "--size", "128MiB"], check=True,
-                           capture_output=True)
+            node.ctl("volume", "create", vol, "--size", "128MiB")
             url = "iscsi://%s/iqn.2026-11.dev.tandem:%s/0" % (args.address, vol)
             try:
                 p = subprocess.run(["iscsi-test-cu", "-d", "-S", "-t", "ALL." + fam, url, url],
@@ -143,14 +128,9 @@ def main():
                     tail = [l for l in out.splitlines() if "Test: " + t in l or "[FAILED]" in l]
                     for l in tail[:6]:
                         print("    " + l.strip())
-            subprocess.run(ctl + ["volume", "delete", vol], capture_output=True)
+            node.ctl("volume", "delete", vol, check=False)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-        log.close()
+        node.stop()
 
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     bad_skips = []

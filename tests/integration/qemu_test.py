@@ -7,11 +7,12 @@ usage: qemu_test.py --tandemd PATH --tandemctl PATH
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from tandem_node import Node, loopback_address  # noqa: E402
 
 
 def main():
@@ -24,19 +25,13 @@ def main():
             print("%s not found (Debian qemu-utils + qemu-block-extra)" % tool)
             print("0 passed, 1 failed")
             return 1
-    addr = "127.0.%d.%d" % (150 + os.getpid() % 50, 1 + (os.getpid() // 50) % 250)
     work = tempfile.mkdtemp(prefix="tandem-qemu-")
-    data = os.path.join(work, "n1")
-    log = open(os.path.join(work, "tandemd.log"), "w")
-    d = subprocess.Popen([args.tandemd, "--node-name", "n1", "--bind", addr, "--data-dir", data],
-                         stdout=subprocess.PIPE, stderr=log, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        line = d.stdout.readline()
-        if not line or " ready: " in line:
-            break
-    ctl = [args.tandemctl, "--server", "http://%s:8080" % addr,
-           "--token-file", os.path.join(data, "admin.token")]
+    node = Node(args.tandemd, args.tandemctl, work, loopback_address(251))
+    if not node.start():
+        print("tandemd did not start; log in " + node.log_path)
+        print("0 passed, 1 failed")
+        return 1
+    addr = node.address
     results = []
 
     def check(name, cmd, expect_in=None, timeout=120):
@@ -50,8 +45,7 @@ def main():
 
     try:
         for vol, bs in (("q512", 512), ("q4k", 4096)):
-            subprocess.run(ctl + ["volume", "create", vol, "--size", "64MiB", "--block-size",
-                                  str(bs)], check=True, capture_output=True)
+            node.ctl("volume", "create", vol, "--size", "64MiB", "--block-size", str(bs))
             url = "iscsi://%s/iqn.2026-11.dev.tandem:%s/0" % (addr, vol)
             image = os.path.join(work, vol + ".raw")
             with open(image, "wb") as f:
@@ -77,12 +71,7 @@ def main():
             check("%s: qemu-img info sees the size" % vol, ["qemu-img", "info", url],
                   "64 MiB")
     finally:
-        d.send_signal(signal.SIGTERM)
-        try:
-            d.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            d.kill()
-        log.close()
+        node.stop()
     passed = sum(results)
     failed = len(results) - passed
     if failed == 0:

@@ -1,0 +1,68 @@
+"""A real tandemd for the Python-driven tests (QEMU, conformance, browser): started on its own
+loopback address with a temporary data dir, awaited by its ready line, stopped with SIGTERM.
+Standard library only."""
+import os
+import select
+import signal
+import subprocess
+import time
+
+
+def loopback_address(second_octet):
+    """127.<second_octet>.x.y, distinct per process, so tests can run side by side. The C++
+    tests use second octets 100-249 and bench/compare 127.0.0.x: Python tests take 250 up."""
+    pid = os.getpid()
+    return "127.%d.%d.%d" % (second_octet, 1 + (pid // 250) % 250, 1 + pid % 250)
+
+
+class Node:
+    def __init__(self, tandemd, tandemctl, work, address, name="n1"):
+        self.tandemd = tandemd
+        self.tandemctl = tandemctl
+        self.address = address
+        self.name = name
+        self.data = os.path.join(work, name)
+        self.log_path = os.path.join(work, name + ".log")
+        self.proc = None
+
+    @property
+    def url(self):
+        return "http://%s:8080" % self.address
+
+    @property
+    def token(self):
+        with open(os.path.join(self.data, "admin.token")) as f:
+            return f.read().strip()
+
+    def start(self, timeout=30):
+        """Starts the daemon and waits (bounded) for its ready line; False if it never came."""
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [self.tandemd, "--node-name", self.name, "--bind", self.address,
+             "--data-dir", self.data], stdout=subprocess.PIPE, stderr=log)
+        log.close()
+        seen = b""
+        deadline = time.time() + timeout
+        while time.time() < deadline and b" ready: " not in seen:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break  # exited
+                seen += chunk
+        return b" ready: " in seen
+
+    def ctl(self, *args, check=True):
+        return subprocess.run([self.tandemctl, "--server", self.url, "--token", self.token] +
+                              list(args), check=check, capture_output=True, text=True)
+
+    def stop(self):
+        if not self.proc:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
