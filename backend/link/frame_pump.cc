@@ -1,0 +1,329 @@
+#include "backend/link/frame_pump.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+#include <utility>
+
+namespace tandem::backend::link {
+
+const char* to_string(SendStatus s) {
+  switch (s) {
+    case SendStatus::kQueued:
+      return "queued";
+    case SendStatus::kBackPressure:
+      return "back-pressure";
+    case SendStatus::kNotUp:
+      return "not up";
+    case SendStatus::kInvalid:
+      return "invalid frame";
+  }
+  return "?";
+}
+
+namespace {
+uint32_t load32(const uint8_t* p) {
+  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
+}
+// Header offsets, see backend/wire/frame.h.
+constexpr size_t kOffType = 5;
+constexpr size_t kOffRawLen = 64;
+constexpr size_t kOffWireLen = 68;
+}  // namespace
+
+bool inspect_encoded_frame(std::span<const uint8_t> frame, EncodedFrameInfo& out) {
+  if (frame.size() < wire::kHeaderSize || load32(frame.data()) != wire::kMagic) return false;
+  out.type = frame[kOffType];
+  out.raw_len = load32(frame.data() + kOffRawLen);
+  out.wire_len = load32(frame.data() + kOffWireLen);
+  return frame.size() == wire::kHeaderSize + size_t(out.wire_len);
+}
+
+namespace detail {
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using namespace std::chrono;
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+
+std::string millis(steady_clock::duration d) {
+  return std::to_string(duration_cast<milliseconds>(d).count()) + " ms";
+}
+
+}  // namespace
+
+FramePump::FramePump(asio::any_io_executor strand, PumpOptions options,
+                     std::shared_ptr<LinkMetrics> metrics)
+    : strand_(strand),
+      options_(options),
+      metrics_(std::move(metrics)),
+      wake_(strand),
+      tick_(strand) {
+  // Link-level heartbeat: nil volume, consumed by the receiving link (never delivered).
+  wire::FrameHeader h;
+  h.type = wire::FrameType::kHeartbeat;
+  auto n = wire::encode(h, {}, false, heartbeat_);
+  if (!n) std::abort();  // a constant frame the codec refuses is a broken invariant
+}
+
+bool FramePump::fits_locked(size_t bytes) const {
+  return queued_bytes_ == 0 || queued_bytes_ + bytes <= options_.send_budget_bytes;
+}
+
+SendStatus FramePump::push_impl(std::vector<uint8_t>&& frame, bool forced) {
+  EncodedFrameInfo info;
+  if (!inspect_encoded_frame(frame, info)) return SendStatus::kInvalid;
+  bool kick = false;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return SendStatus::kNotUp;
+    if (!forced && !fits_locked(frame.size())) {
+      metrics_->send_refused.fetch_add(1, std::memory_order_relaxed);
+      return SendStatus::kBackPressure;
+    }
+    queued_bytes_ += frame.size();
+    queue_.push_back(Entry{std::move(frame), forced});
+    kick = std::exchange(writer_idle_, false);
+  }
+  if (kick) asio::post(strand_, [self = shared_from_this()] { self->wake_.cancel(); });
+  return SendStatus::kQueued;
+}
+
+void FramePump::when_writable(size_t bytes, WritableFn fn) {
+  std::optional<bool> now;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) {
+      now = false;
+    } else if (fits_locked(bytes)) {
+      now = true;
+    } else {
+      waiters_.push_back(Waiter{bytes, std::move(fn)});
+    }
+  }
+  if (now) asio::post(strand_, [fn = std::move(fn), open = *now] { fn(open); });
+}
+
+size_t FramePump::queued_bytes() const {
+  std::lock_guard lock(mu_);
+  return queued_bytes_;
+}
+
+void FramePump::stop(std::string reason) {
+  asio::post(strand_, [self = shared_from_this(), reason = std::move(reason)]() mutable {
+    self->end(std::move(reason));
+  });
+}
+
+void FramePump::end(std::string reason) {
+  if (stopped_) return;
+  stopped_ = true;
+  end_reason_ = std::move(reason);
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;  // refuse new frames at once; close_queue() counts what is left
+  }
+  error_code ec;
+  if (stream_ != nullptr) stream_->lowest_layer().close(ec);  // aborts the read and write
+  wake_.cancel();
+  tick_.cancel();
+}
+
+void FramePump::close_queue() {
+  std::vector<Waiter> waiters;
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    dropped_ = inflight_;
+    for (const auto& e : queue_) {
+      if (e.internal) continue;
+      ++dropped_.frames;
+      dropped_.bytes += e.bytes.size();
+    }
+    queue_.clear();
+    queued_bytes_ = 0;
+    inflight_ = {};
+    waiters.swap(waiters_);
+  }
+  metrics_->frames_dropped.fetch_add(dropped_.frames, std::memory_order_relaxed);
+  for (auto& w : waiters) w.fn(false);
+}
+
+asio::awaitable<std::string> FramePump::run(transport::TlsSocket& stream, FrameFn on_frame) {
+  using namespace asio::experimental::awaitable_operators;
+  stream_ = &stream;
+  on_frame_ = std::move(on_frame);
+  last_read_ = last_write_ = Clock::now();
+  if (!stopped_) {
+    co_await (read_loop() && write_loop() && watchdog());
+  } else {
+    error_code ec;
+    stream.lowest_layer().close(ec);
+  }
+  close_queue();
+  stream_ = nullptr;
+  on_frame_ = nullptr;
+  metrics_->disconnects.fetch_add(1, std::memory_order_relaxed);
+  co_return end_reason_;
+}
+
+asio::awaitable<void> FramePump::read_loop() {
+  std::vector<uint8_t> buf(64u << 10);
+  wire::FrameDecoder decoder(options_.max_payload);
+  for (;;) {
+    auto [ec, n] = co_await stream_->async_read_some(asio::buffer(buf), kAwait);
+    if (stopped_) co_return;
+    if (ec) {
+      const bool closed = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+      end(closed ? "peer closed the connection" : "read failed: " + ec.message());
+      co_return;
+    }
+    last_read_ = Clock::now();
+    metrics_->bytes_received_wire.fetch_add(n, std::memory_order_relaxed);
+    std::span<const uint8_t> in(buf.data(), n);
+    while (!in.empty()) {
+      auto step = decoder.feed(in);
+      if (!step) {
+        metrics_->protocol_errors.fetch_add(1, std::memory_order_relaxed);
+        decode_failed_ = true;
+        end(std::string("bad frame from peer (") + wire::to_string(step.error().code) +
+            "): " + step.error().message);
+        co_return;
+      }
+      in = in.subspan(step->consumed);
+      if (step->status != wire::FrameDecoder::Status::kFrame) continue;
+      wire::Frame frame = decoder.take();
+      metrics_->frames_received.fetch_add(1, std::memory_order_relaxed);
+      metrics_->bytes_received_raw.fetch_add(wire::kHeaderSize + frame.payload.size(),
+                                             std::memory_order_relaxed);
+      if (frame.header.type == wire::FrameType::kHeartbeat && frame.header.volume == wire::Uuid{}) {
+        continue;  // link-level heartbeat: its arrival already refreshed last_read_
+      }
+      if (auto reason = on_frame_(std::move(frame))) {
+        end(std::move(*reason));
+        co_return;
+      }
+      if (stopped_) co_return;
+    }
+  }
+}
+
+asio::awaitable<void> FramePump::write_loop() {
+  std::vector<std::vector<uint8_t>> batch;
+  std::vector<uint8_t> joined;
+  for (;;) {
+    batch.clear();
+    size_t bytes = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) co_return;
+      inflight_ = {};
+      while (!queue_.empty() &&
+             (batch.empty() || bytes + queue_.front().bytes.size() <= options_.max_gather_bytes)) {
+        Entry& e = queue_.front();
+        bytes += e.bytes.size();
+        if (!e.internal) {
+          ++inflight_.frames;
+          inflight_.bytes += e.bytes.size();
+        }
+        batch.push_back(std::move(e.bytes));
+        queue_.pop_front();
+      }
+      if (batch.empty()) writer_idle_ = true;
+    }
+    if (batch.empty()) {
+      wake_.expires_at(Clock::time_point::max());
+      co_await wake_.async_wait(kAwait);  // cancelled by a producer (or by end())
+      if (stopped_) co_return;
+      continue;
+    }
+
+    uint64_t raw = 0;
+    for (const auto& f : batch) {
+      EncodedFrameInfo info;
+      if (inspect_encoded_frame(f, info)) raw += wire::kHeaderSize + info.raw_len;
+    }
+    asio::const_buffer out;
+    if (batch.size() == 1) {
+      out = asio::buffer(batch.front());
+    } else {
+      // The SSL stream writes one buffer per record anyway: join small frames so a burst
+      // becomes few records and one syscall.
+      joined.clear();
+      joined.reserve(bytes);
+      for (const auto& f : batch) joined.insert(joined.end(), f.begin(), f.end());
+      out = asio::buffer(joined);
+    }
+    write_in_flight_ = true;
+    write_started_ = Clock::now();
+    auto [ec, n] = co_await asio::async_write(*stream_, out, kAwait);
+    write_in_flight_ = false;
+    if (stopped_) co_return;
+    if (ec) {
+      end("write failed: " + ec.message());
+      co_return;
+    }
+    last_write_ = Clock::now();
+    metrics_->writes.fetch_add(1, std::memory_order_relaxed);
+    metrics_->frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
+    metrics_->bytes_sent_wire.fetch_add(bytes, std::memory_order_relaxed);
+    metrics_->bytes_sent_raw.fetch_add(raw, std::memory_order_relaxed);
+
+    std::vector<Waiter> ready;
+    {
+      std::lock_guard lock(mu_);
+      queued_bytes_ -= bytes;
+      inflight_ = {};
+      for (auto it = waiters_.begin(); it != waiters_.end();) {
+        if (fits_locked(it->bytes)) {
+          ready.push_back(std::move(*it));
+          it = waiters_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& w : ready) w.fn(true);
+  }
+}
+
+asio::awaitable<void> FramePump::watchdog() {
+  auto period =
+      std::min({options_.heartbeat_interval, options_.idle_timeout, options_.write_timeout}) / 4;
+  period = std::clamp(period, milliseconds(5), milliseconds(250));
+  for (;;) {
+    tick_.expires_after(period);
+    co_await tick_.async_wait(kAwait);
+    if (stopped_) co_return;
+    const auto now = Clock::now();
+    if (now - last_read_ >= options_.idle_timeout) {
+      metrics_->idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+      end("peer silent for " + millis(now - last_read_) + " (idle timeout)");
+      co_return;
+    }
+    if (write_in_flight_ && now - write_started_ >= options_.write_timeout) {
+      metrics_->write_timeouts.fetch_add(1, std::memory_order_relaxed);
+      end("write stalled for " + millis(now - write_started_) + " (write deadline)");
+      co_return;
+    }
+    if (heartbeats_on_ && !write_in_flight_ && now - last_write_ >= options_.heartbeat_interval) {
+      bool idle;
+      {
+        std::lock_guard lock(mu_);
+        idle = queue_.empty();
+      }
+      if (idle && push_forced(std::vector<uint8_t>(heartbeat_)) == SendStatus::kQueued) {
+        metrics_->heartbeats_sent.fetch_add(1, std::memory_order_relaxed);
+      }
+      last_write_ = now;  // one heartbeat per interval, even before it is written
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace tandem::backend::link

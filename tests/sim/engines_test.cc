@@ -1,0 +1,501 @@
+// Focused unit tests of the pure replication engines: one rule per test, driven by hand.
+// The randomized, fault-injecting coverage is in sim_replication_test.cc.
+#include <gtest/gtest.h>
+
+#include <variant>
+
+#include "backend/repl/master_engine.h"
+#include "backend/repl/ordered_io.h"
+#include "backend/repl/replica_engine.h"
+#include "backend/repl/resync.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive on variants
+#endif
+
+namespace tandem::backend::repl {
+namespace {
+
+constexpr uint32_t kBs = 512;
+constexpr uint64_t kBlocks = 64;
+const wire::Uuid kVol{1, 2, 3};
+
+template <class T, class V>
+std::vector<T> only(const std::vector<V>& actions) {
+  std::vector<T> out;
+  for (const V& a : actions) {
+    if (std::holds_alternative<T>(a)) out.push_back(std::get<T>(a));
+  }
+  return out;
+}
+
+Payload block_data(uint64_t blocks, uint8_t fill) {
+  return make_payload(std::vector<uint8_t>(blocks * kBs, fill));
+}
+
+RegionGeometry geo() { return RegionGeometry{kBlocks * kBs, kBs, 12}; }
+
+struct MasterFixture {
+  explicit MasterFixture(uint64_t budget = 1 << 20) {
+    MasterConfig c;
+    c.volume = kVol;
+    c.generation = 5;
+    c.block_size = kBs;
+    c.block_count = kBlocks;
+    c.max_inflight_bytes = budget;
+    engine = std::make_unique<MasterEngine>(c, &map);
+    EXPECT_TRUE(engine->add_copy(1, true, true).ok());
+  }
+  Request write(uint64_t id, uint64_t lba, uint64_t blocks, uint8_t fill = 0xAB) {
+    Request r;
+    r.id = id;
+    r.kind = OpKind::kWrite;
+    r.lba = lba;
+    r.blocks = blocks;
+    r.data = block_data(blocks, fill);
+    return r;
+  }
+  wire::Frame ack(uint64_t seq, uint64_t gen = 5) {
+    wire::Frame f;
+    f.header.type = wire::FrameType::kAck;
+    f.header.volume = kVol;
+    f.header.copy_id = 1;
+    f.header.generation = gen;
+    f.header.sequence = seq;
+    return f;
+  }
+  wire::Frame nack(uint64_t seq, wire::NackReason reason, uint64_t gen = 5) {
+    wire::Frame f = ack(seq, gen);
+    f.header.type = wire::FrameType::kNack;
+    f.header.status = uint32_t(reason);
+    return f;
+  }
+  RegionMap map = std::move(*RegionMap::in_memory(geo()));
+  std::unique_ptr<MasterEngine> engine;
+};
+
+TEST(MasterEngine, WriteCompletesAfterLocalWriteAndEveryInSyncAck) {
+  MasterFixture m;
+  m.engine->submit(m.write(7, 0, 2));
+  auto a = m.engine->take_actions();
+  auto sends = only<SendFrame>(a);
+  auto stores = only<IssueStore>(a);
+  ASSERT_EQ(sends.size(), 1u);
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kWrite);
+  EXPECT_EQ(sends[0].header.sequence, 1u);
+  EXPECT_EQ(sends[0].header.generation, 5u);
+  EXPECT_EQ(m.map.seq_of(0), 1u);  // marked before the write was handed out
+  m.engine->on_store_done(stores[0].op.tag, {});
+  EXPECT_TRUE(only<CompleteOp>(m.engine->take_actions()).empty());
+  m.engine->on_frame(1, m.ack(1));
+  auto done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].id, 7u);
+  EXPECT_EQ(done[0].sequence, 1u);
+  EXPECT_TRUE(done[0].result.ok());
+}
+
+TEST(MasterEngine, NackDropsTheCopyAndCompletionWaitsForTheController) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 1));
+  auto stores = only<IssueStore>(m.engine->take_actions());
+  m.engine->on_store_done(stores[0].op.tag, {});
+  m.engine->on_frame(1, m.nack(1, wire::NackReason::kIoError));
+  auto a = m.engine->take_actions();
+  auto oos = only<CopyOutOfSync>(a);
+  ASSERT_EQ(oos.size(), 1u);
+  EXPECT_TRUE(oos[0].needs_confirm);
+  EXPECT_TRUE(only<CompleteOp>(a).empty());
+  EXPECT_EQ(m.engine->copy_state(1), CopyState::kOutOfSync);
+  m.engine->confirm_out_of_sync(1);
+  auto done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].result.ok());
+  // The next write no longer goes to the dropped copy.
+  m.engine->submit(m.write(2, 8, 1));
+  EXPECT_TRUE(only<SendFrame>(m.engine->take_actions()).empty());
+}
+
+TEST(MasterEngine, LinkDownStopsWaiting) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 1));
+  auto stores = only<IssueStore>(m.engine->take_actions());
+  m.engine->on_store_done(stores[0].op.tag, {});
+  m.engine->on_link_down(1);
+  m.engine->confirm_out_of_sync(1);
+  EXPECT_EQ(only<CompleteOp>(m.engine->take_actions()).size(), 1u);
+}
+
+TEST(MasterEngine, StaleGenerationNackDeposesTheMaster) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 1));
+  auto stores = only<IssueStore>(m.engine->take_actions());
+  m.engine->on_store_done(stores[0].op.tag, {});
+  m.engine->on_frame(1, m.nack(1, wire::NackReason::kStaleGeneration, 6));
+  auto a = m.engine->take_actions();
+  ASSERT_EQ(only<Deposed>(a).size(), 1u);
+  auto done = only<CompleteOp>(a);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result.status, core::IoStatus::kNotReady);
+  m.engine->submit(m.write(2, 0, 1));
+  done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result.status, core::IoStatus::kNotReady);
+}
+
+TEST(MasterEngine, ByteBudgetQueuesFramesInsteadOfFailing) {
+  MasterFixture m(wire::max_frame_size(kBs));  // one 1-block frame in flight
+  for (uint64_t i = 0; i < 3; ++i) m.engine->submit(m.write(i + 1, i * 8, 1));
+  auto sends = only<SendFrame>(m.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(m.engine->stats().frames_queued_for_budget > 0, true);
+  m.engine->on_frame(1, m.ack(1));
+  sends = only<SendFrame>(m.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.sequence, 2u);
+}
+
+TEST(MasterEngine, OverlappingWritesReachTheStoreInSequenceOrder) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 4));
+  m.engine->submit(m.write(2, 2, 4));   // overlaps 1
+  m.engine->submit(m.write(3, 32, 1));  // independent
+  auto stores = only<IssueStore>(m.engine->take_actions());
+  ASSERT_EQ(stores.size(), 2u);
+  EXPECT_EQ(stores[0].op.seq, 1u);
+  EXPECT_EQ(stores[1].op.seq, 3u);
+  m.engine->on_store_done(stores[0].op.tag, {});
+  stores = only<IssueStore>(m.engine->take_actions());
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(stores[0].op.seq, 2u);
+}
+
+TEST(MasterEngine, OverlappingWritesCompleteInSequenceOrder) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 4));
+  m.engine->submit(m.write(2, 0, 4));
+  auto stores = only<IssueStore>(m.engine->take_actions());
+  m.engine->on_store_done(stores[0].op.tag, {});
+  stores = only<IssueStore>(m.engine->take_actions());
+  m.engine->on_store_done(stores[0].op.tag, {});
+  m.engine->on_frame(1, m.ack(2));  // the later one is fully acknowledged first
+  EXPECT_TRUE(only<CompleteOp>(m.engine->take_actions()).empty());
+  m.engine->on_frame(1, m.ack(1));
+  auto done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].id, 1u);
+  EXPECT_EQ(done[1].id, 2u);
+}
+
+TEST(MasterEngine, FlushWaitsForEarlierWritesAndEveryAck) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 1));
+  Request f;
+  f.id = 2;
+  f.kind = OpKind::kFlush;
+  m.engine->submit(f);
+  auto a = m.engine->take_actions();
+  auto stores = only<IssueStore>(a);
+  ASSERT_EQ(stores.size(), 1u);  // the flush waits for the write
+  ASSERT_EQ(only<SendFrame>(a).size(), 2u);
+  EXPECT_EQ(only<SendFrame>(a)[1].header.type, wire::FrameType::kFlush);
+  m.engine->on_store_done(stores[0].op.tag, {});
+  stores = only<IssueStore>(m.engine->take_actions());
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(stores[0].op.kind, StoreKind::kFlush);
+  m.engine->on_store_done(stores[0].op.tag, {});
+  m.engine->on_frame(1, m.ack(2));
+  EXPECT_TRUE(only<CompleteOp>(m.engine->take_actions()).empty());  // write 1 unacked
+  m.engine->on_frame(1, m.ack(1));
+  EXPECT_EQ(only<CompleteOp>(m.engine->take_actions()).size(), 2u);
+}
+
+TEST(MasterEngine, CompareAndWriteComparesLocallyThenReplicatesAPlainWrite) {
+  MasterFixture m;
+  Request r = m.write(1, 4, 1, 0xCD);
+  r.kind = OpKind::kCompareAndWrite;
+  r.compare = block_data(1, 0);
+  m.engine->submit(r);
+  m.engine->submit(m.write(2, 4, 1));  // must wait behind the compare
+  auto a = m.engine->take_actions();
+  auto stores = only<IssueStore>(a);
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(stores[0].op.kind, StoreKind::kRead);
+  EXPECT_TRUE(only<SendFrame>(a).empty());
+  m.engine->on_store_done(stores[0].op.tag, {}, block_data(1, 0));
+  auto sends = only<SendFrame>(m.engine->take_actions());
+  ASSERT_EQ(sends.size(), 2u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kWrite);
+  EXPECT_EQ(sends[0].header.sequence, 1u);
+  EXPECT_EQ((*sends[0].payload)[0], 0xCD);
+  EXPECT_EQ(sends[1].header.sequence, 2u);
+}
+
+TEST(MasterEngine, CompareAndWriteMiscompareReportsTheOffset) {
+  MasterFixture m;
+  Request r = m.write(1, 4, 1, 0xCD);
+  r.kind = OpKind::kCompareAndWrite;
+  r.compare = block_data(1, 0);
+  m.engine->submit(r);
+  auto stores = only<IssueStore>(m.engine->take_actions());
+  std::vector<uint8_t> current(kBs, 0);
+  current[100] = 1;
+  m.engine->on_store_done(stores[0].op.tag, {}, make_payload(current));
+  auto a = m.engine->take_actions();
+  auto done = only<CompleteOp>(a);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result.status, core::IoStatus::kMiscompare);
+  EXPECT_EQ(done[0].result.miscompare_offset, 100u);
+  EXPECT_TRUE(only<SendFrame>(a).empty());
+  EXPECT_EQ(m.engine->last_sequence(), 0u);  // no sequence used
+}
+
+TEST(MasterEngine, OutOfRangeFailsWithoutASequence) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, kBlocks - 1, 2));
+  auto done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].result.status, core::IoStatus::kOutOfRange);
+  EXPECT_EQ(m.engine->last_sequence(), 0u);
+}
+
+// ---- Replica ----
+
+struct ReplicaFixture {
+  ReplicaFixture() {
+    ReplicaConfig c;
+    c.volume = kVol;
+    c.copy_id = 2;
+    c.generation = 5;
+    c.block_size = kBs;
+    c.block_count = kBlocks;
+    c.reorder_window = 4;
+    engine = std::make_unique<ReplicaEngine>(c, &map, 0);
+  }
+  wire::Frame write(uint64_t seq, uint64_t lba, uint64_t gen = 5) {
+    wire::Frame f;
+    f.header.type = wire::FrameType::kWrite;
+    f.header.volume = kVol;
+    f.header.copy_id = 2;
+    f.header.generation = gen;
+    f.header.sequence = seq;
+    f.header.lba = lba;
+    f.payload.assign(kBs, uint8_t(seq));
+    return f;
+  }
+  RegionMap map = std::move(*RegionMap::in_memory(geo()));
+  std::unique_ptr<ReplicaEngine> engine;
+};
+
+TEST(ReplicaEngine, MarksTheMapThenWritesThenAcks) {
+  ReplicaFixture r;
+  r.engine->on_frame(r.write(1, 9));
+  auto stores = only<ReplicaIssueStore>(r.engine->take_actions());
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(r.map.seq_of(r.map.region_of(9)), 1u);
+  EXPECT_EQ(r.engine->applied_seq(), 0u);
+  r.engine->on_store_done(stores[0].op.tag, {});
+  auto sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kAck);
+  EXPECT_EQ(sends[0].header.sequence, 1u);
+  EXPECT_EQ(r.engine->applied_seq(), 1u);
+}
+
+TEST(ReplicaEngine, HoldsFramesAheadWithinTheWindowAndAppliesInOrder) {
+  ReplicaFixture r;
+  r.engine->on_frame(r.write(3, 0));
+  r.engine->on_frame(r.write(2, 0));
+  EXPECT_TRUE(r.engine->take_actions().empty());
+  EXPECT_EQ(r.engine->held_frames(), 2u);
+  r.engine->on_frame(r.write(1, 0));
+  auto stores = only<ReplicaIssueStore>(r.engine->take_actions());
+  ASSERT_EQ(stores.size(), 1u);  // same block: one at a time, in order
+  EXPECT_EQ(stores[0].op.seq, 1u);
+  r.engine->on_store_done(stores[0].op.tag, {});
+  stores = only<ReplicaIssueStore>(r.engine->take_actions());
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(stores[0].op.seq, 2u);
+}
+
+TEST(ReplicaEngine, GapBeyondTheWindowIsNackedOutOfOrder) {
+  ReplicaFixture r;
+  r.engine->on_frame(r.write(9, 0));
+  auto sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kNack);
+  EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kOutOfOrder));
+  EXPECT_EQ(r.engine->state(), ReplicaState::kIdle);
+}
+
+TEST(ReplicaEngine, GenerationRules) {
+  ReplicaFixture r;
+  r.engine->on_frame(r.write(1, 0, 4));
+  auto sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kStaleGeneration));
+  EXPECT_EQ(sends[0].header.generation, 5u);
+  r.engine->on_frame(r.write(1, 0, 6));
+  sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kNotReady));
+  ASSERT_TRUE(r.engine->set_generation(6).ok());
+  EXPECT_FALSE(r.engine->set_generation(5).ok());
+  // The new master starts its stream with SYNC_REQUEST.
+  wire::Frame req;
+  req.header.type = wire::FrameType::kSyncRequest;
+  req.header.volume = kVol;
+  req.header.copy_id = 2;
+  req.header.generation = 6;
+  req.header.sequence = 10;
+  r.engine->on_frame(req);
+  sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kRegionSummary);
+  EXPECT_TRUE(sends[0].header.flags & wire::kFlagLast);
+  r.engine->on_frame(r.write(11, 0, 6));
+  EXPECT_EQ(only<ReplicaIssueStore>(r.engine->take_actions()).size(), 1u);
+}
+
+TEST(ReplicaEngine, FramesForAnotherCopyAreRefused) {
+  ReplicaFixture r;
+  wire::Frame f = r.write(1, 0);
+  f.header.copy_id = 3;
+  r.engine->on_frame(f);
+  auto sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kUnknownCopy));
+}
+
+TEST(ReplicaEngine, AfterRestartDataFramesWaitForSyncRequest) {
+  RegionMap map = std::move(*RegionMap::in_memory(geo()));
+  ReplicaConfig c;
+  c.volume = kVol;
+  c.copy_id = 2;
+  c.generation = 5;
+  c.block_size = kBs;
+  c.block_count = kBlocks;
+  ReplicaEngine e(c, &map);
+  ReplicaFixture helper;
+  e.on_frame(helper.write(1, 0));
+  auto sends = only<ReplicaSendFrame>(e.take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kNotReady));
+}
+
+// ---- Resync planning and OrderedIo ----
+
+TEST(Resync, PlanSendsOnlyRegionsThatDiffer) {
+  RegionMap master = std::move(*RegionMap::in_memory(geo()));  // 8 blocks per region
+  ASSERT_TRUE(master.mark(0, 1, 3).ok());                      // region 0 @3
+  ASSERT_TRUE(master.mark(8, 1, 4).ok());                      // region 1 @4
+  ASSERT_TRUE(master.mark(16, 1, 5).ok());                     // region 2 @5
+  std::vector<wire::RegionEntry> summary{{0, 3}, {1, 2}, {5, kUnknownSeq}};
+  auto plan = plan_resync(master, summary);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(*plan, (std::vector<uint64_t>{1, 2, 5}));  // never-written 3, 4, 6, 7 skipped
+  std::vector<wire::RegionEntry> bad{{99, 1}};
+  EXPECT_FALSE(plan_resync(master, bad).ok());
+}
+
+TEST(Resync, SessionBoundsInFlightRegions) {
+  ResyncSession s({1, 2, 5}, 2);
+  EXPECT_EQ(s.next(), 1u);
+  EXPECT_EQ(s.next(), 2u);
+  EXPECT_FALSE(s.next());
+  EXPECT_FALSE(s.ack(5));
+  EXPECT_TRUE(s.ack(2));
+  EXPECT_EQ(s.next(), 5u);
+  EXPECT_TRUE(s.ack(1));
+  EXPECT_FALSE(s.done());
+  EXPECT_TRUE(s.ack(5));
+  EXPECT_TRUE(s.done());
+  EXPECT_EQ(s.last_acked(), 5u);
+}
+
+// Master and one replica wired directly (stores complete at once, frames delivered in order):
+// a copy that missed writes to regions 1 and 3 gets exactly those two regions back.
+TEST(Resync, EndToEndSendsOnlyChangedRegionsAndJoins) {
+  MasterFixture m;
+  ASSERT_TRUE(m.engine->remove_copy(1).ok());
+  ASSERT_TRUE(m.engine->add_copy(1, false, true).ok());
+  std::vector<uint8_t> master_disk(kBlocks * kBs, 0), replica_disk(kBlocks * kBs, 0);
+  RegionMap rmap = std::move(*RegionMap::in_memory(geo()));
+  ReplicaConfig rc;
+  rc.volume = kVol;
+  rc.copy_id = 1;
+  rc.generation = 5;
+  rc.block_size = kBs;
+  rc.block_count = kBlocks;
+  ReplicaEngine replica(rc, &rmap);
+  auto run = [](std::vector<uint8_t>& disk, const StoreOp& op) -> Payload {
+    uint8_t* at = disk.data() + op.lba * kBs;
+    if (op.kind == StoreKind::kWrite) std::copy(op.data->begin(), op.data->end(), at);
+    if (op.kind == StoreKind::kUnmap) std::fill(at, at + op.blocks * kBs, 0);
+    if (op.kind == StoreKind::kRead) return make_payload({at, at + op.blocks * kBs});
+    return nullptr;
+  };
+  std::vector<uint64_t> regions_sent;
+  int in_sync = 0, completed = 0;
+  auto pump = [&] {
+    for (bool busy = true; busy;) {
+      busy = false;
+      for (auto& a : m.engine->take_actions()) {
+        busy = true;
+        if (auto* is = std::get_if<IssueStore>(&a)) {
+          m.engine->on_store_done(is->op.tag, {}, run(master_disk, is->op));
+        } else if (auto* sf = std::get_if<SendFrame>(&a)) {
+          if (sf->header.type == wire::FrameType::kSyncData)
+            regions_sent.push_back(sf->header.count);
+          wire::Frame f{sf->header, sf->payload ? *sf->payload : std::vector<uint8_t>()};
+          replica.on_frame(f);
+        } else if (std::holds_alternative<CopyInSync>(a)) {
+          ++in_sync;
+        } else if (std::holds_alternative<CompleteOp>(a)) {
+          ++completed;
+        }
+      }
+      for (auto& a : replica.take_actions()) {
+        busy = true;
+        if (auto* is = std::get_if<ReplicaIssueStore>(&a)) {
+          run(replica_disk, is->op);
+          replica.on_store_done(is->op.tag, {});
+        } else if (auto* sf = std::get_if<ReplicaSendFrame>(&a)) {
+          m.engine->on_frame(
+              1, wire::Frame{sf->header, sf->payload ? *sf->payload : std::vector<uint8_t>()});
+        }
+      }
+    }
+  };
+  m.engine->submit(m.write(1, 8, 2, 0x11));   // region 1
+  m.engine->submit(m.write(2, 25, 3, 0x22));  // region 3
+  pump();
+  EXPECT_EQ(completed, 2);
+  ASSERT_TRUE(m.engine->start_resync(1).ok());
+  m.engine->submit(m.write(3, 40, 1, 0x33));  // region 5, during the sync: streamed
+  pump();
+  EXPECT_EQ(regions_sent, (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(in_sync, 1);
+  EXPECT_EQ(m.engine->copy_state(1), CopyState::kInSync);
+  EXPECT_TRUE(replica.consistent());
+  EXPECT_EQ(replica.applied_seq(), m.engine->last_sequence());
+  EXPECT_EQ(replica_disk, master_disk);
+  EXPECT_TRUE(m.map.diff(rmap)->empty());
+}
+
+TEST(OrderedIo, OverlapsWaitBarriersWaitForAll) {
+  OrderedIo o;
+  EXPECT_TRUE(o.add(1, 0, 4, false));
+  EXPECT_FALSE(o.add(2, 3, 2, false));
+  EXPECT_TRUE(o.add(3, 10, 1, false));
+  EXPECT_FALSE(o.add(4, 0, 0, true));   // flush
+  EXPECT_TRUE(o.add(5, 20, 1, false));  // later ops do not wait for the flush
+  EXPECT_EQ(o.complete(1), (std::vector<uint64_t>{2}));
+  EXPECT_TRUE(o.complete(3).empty());
+  EXPECT_TRUE(o.complete(5).empty());
+  EXPECT_EQ(o.complete(2), (std::vector<uint64_t>{4}));
+}
+
+}  // namespace
+}  // namespace tandem::backend::repl
