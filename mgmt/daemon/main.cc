@@ -23,6 +23,7 @@
 #include "mgmt/api/router.h"
 #include "mgmt/cluster_service.h"
 #include "mgmt/daemon/cluster_setup.h"
+#include "mgmt/daemon/replication_endpoint.h"
 #include "mgmt/http/server.h"
 #include "mgmt/iscsi_directory.h"
 #include "mgmt/metrics.h"
@@ -308,6 +309,13 @@ int run(int argc, char** argv) {
       [&](const std::string& name) { return iscsi.sessions_for(core::iqn_for(name)) > 0; });
   volumes.set_deleted_hook([&](const std::string& id) { directory.forget(id); });
 
+  mgmt::ReplicationEndpoint replication(ioc, catalogue, o.node_name);
+  if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port);
+      !err.empty()) {
+    spdlog::critical("replication: {}", err);
+    return 1;
+  }
+
   asio::steady_timer heartbeat(ioc);
   std::function<void()> beat = [&] {
     heartbeat.expires_after(std::chrono::milliseconds(o.heartbeat_ms));
@@ -326,11 +334,13 @@ int run(int argc, char** argv) {
     spdlog::info("signal {}: stopping (finishing in-flight requests)", sig);
     heartbeat.cancel();
     iscsi.stop();
+    replication.stop();
     http.stop([&] { ioc.stop(); });
   });
 
-  spdlog::info("node {} ({}) ready: API {}/api/v1, iSCSI {}:{}, data {}", o.node_name, node_id,
-               api_url, o.bind, o.iscsi_port, o.data_dir);
+  spdlog::info("node {} ({}) ready: API {}/api/v1, iSCSI {}:{}, replication {}:{} (TLS), data {}",
+               o.node_name, node_id, api_url, o.bind, o.iscsi_port, o.bind, o.repl_port,
+               o.data_dir);
   std::cout << "tandemd " << o.node_name << " ready: API " << api_url << "/api/v1, iSCSI "
             << o.bind << ":" << o.iscsi_port << std::endl;
 

@@ -1,0 +1,105 @@
+#include "mgmt/daemon/replication_endpoint.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <optional>
+
+#include "backend/link/link_server.h"
+#include "backend/transport/tls_stream.h"
+#include "backend/wire/frame.h"
+
+namespace tandem::mgmt {
+
+namespace link = backend::link;
+namespace wire = backend::wire;
+namespace tls = backend::transport;
+
+namespace {
+
+// No replica copies live here yet: refuse every frame for a copy, with the reason.
+class NoCopiesHandler : public link::FrameHandler {
+ public:
+  void on_frame(const std::shared_ptr<link::InboundConnection>& conn,
+                const wire::FrameHeader& header, std::vector<uint8_t>) override {
+    if (header.type == wire::FrameType::kAck || header.type == wire::FrameType::kNack) return;
+    wire::FrameHeader nack = header;
+    nack.type = wire::FrameType::kNack;
+    nack.flags = 0;
+    nack.status = static_cast<uint32_t>(wire::NackReason::kUnknownCopy);
+    static constexpr std::string_view kWhy = "this node holds no replica copies";
+    std::vector<uint8_t> out;
+    if (wire::encode(nack,
+                     {reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size()}, false, out)) {
+      (void)conn->reply(std::move(out));
+    }
+  }
+};
+
+const char* event_kind(link::ServerEvent::Kind k) {
+  switch (k) {
+    case link::ServerEvent::Kind::kPeerRefused: return "peer-refused";
+    case link::ServerEvent::Kind::kHandshakeFailed: return "peer-handshake-failed";
+    case link::ServerEvent::Kind::kTooManyConnections: return "peer-too-many-connections";
+    case link::ServerEvent::Kind::kProtocolError: return "peer-protocol-error";
+    case link::ServerEvent::Kind::kReplyOverflow: return "peer-reply-overflow";
+  }
+  return "peer-error";
+}
+
+}  // namespace
+
+struct ReplicationEndpoint::Impl {
+  boost::asio::io_context& io;
+  db::Catalogue& cat;
+  std::string node_name;
+  std::optional<boost::asio::ssl::context> ssl;
+  std::unique_ptr<link::LinkServer> server;
+};
+
+ReplicationEndpoint::ReplicationEndpoint(boost::asio::io_context& io, db::Catalogue& cat,
+                                         std::string node_name)
+    : impl_(new Impl{io, cat, std::move(node_name), std::nullopt, nullptr}) {}
+
+ReplicationEndpoint::~ReplicationEndpoint() = default;
+
+std::string ReplicationEndpoint::start(const std::string& tls_dir, const std::string& node_id,
+                                       const std::string& address, uint16_t port) {
+  auto creds = tls::load_node_credentials(tls_dir);
+  if (!creds) return "TLS credentials in " + tls_dir + ": " + creds.error().message;
+  if (auto v = tls::verify_peer(creds->cert_pem, creds->ca_pem); !v) {
+    return "this node's certificate is not valid: " + v.error().message;
+  }
+  auto ctx = tls::make_tls_context(*creds);
+  if (!ctx) return ctx.error().message;
+  impl_->ssl.emplace(std::move(*ctx));
+  link::LinkServer::Options opts;
+  opts.bind_address = address;
+  opts.port = port;
+  opts.hello.node_id = node_id;
+  opts.hello.address = address + ":" + std::to_string(port);
+  Impl* impl = impl_.get();
+  auto server = link::LinkServer::start(
+      impl_->io, *impl_->ssl, opts, std::make_shared<NoCopiesHandler>(),
+      [impl](const link::ServerEvent& e) {
+        spdlog::warn("replication: {} from {} ({}): {}", link::to_string(e.kind), e.remote,
+                     e.peer_name.empty() ? "no name" : e.peer_name, e.reason);
+        std::string msg = std::string(link::to_string(e.kind)) + ": " + e.remote +
+                          (e.peer_name.empty() ? "" : " (CN=" + e.peer_name + ")") + ": " +
+                          e.reason;
+        auto r = impl->cat.transact<int64_t>([&](db::Tx& tx) {
+          return tx.append_event({0, 0, "", impl->node_name, event_kind(e.kind), msg});
+        });
+        if (!r) spdlog::error("replication: cannot record event: {}", r.error().message);
+      });
+  if (!server) return server.error().message;
+  impl_->server = std::move(*server);
+  return {};
+}
+
+void ReplicationEndpoint::stop() {
+  if (impl_->server) impl_->server->close();
+}
+
+}  // namespace tandem::mgmt

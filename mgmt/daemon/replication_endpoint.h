@@ -1,0 +1,34 @@
+// ReplicationEndpoint: tcp/5703 on this node: mutual TLS with the cluster CA (a peer without
+// a valid cluster certificate is refused, logged and recorded as an event), HELLO exchange,
+// frame decoding (backend/link). Until replication is wired into the daemon this node holds
+// no replica copies, so every frame for a copy is answered NACK kUnknownCopy. Runs on the
+// daemon's io_context; the catalogue must outlive it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "db/catalogue.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace tandem::mgmt {
+
+class ReplicationEndpoint {
+ public:
+  ReplicationEndpoint(boost::asio::io_context& io, db::Catalogue& cat, std::string node_name);
+  ~ReplicationEndpoint();
+  // Loads DATA_DIR/tls credentials and listens; returns an error message or "".
+  std::string start(const std::string& tls_dir, const std::string& node_id,
+                    const std::string& address, uint16_t port);
+  // Closes the listener and every connection (asynchronously, on the io_context).
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tandem::mgmt
