@@ -4,17 +4,20 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "backend/transport/tls_identity.h"
 #include "core/volume_spec.h"
 #include "mgmt/cli/http_client.h"
 #include "mgmt/cli/table.h"
 
 namespace {
 
+namespace backend = tandem::backend;
 using nlohmann::json;
 using tandem::mgmt::HttpClient;
 
@@ -366,6 +369,77 @@ int run(int argc, char** argv) {
         }
         t.print(std::cout);
       });
+    };
+  });
+
+  // cert ca|node|show: the cluster CA and node certificates, made locally (no server).
+  auto* cert = app.add_subcommand("cert", "create the cluster CA and node certificates (offline)");
+  cert->require_subcommand(1);
+  std::string dir, ca_dir, out_dir, address, file;
+  int days = backend::transport::kDefaultNodeValidityDays;
+  auto* cert_ca = cert->add_subcommand("ca", "create a cluster CA in a directory");
+  cert_ca->add_option("--dir", dir, "directory for ca.key (0600) and ca.crt")->required();
+  cert_ca->callback([&] {
+    action = [&] {
+      auto ca = backend::transport::create_cluster_ca(dir);
+      if (!ca) {
+        std::cerr << "error: " << ca.error().message << "\n";
+        return kExitServer;
+      }
+      std::cout << "created " << ca->common_name << "\nfingerprint " << ca->fingerprint_sha256
+                << "\n";
+      return 0;
+    };
+  });
+  auto* cert_node = cert->add_subcommand("node", "make a node key and a certificate from a CA");
+  cert_node->add_option("--ca-dir", ca_dir, "directory holding ca.key and ca.crt")->required();
+  cert_node->add_option("--name", name, "node name (certificate CN)")->required();
+  cert_node->add_option("--address", address, "node IP address (certificate SAN)")->required();
+  cert_node->add_option("--out", out_dir, "directory for node.key (0600), node.crt, ca.crt")
+      ->required();
+  cert_node->add_option("--days", days, "validity in days")->capture_default_str();
+  cert_node->callback([&] {
+    action = [&] {
+      namespace tls = backend::transport;
+      auto kc = tls::create_node_key_and_csr(name, address);
+      if (!kc) throw UsageError(kc.error().message);
+      auto crt = tls::sign_csr(ca_dir, kc->csr_pem, days);
+      auto ca = tls::read_pem_file(std::filesystem::path(ca_dir) / tls::kCaCertFile);
+      if (!crt || !ca) {
+        std::cerr << "error: " << (!crt ? crt.error().message : ca.error().message) << "\n";
+        return kExitServer;
+      }
+      if (auto st = tls::store_node_credentials(out_dir, {*crt, kc->key_pem, *ca}); !st) {
+        std::cerr << "error: " << st.error().message << "\n";
+        return kExitServer;
+      }
+      auto fp = tls::fingerprint_sha256(*crt);
+      std::cout << "certificate for " << name << " (" << address << ") in " << out_dir
+                << "\nfingerprint " << (fp ? *fp : "?") << "\n";
+      return 0;
+    };
+  });
+  auto* cert_show = cert->add_subcommand("show", "show a certificate; check it against a CA");
+  cert_show->add_option("file", file, "certificate (PEM)")->required();
+  cert_show->add_option("--ca", ca_dir, "CA certificate (PEM) to verify against");
+  cert_show->callback([&] {
+    action = [&] {
+      namespace tls = backend::transport;
+      auto pem = tls::read_pem_file(file);
+      if (!pem) throw UsageError(pem.error().message);
+      auto cn = tls::subject_cn(*pem);
+      auto fp = tls::fingerprint_sha256(*pem);
+      if (!cn || !fp) {
+        std::cerr << "error: " << (!cn ? cn.error().message : fp.error().message) << "\n";
+        return kExitServer;
+      }
+      std::cout << "subject CN  " << *cn << "\nfingerprint " << *fp << "\n";
+      if (ca_dir.empty()) return 0;
+      auto ca = tls::read_pem_file(ca_dir);
+      if (!ca) throw UsageError(ca.error().message);
+      auto v = tls::verify_peer(*pem, *ca);
+      std::cout << "verified    " << (v ? "yes" : "NO: " + v.error().message) << "\n";
+      return v ? 0 : kExitServer;
     };
   });
 

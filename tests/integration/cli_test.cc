@@ -1,5 +1,6 @@
 // tandemctl against a real tandemd: verbs, human and JSON output, exit codes, token sources.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -147,6 +148,38 @@ TEST_F(CliTest, ClassesEventsNodesCluster) {
   auto cluster = daemon_->ctl({"cluster"});
   EXPECT_NE(cluster.out.find("1 online of 1"), std::string::npos) << cluster.out;
   EXPECT_NE(cluster.out.find(TANDEM_VERSION), std::string::npos);
+}
+
+TEST_F(CliTest, CertificatesForTheClusterCaAndNodes) {
+  auto ca_dir = (dir_ / "ca").string();
+  auto ca = run_command({TANDEMCTL_PATH, "cert", "ca", "--dir", ca_dir});
+  ASSERT_EQ(ca.exit_code, 0) << ca.err;
+  EXPECT_NE(ca.out.find("fingerprint"), std::string::npos);
+  EXPECT_EQ(run_command({TANDEMCTL_PATH, "cert", "ca", "--dir", ca_dir}).exit_code, 1)
+      << "an existing CA is never replaced";
+  auto out = (dir_ / "n7").string();
+  auto node = run_command({TANDEMCTL_PATH, "cert", "node", "--ca-dir", ca_dir, "--name", "n7",
+                           "--address", "127.0.0.7", "--out", out});
+  ASSERT_EQ(node.exit_code, 0) << node.err;
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ / "n7" / "node.key").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  auto show = run_command({TANDEMCTL_PATH, "cert", "show", out + "/node.crt", "--ca",
+                           ca_dir + "/ca.crt"});
+  EXPECT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_NE(show.out.find("subject CN  n7"), std::string::npos);
+  EXPECT_NE(show.out.find("verified    yes"), std::string::npos);
+  // Against another CA the same certificate does not verify.
+  ASSERT_EQ(run_command({TANDEMCTL_PATH, "cert", "ca", "--dir", (dir_ / "ca2").string()}).exit_code,
+            0);
+  auto other = run_command({TANDEMCTL_PATH, "cert", "show", out + "/node.crt", "--ca",
+                            (dir_ / "ca2" / "ca.crt").string()});
+  EXPECT_EQ(other.exit_code, 1);
+  EXPECT_NE(other.out.find("verified    NO"), std::string::npos);
+  EXPECT_EQ(run_command({TANDEMCTL_PATH, "cert", "node", "--ca-dir", ca_dir, "--name", "bad name",
+                         "--address", "127.0.0.7", "--out", out + "x"})
+                .exit_code,
+            2);
 }
 
 }  // namespace
