@@ -116,7 +116,7 @@ Labels merge_labels(const Labels& class_defaults, const Labels& own) {
   return out;
 }
 
-Result<void, InvalidValue> validate_labels(const Labels& labels) {
+Result<void, InvalidValue> validate_label_keys(const Labels& labels) {
   for (const auto& [k, v] : labels) {
     if (k.empty() || k.size() > 253) return fail(bad("labels", "label key length must be 1-253"));
     for (char c : k) {
@@ -131,6 +131,11 @@ Result<void, InvalidValue> validate_labels(const Labels& labels) {
       return fail(bad("labels", "unknown tandem label '" + k + "'"));
     }
   }
+  return {};
+}
+
+Result<void, InvalidValue> validate_labels(const Labels& labels) {
+  if (auto r = validate_label_keys(labels); !r) return r;
   auto s = resolve_settings(labels);
   if (!s) return fail(s.error());
   return {};

@@ -62,6 +62,10 @@ Result<void, InvalidValue> validate_block_size(uint32_t block_size);
 // `[prefix/]name` of printable characters; tandem/* keys must have valid values.
 Labels merge_labels(const Labels& class_defaults, const Labels& own);
 Result<VolumeSettings, InvalidValue> resolve_settings(const Labels& effective);
+// Key syntax, value length and known tandem/* keys only: a partial set (a volume's own
+// labels over a class) is fine here; resolve_settings judges the merged set.
+Result<void, InvalidValue> validate_label_keys(const Labels& labels);
+// validate_label_keys, and the set must resolve on its own (a class, or a complete set).
 Result<void, InvalidValue> validate_labels(const Labels& labels);
 
 // Nodes needed to place the volume at all: master + N replicas.

@@ -91,6 +91,7 @@ core::Result<nlohmann::json, ApiError> ClusterService::heartbeat(const std::stri
                                                                  const std::string& bearer,
                                                                  const HeartbeatReport& report) {
   std::optional<ApiError> err;
+  std::string admin_hash;
   auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
     auto node = tx.node_by_name(node_name);
     if (!node) return core::fail(node.error());
@@ -115,15 +116,16 @@ core::Result<nlohmann::json, ApiError> ClusterService::heartbeat(const std::stri
       auto e = tx.append_event({0, 0, "", n.name, "node-online", "node " + n.name + " is back"});
       if (!e) return core::fail(e.error());
     }
+    auto admin = tx.setting("admin_token_sha256");
+    if (!admin) return core::fail(admin.error());
+    admin_hash = admin->value_or("");
     return {};
   });
   if (err) return core::fail(*err);
   if (!r) return core::fail(ApiError::internal("catalogue: " + r.error().message));
   // The admin token's hash lets every node check admin calls it serves itself (/metrics).
-  auto admin = cat_.transact<std::optional<std::string>>(
-      [](db::Tx& tx) { return tx.setting("admin_token_sha256"); });
   return nlohmann::json{{"node_timeout_ms", node_timeout_.count()},
-                        {"admin_token_sha256", admin && *admin ? **admin : ""}};
+                        {"admin_token_sha256", admin_hash}};
 }
 
 int ClusterService::check_liveness(int64_t now_ms) {

@@ -211,10 +211,10 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
       }
       class_labels = (*c)->labels;
     }
-    if (auto r = core::validate_labels(spec.labels); !r) {
-      // Own labels may be partial (e.g. a threshold whose mode comes from the class): only
-      // the merged set must resolve.
-      if (r.error().field == "labels") return core::fail(from_invalid(r.error()));
+    // Own labels may be partial (a threshold whose mode comes from the class): check their
+    // keys here; only the merged set must resolve.
+    if (auto r = core::validate_label_keys(spec.labels); !r) {
+      return core::fail(from_invalid(r.error()));
     }
     auto eff = core::merge_labels(class_labels, spec.labels);
     auto settings = core::resolve_settings(eff);
@@ -289,7 +289,7 @@ ApiResult<VolumeView> VolumeService::update(const std::string& name, const Updat
         what.push_back(k + " removed");
       }
     }
-    if (auto r = core::validate_labels(row.labels); !r && r.error().field == "labels") {
+    if (auto r = core::validate_label_keys(row.labels); !r) {
       return core::fail(from_invalid(r.error()));
     }
     auto after = view_of(tx, row);

@@ -104,6 +104,14 @@ TEST_F(ClusterTest, AnyNodeServesTheApi) {
   auto unauth = mgmt::HttpClient::make(node_->url(), "", 30)->request("GET", "/api/v1/volumes");
   ASSERT_TRUE(unauth.ok());
   EXPECT_EQ(unauth->status, 401);
+  // /metrics is served by the node itself: it checks the cluster's admin token, whose hash
+  // it learns from the controller's heartbeat answers (awaited, bounded).
+  int metrics_status = 0;
+  for (int i = 0; i < 100 && metrics_status != 200; ++i) {
+    metrics_status = via_node("GET", "/metrics").status;
+    if (metrics_status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(metrics_status, 200);
   auto ctl = run_command({TANDEMCTL_PATH, "--server", node_->url(), "--token", controller_->token(),
                           "node", "list"});
   EXPECT_EQ(ctl.exit_code, 0) << ctl.err;

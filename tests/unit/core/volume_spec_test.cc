@@ -114,6 +114,11 @@ TEST(Labels, RejectsBadValues) {
     EXPECT_FALSE(validate_labels(bad).ok()) << bad.begin()->first;
   }
   EXPECT_TRUE(validate_labels({{"app.kubernetes.io/name", "pg"}, {"tandem/replicas", "5"}}).ok());
+  // A partial set: keys are fine, the threshold needs its mode from elsewhere (a class).
+  Labels partial{{"tandem/failure-threshold", "1"}};
+  EXPECT_TRUE(validate_label_keys(partial).ok());
+  EXPECT_FALSE(validate_labels(partial).ok());
+  EXPECT_FALSE(validate_label_keys({{"tandem/nope", "1"}}).ok());
 }
 
 TEST(Nodes, RequiredAndForHighAvailability) {
