@@ -116,6 +116,10 @@ core::Result<nlohmann::json, ApiError> ClusterService::heartbeat(const std::stri
       auto e = tx.append_event({0, 0, "", n.name, "node-online", "node " + n.name + " is back"});
       if (!e) return core::fail(e.error());
     }
+    for (const auto& ev : report.events) {
+      auto e = tx.append_event({0, 0, "", n.name, ev.kind, ev.message});
+      if (!e) return core::fail(e.error());
+    }
     auto admin = tx.setting("admin_token_sha256");
     if (!admin) return core::fail(admin.error());
     admin_hash = admin->value_or("");

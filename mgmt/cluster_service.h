@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "core/result.h"
 #include "db/catalogue.h"
@@ -44,9 +45,18 @@ struct JoinGrant {
   std::string node_token;
 };
 
+// Events a node saw itself (e.g. a refused replication peer), carried by its heartbeat to
+// the cluster's log. Bounded by the router: at most kMaxReportedEvents, short texts.
+struct ReportedEvent {
+  std::string kind;     // [a-z-]{1,40}
+  std::string message;  // at most 1000 bytes
+};
+inline constexpr size_t kMaxReportedEvents = 100;
+
 struct HeartbeatReport {
   uint64_t capacity_bytes = 0;
   uint64_t free_bytes = 0;
+  std::vector<ReportedEvent> events;
 };
 
 class ClusterService {

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <charconv>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -496,6 +497,25 @@ HttpResponse post_heartbeat(const ApiContext& ctx, const HttpRequest& req, const
   HeartbeatReport rep;
   rep.capacity_bytes = body->value("capacity_bytes", uint64_t{0});
   rep.free_bytes = body->value("free_bytes", uint64_t{0});
+  if (body->contains("events")) {
+    const json& evs = (*body)["events"];
+    if (!evs.is_array() || evs.size() > kMaxReportedEvents) {
+      return error_response(ApiError{422, "invalid_value", "events must be a list of at most 100",
+                                     {{"field", "events"}}});
+    }
+    for (const auto& e : evs) {
+      std::string kind = e.is_object() ? e.value("kind", "") : "";
+      std::string message = e.is_object() ? e.value("message", "") : "";
+      bool kind_ok = !kind.empty() && kind.size() <= 40 &&
+                     std::all_of(kind.begin(), kind.end(),
+                                 [](char c) { return (c >= 'a' && c <= 'z') || c == '-'; });
+      if (!kind_ok || message.size() > 1000) {
+        return error_response(
+            ApiError{422, "invalid_value", "bad reported event", {{"field", "events"}}});
+      }
+      rep.events.push_back({kind, message});
+    }
+  }
   auto r = ctx.cluster->heartbeat(p[0], bearer_of(req), rep);
   if (!r) return error_response(r.error());
   return json_response(200, *r);

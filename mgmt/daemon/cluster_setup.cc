@@ -193,11 +193,26 @@ void NodeAgent::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void NodeAgent::report_event(std::string kind, std::string message) {
+  std::lock_guard lock(mu_);
+  if (message.size() > 1000) message.resize(1000);
+  pending_.push_back({std::move(kind), std::move(message)});
+  while (pending_.size() > kMaxReportedEvents) pending_.pop_front();
+}
+
 void NodeAgent::run() {
   backend::FileStore store(me_.data_dir + "/volumes");
   for (;;) {
     json report{{"capacity_bytes", store.total_bytes().ok() ? *store.total_bytes() : 0},
                 {"free_bytes", store.free_bytes().ok() ? *store.free_bytes() : 0}};
+    size_t sent_events = 0;
+    {
+      std::lock_guard lock(mu_);
+      json evs = json::array();
+      for (const auto& e : pending_) evs.push_back({{"kind", e.kind}, {"message", e.message}});
+      sent_events = pending_.size();
+      report["events"] = std::move(evs);
+    }
     auto client = HttpClient::make(controller_url_, token_, 5);
     bool ok = false;
     std::string why;
@@ -205,6 +220,13 @@ void NodeAgent::run() {
       auto r = client->request("POST", "/api/v1/nodes/" + me_.name + "/heartbeat", report.dump());
       ok = r && r->status == 200;
       why = !r ? r.error() : r->body;
+      if (ok) {
+        std::lock_guard lock(mu_);
+        // Only what this heartbeat carried; newer ones wait for the next.
+        pending_.erase(pending_.begin(),
+                       pending_.begin() + static_cast<std::ptrdiff_t>(
+                                              std::min(sent_events, pending_.size())));
+      }
       if (ok) {
         auto j = json::parse(r->body, nullptr, false);
         if (j.is_object() && !j.value("admin_token_sha256", "").empty()) {

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -61,6 +62,9 @@ class NodeAgent {
   ~NodeAgent();
   void start();
   void stop();
+  // Queues an event for the cluster's log; it rides on the next heartbeat (bounded: the
+  // oldest are dropped past kMaxReportedEvents). Thread-safe.
+  void report_event(std::string kind, std::string message);
 
  private:
   void run();
@@ -74,6 +78,7 @@ class NodeAgent {
   std::condition_variable cv_;
   bool stopping_ = false;
   bool reachable_ = true;
+  std::deque<ReportedEvent> pending_;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -309,7 +309,17 @@ int run(int argc, char** argv) {
       [&](const std::string& name) { return iscsi.sessions_for(core::iqn_for(name)) > 0; });
   volumes.set_deleted_hook([&](const std::string& id) { directory.forget(id); });
 
-  mgmt::ReplicationEndpoint replication(ioc, catalogue, o.node_name);
+  mgmt::ReplicationEndpoint replication(
+      ioc, [&](const std::string& kind, const std::string& message) {
+        if (agent) {
+          agent->report_event(kind, message);
+          return;
+        }
+        auto r = catalogue.transact<int64_t>([&](db::Tx& tx) {
+          return tx.append_event({0, 0, "", o.node_name, kind, message});
+        });
+        if (!r) spdlog::error("cannot record event {}: {}", kind, r.error().message);
+      });
   if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port);
       !err.empty()) {
     spdlog::critical("replication: {}", err);

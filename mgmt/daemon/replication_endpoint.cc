@@ -52,15 +52,13 @@ const char* event_kind(link::ServerEvent::Kind k) {
 
 struct ReplicationEndpoint::Impl {
   boost::asio::io_context& io;
-  db::Catalogue& cat;
-  std::string node_name;
+  RecordEvent record;
   std::optional<boost::asio::ssl::context> ssl;
   std::unique_ptr<link::LinkServer> server;
 };
 
-ReplicationEndpoint::ReplicationEndpoint(boost::asio::io_context& io, db::Catalogue& cat,
-                                         std::string node_name)
-    : impl_(new Impl{io, cat, std::move(node_name), std::nullopt, nullptr}) {}
+ReplicationEndpoint::ReplicationEndpoint(boost::asio::io_context& io, RecordEvent record)
+    : impl_(new Impl{io, std::move(record), std::nullopt, nullptr}) {}
 
 ReplicationEndpoint::~ReplicationEndpoint() = default;
 
@@ -88,10 +86,7 @@ std::string ReplicationEndpoint::start(const std::string& tls_dir, const std::st
         std::string msg = std::string(link::to_string(e.kind)) + ": " + e.remote +
                           (e.peer_name.empty() ? "" : " (CN=" + e.peer_name + ")") + ": " +
                           e.reason;
-        auto r = impl->cat.transact<int64_t>([&](db::Tx& tx) {
-          return tx.append_event({0, 0, "", impl->node_name, event_kind(e.kind), msg});
-        });
-        if (!r) spdlog::error("replication: cannot record event: {}", r.error().message);
+        impl->record(event_kind(e.kind), msg);
       });
   if (!server) return server.error().message;
   impl_->server = std::move(*server);

@@ -2,13 +2,13 @@
 // a valid cluster certificate is refused, logged and recorded as an event), HELLO exchange,
 // frame decoding (backend/link). Until replication is wired into the daemon this node holds
 // no replica copies, so every frame for a copy is answered NACK kUnknownCopy. Runs on the
-// daemon's io_context; the catalogue must outlive it.
+// daemon's io_context.
 #pragma once
 
 #include <memory>
 #include <string>
 
-#include "db/catalogue.h"
+#include <functional>
 
 namespace boost::asio {
 class io_context;
@@ -18,7 +18,10 @@ namespace tandem::mgmt {
 
 class ReplicationEndpoint {
  public:
-  ReplicationEndpoint(boost::asio::io_context& io, db::Catalogue& cat, std::string node_name);
+  // `record` puts an event in the cluster's log (directly on the controller, through the
+  // heartbeat on other nodes); called on connection strands.
+  using RecordEvent = std::function<void(const std::string& kind, const std::string& message)>;
+  ReplicationEndpoint(boost::asio::io_context& io, RecordEvent record);
   ~ReplicationEndpoint();
   // Loads DATA_DIR/tls credentials and listens; returns an error message or "".
   std::string start(const std::string& tls_dir, const std::string& node_id,

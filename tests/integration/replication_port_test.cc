@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <algorithm>
 #include <thread>
@@ -62,13 +63,14 @@ class ReplicationPortTest : public ::testing::Test {
   // Runs a PeerLink to the daemon's 5703 with `creds` until `until(observed)` holds or 20 s
   // pass; sends `frame` once the link is up.
   void run_link(const tls::NodeCredentials& creds, Observed& seen,
-                const std::function<bool(Observed&)>& until) {
+                const std::function<bool(Observed&)>& until, const std::string& host,
+                const std::string& peer_name = "n1") {
     boost::asio::io_context io;
     auto ctx = tls::make_tls_context(creds);
     ASSERT_TRUE(ctx.ok());
     link::PeerLink::Options opts;
-    opts.peer_name = "n1";
-    opts.host = daemon_->address();
+    opts.peer_name = peer_name;
+    opts.host = host;
     opts.hello.node_id = "peer";
     opts.backoff_min = std::chrono::milliseconds(200);
     std::unique_ptr<link::PeerLink> peer;
@@ -115,8 +117,9 @@ class ReplicationPortTest : public ::testing::Test {
 
 TEST_F(ReplicationPortTest, ClusterCertificateGetsThroughAndUnknownCopiesAreRefused) {
   Observed seen;
-  run_link(credentials(dir_ / "n1" / "tls" / "ca"), seen,
-           [](Observed& o) { return !o.frames.empty(); });
+  run_link(
+      credentials(dir_ / "n1" / "tls" / "ca"), seen,
+      [](Observed& o) { return !o.frames.empty(); }, daemon_->address());
   ASSERT_FALSE(seen.frames.empty()) << "last link state reason: " << seen.last_reason;
   EXPECT_EQ(seen.frames[0].type, wire::FrameType::kNack);
   EXPECT_EQ(seen.frames[0].status, static_cast<uint32_t>(wire::NackReason::kUnknownCopy));
@@ -139,14 +142,55 @@ TEST_F(ReplicationPortTest, CertificateFromAnotherCaIsRefusedWithAnEvent) {
            std::string::npos;
   };
   bool recorded = false;
-  run_link(intruder, seen, [&](Observed&) {
-    // Checked each time the link changes state (each failed attempt), bounded by run_link.
-    recorded = recorded || refused_event();
-    return recorded;
-  });
+  run_link(
+      intruder, seen,
+      [&](Observed&) {
+        // Checked each time the link changes state (each failed attempt), bounded.
+        recorded = recorded || refused_event();
+        return recorded;
+      },
+      daemon_->address());
   EXPECT_TRUE(seen.frames.empty());
   EXPECT_EQ(std::count(seen.states.begin(), seen.states.end(), link::PeerLink::State::kUp), 0);
   EXPECT_TRUE(recorded || refused_event()) << daemon_->last_output();
+}
+
+// A joined node's refusals reach the cluster's log too: they ride on its heartbeats.
+TEST_F(ReplicationPortTest, RefusalOnAJoinedNodeReachesTheClusterLog) {
+  std::string join_token;
+  {
+    std::ifstream f(dir_ / "n1" / "join.token");
+    std::getline(f, join_token);
+  }
+  Daemon n2((dir_ / "n2").string(), unique_loopback(), "n2");
+  ASSERT_TRUE(n2.start({"--join", daemon_->url(), "--join-token", join_token, "--heartbeat-ms",
+                        "100"}))
+      << n2.last_output();
+  auto other_ca = dir_ / "other-ca";
+  ASSERT_TRUE(tls::create_cluster_ca(other_ca).ok());
+  tls::NodeCredentials intruder = credentials(other_ca);
+  intruder.ca_pem = *tls::read_pem_file(dir_ / "n1" / "tls" / "ca" / "ca.crt");
+  Observed seen;
+  bool recorded = false;
+  auto n2_refusal_logged = [&] {
+    auto ev = daemon_->http("GET", "/api/v1/events?limit=1000");
+    for (const auto& e : ev.body["events"]) {
+      if (e["kind"] == "peer-refused" && e["node"] == "n2") return true;
+    }
+    return false;
+  };
+  run_link(
+      intruder, seen,
+      [&](Observed&) {
+        recorded = recorded || n2_refusal_logged();
+        return recorded;
+      },
+      n2.address(), "n2");
+  for (int i = 0; i < 100 && !recorded; ++i) {
+    recorded = n2_refusal_logged();
+    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // poll interval
+  }
+  EXPECT_TRUE(recorded) << n2.last_output();
 }
 
 }  // namespace

@@ -381,6 +381,17 @@ TEST_F(RouterTest, NodesJoinWithTheJoinTokenAndHeartbeatWithTheirOwn) {
   EXPECT_EQ(call("POST", "/api/v1/nodes/n9/heartbeat", hb, token2).status, 404);
   ASSERT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", hb, token2).status, 200);
   EXPECT_EQ(body(call("GET", "/api/v1/nodes"))["nodes"][1]["free_bytes"], 50);
+  // Events a node saw ride on its heartbeat into the cluster's log, attributed to it.
+  auto with_event = call("POST", "/api/v1/nodes/n2/heartbeat",
+                         R"({"events":[{"kind":"peer-refused","message":"from 10.9.9.9"}]})",
+                         token2);
+  ASSERT_EQ(with_event.status, 200) << with_event.body;
+  EXPECT_NE(call("GET", "/api/v1/events?limit=1000").body.find("from 10.9.9.9"),
+            std::string::npos);
+  for (const char* bad : {R"({"events":"x"})", R"({"events":[{"kind":"Bad Kind","message":""}]})",
+                          R"({"events":[{"kind":"","message":"m"}]})"}) {
+    EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", bad, token2).status, 422) << bad;
+  }
 
   // Silence past the timeout: offline, with an event; a heartbeat brings it back.
   EXPECT_EQ(cluster.check_liveness(db::now_ms() + 60000), 1);
