@@ -73,19 +73,25 @@ void Session::reject(const Bhs& header, RejectReason reason, Actions& out) {
 }
 
 void Session::on_pdu(const RawPdu& raw, Actions& out) {
-  if (closed_ || logged_out_) return;
-  auto pdu = decode(raw);
-  if (!pdu) {
-    reject(raw.bhs,
-           pdu.error().code == PduErrorCode::kUnknownOpcode ? RejectReason::kCommandNotSupported
-                                                            : RejectReason::kInvalidPduField,
-           out);
-    return;
+  // The parser delivers the PDU whose header it last asked place() about, so a match means
+  // its data is already in the span place() returned.
+  if (placed_ && placed_->bhs != raw.bhs) drop_placement();
+  const uint32_t placed = placed_ ? placed_->length : 0;
+  if (!closed_ && !logged_out_) {
+    auto pdu = decode(raw);
+    if (!pdu) {
+      reject(raw.bhs,
+             pdu.error().code == PduErrorCode::kUnknownOpcode ? RejectReason::kCommandNotSupported
+                                                              : RejectReason::kInvalidPduField,
+             out);
+    } else {
+      dispatch(*pdu, raw, placed, out);
+    }
   }
-  dispatch(*pdu, raw, out);
+  drop_placement();
 }
 
-void Session::dispatch(const Pdu& pdu, const RawPdu& raw, Actions& out) {
+void Session::dispatch(const Pdu& pdu, const RawPdu& raw, uint32_t placed, Actions& out) {
   const bool discovery = type_ == SessionType::kDiscovery;
   switch (opcode_of(pdu)) {
     case Opcode::kNopOut:
@@ -97,10 +103,10 @@ void Session::dispatch(const Pdu& pdu, const RawPdu& raw, Actions& out) {
     case Opcode::kScsiCommand:
       // A Discovery session carries only Text, NOP and Logout (§6.3).
       if (discovery) return reject(raw.bhs, RejectReason::kProtocolError, out);
-      return on_scsi_command(std::get<ScsiCommand>(pdu), raw, out);
+      return on_scsi_command(std::get<ScsiCommand>(pdu), raw, placed, out);
     case Opcode::kDataOut:
       if (discovery) return reject(raw.bhs, RejectReason::kProtocolError, out);
-      return on_data_out(std::get<DataOut>(pdu), raw, out);
+      return on_data_out(std::get<DataOut>(pdu), raw, placed, out);
     case Opcode::kTaskMgmtRequest:
       if (discovery) return reject(raw.bhs, RejectReason::kProtocolError, out);
       return on_tmf(std::get<TaskMgmtRequest>(pdu), out);
@@ -116,6 +122,7 @@ void Session::dispatch(const Pdu& pdu, const RawPdu& raw, Actions& out) {
 }
 
 void Session::on_parse_error(const PduError& error, Actions& out) {
+  drop_placement();  // data that failed its digest is never used (§7.8)
   if (closed_) return;
   if (error.code != PduErrorCode::kDataDigest) {
     // Framing is lost or untrustworthy: only connection recovery is possible (§7.8).
@@ -159,6 +166,7 @@ void Session::on_task_done(uint32_t itt, scsi::ScsiResult result, Actions& out) 
 }
 
 void Session::connection_lost() {
+  drop_placement();
   closed_ = true;
   tasks_.clear();
   pings_.clear();

@@ -2,6 +2,13 @@
 // Fed framed PDUs and SCSI completions, it emits Actions (PDUs to send, tasks to execute,
 // resets, close); it does no I/O and keeps no clock. One Session per connection
 // (MaxConnections=1), owned by that connection's strand; not thread-safe.
+//
+// Write payloads are received in place: as the parser's DataPlacement, the Session points
+// the data segment of an acceptable SCSI Command (immediate data) or Data-Out straight at
+// the task's write buffer, which becomes ScsiTask::data_out without a copy. Every check
+// that on_pdu() makes (ITT, TTT, DataSN, offset, burst and FirstBurstLength bounds) is
+// made before a span is handed out, so data can only land inside the buffer at the offset
+// the protocol allows; a PDU then rejected or lost to a data digest error is undone.
 #pragma once
 
 #include <array>
@@ -28,7 +35,10 @@ struct SessionConfig {
   uint32_t queue_depth = 128;                // CmdSN window (MaxCmdSN - ExpCmdSN + 1)
   uint32_t max_data_out = 16 * 1024 * 1024;  // largest write payload we buffer per command
   // Write bytes held or solicited per session (received Data-Out + outstanding R2Ts). New
-  // R2Ts wait while it is exceeded, except that one R2T may always be outstanding.
+  // R2Ts wait while it is exceeded, except that one R2T may always be outstanding. (A
+  // task's buffer reserves its whole EDTL when its first data arrives, so bursts land in
+  // place without reallocation; its pages are only touched as data is received, which is
+  // what this counts.)
   uint64_t max_buffered_bytes = 64 * 1024 * 1024;
 };
 
@@ -81,13 +91,17 @@ enum class TmfResponse : uint8_t {
 uint64_t decode_lun(uint64_t field);
 uint64_t encode_lun(uint64_t lun);
 
-class Session {
+class Session final : public DataPlacement {
  public:
   // `catalog` answers SendTargets; it must outlive the Session.
   Session(const LoginResult& login, SessionConfig config, const TargetCatalog& catalog);
 
   // One framed PDU from the parser. Malformed or unexpected PDUs produce Reject or Close.
+  // A PDU whose data segment the parser stored through place() has an empty raw.data.
   void on_pdu(const RawPdu& raw, Actions& out);
+  // DataPlacement: the task buffer span for the data of the PDU whose header is `bhs`, or
+  // empty (parser's own buffer) when that data would not be accepted as it stands.
+  std::span<std::byte> place(const Bhs& bhs, uint32_t length) override;
   // A parser error: data digest -> Reject (and the affected task ends); anything else
   // closes the connection (§7.8).
   void on_parse_error(const PduError& error, Actions& out);
@@ -133,7 +147,7 @@ class Session {
     uint32_t edtl = 0;
     uint32_t expected_in = 0;
     std::array<uint8_t, 16> cdb{};
-    std::vector<std::byte> data;    // Data-Out collected so far, in order
+    std::vector<std::byte> data;    // Data-Out collected so far, in order (capacity EDTL)
     bool unsolicited_open = false;  // F=0 on the command: unsolicited Data-Out follows
     uint32_t unsolicited_limit = 0;
     uint32_t unsolicited_data_sn = 0;
@@ -155,11 +169,29 @@ class Session {
   void fill_sns(T& pdu, bool consume_stat_sn);
 
   void reject(const Bhs& header, RejectReason reason, Actions& out);
-  void dispatch(const Pdu& pdu, const RawPdu& raw, Actions& out);
+  void dispatch(const Pdu& pdu, const RawPdu& raw, uint32_t placed, Actions& out);
+
+  // In-place receive (see the top of this file). `placed_` describes the last span handed
+  // to the parser; `pending_buffer_` holds immediate data until its command is accepted.
+  struct Placement {
+    Bhs bhs{};
+    uint32_t length = 0;
+    bool task_buffer = false;  // Data-Out into tasks_[itt].data at [have, have + length)
+    uint32_t itt = 0;
+    uint32_t have = 0;
+    bool used = false;  // on_pdu() accepted the data
+  };
+  void drop_placement();
+  bool immediate_data_acceptable(const ScsiCommand& cmd, uint32_t dlen) const;
+  std::optional<RejectReason> data_out_error(const Task& t, const DataOut& d, uint32_t have,
+                                             uint32_t len) const;
+  std::optional<Placement> placed_;
+  std::vector<std::byte> pending_buffer_;
 
   // session_command.cc
-  void on_scsi_command(const ScsiCommand& cmd, const RawPdu& raw, Actions& out);
-  void on_data_out(const DataOut& d, const RawPdu& raw, Actions& out);
+  // `placed`: bytes of this PDU's data already in the task buffer (0: they are in raw.data).
+  void on_scsi_command(const ScsiCommand& cmd, const RawPdu& raw, uint32_t placed, Actions& out);
+  void on_data_out(const DataOut& d, const RawPdu& raw, uint32_t placed, Actions& out);
   void maybe_r2t_or_execute(Task& t, Actions& out);
   void execute(Task& t, Actions& out);
   void respond_failed(uint32_t itt, Actions& out);

@@ -29,10 +29,64 @@ uint64_t encode_lun(uint64_t lun) {
   return lun;
 }
 
-void Session::on_scsi_command(const ScsiCommand& cmd, const RawPdu& raw, Actions& out) {
+bool Session::immediate_data_acceptable(const ScsiCommand& cmd, uint32_t dlen) const {
+  // The checks of on_scsi_command() that decide whether immediate data is kept.
+  const uint32_t unsolicited_limit = std::min(params_.first_burst_length, cmd.expected_length);
+  return cmd.itt != kReservedTag && tasks_.count(cmd.itt) == 0 && cmd.write &&
+         params_.immediate_data && dlen <= unsolicited_limit &&
+         (cmd.final || (!params_.initial_r2t && dlen < unsolicited_limit)) &&
+         cmd.expected_length <= config_.max_data_out;
+}
+
+std::span<std::byte> Session::place(const Bhs& bhs, uint32_t length) {
+  drop_placement();
+  if (closed_ || logged_out_ || type_ != SessionType::kNormal || length == 0) return {};
+  RawPdu header;
+  header.bhs = bhs;
+  if (header.opcode() == Opcode::kScsiCommand) {
+    auto pdu = decode(header);
+    if (!pdu || !immediate_data_acceptable(std::get<ScsiCommand>(*pdu), length)) return {};
+    // The command's whole write buffer, allocated once; on_scsi_command() adopts it.
+    pending_buffer_.reserve(std::get<ScsiCommand>(*pdu).expected_length);
+    pending_buffer_.resize(length);
+    placed_ = Placement{bhs, length};
+    return pending_buffer_;
+  }
+  if (header.opcode() != Opcode::kDataOut || header.total_ahs_bytes() != 0) return {};
+  auto pdu = decode(header);
+  if (!pdu) return {};
+  const DataOut& d = std::get<DataOut>(*pdu);
+  auto it = tasks_.find(d.itt);
+  if (it == tasks_.end() || it->second.executing) return {};
+  Task& t = it->second;
+  const uint32_t have = static_cast<uint32_t>(t.data.size());
+  if (data_out_error(t, d, have, length)) return {};
+  // Validated: [have, have + length) lies inside EDTL (<= max_data_out), so the buffer
+  // reserved at EDTL never reallocates under the parser.
+  if (t.data.capacity() < t.edtl) t.data.reserve(t.edtl);
+  t.data.resize(size_t{have} + length);
+  placed_ = Placement{bhs, length, true, d.itt, have};
+  return std::span<std::byte>(t.data).subspan(have, length);
+}
+
+void Session::drop_placement() {
+  if (placed_ && placed_->task_buffer && !placed_->used) {
+    // Not accepted after all (or lost to a digest error): forget the bytes it wrote.
+    auto it = tasks_.find(placed_->itt);
+    if (it != tasks_.end() && !it->second.executing &&
+        it->second.data.size() == size_t{placed_->have} + placed_->length) {
+      it->second.data.resize(placed_->have);
+    }
+  }
+  placed_.reset();
+  std::vector<std::byte>().swap(pending_buffer_);
+}
+
+void Session::on_scsi_command(const ScsiCommand& cmd, const RawPdu& raw, uint32_t placed,
+                              Actions& out) {
   if (cmd.itt == kReservedTag) return reject(raw.bhs, RejectReason::kInvalidPduField, out);
   if (tasks_.count(cmd.itt) != 0) return reject(raw.bhs, RejectReason::kTaskInProgress, out);
-  const uint32_t dlen = static_cast<uint32_t>(cmd.data.size());
+  const uint32_t dlen = placed != 0 ? placed : static_cast<uint32_t>(cmd.data.size());
   const uint32_t unsolicited_limit = std::min(params_.first_burst_length, cmd.expected_length);
   // Immediate data needs W, ImmediateData=Yes, and fits FirstBurstLength and EDTL (§11.3.4,
   // §13.11, §13.14). Unsolicited Data-Out (F=0) needs InitialR2T=No (§13.10).
@@ -74,7 +128,13 @@ void Session::on_scsi_command(const ScsiCommand& cmd, const RawPdu& raw, Actions
   t.edtl = cmd.write ? cmd.expected_length : 0;
   t.expected_in = expected_in;
   t.cdb = cmd.cdb;
-  append_bytes(t.data, cmd.data);
+  if (placed != 0) {
+    t.data = std::move(pending_buffer_);  // immediate data already sits in its buffer
+    placed_->used = true;
+  } else if (dlen > 0) {
+    t.data.reserve(t.edtl);
+    append_bytes(t.data, cmd.data);
+  }
   t.committed = dlen;
   committed_ += dlen;
   t.next_r2t_offset = dlen;
@@ -194,7 +254,33 @@ void Session::abort_task(uint32_t itt) {
   if (aborted_itts_.size() > kAbortedMemory) aborted_itts_.pop_front();
 }
 
-void Session::on_data_out(const DataOut& d, const RawPdu& raw, Actions& out) {
+std::optional<RejectReason> Session::data_out_error(const Task& t, const DataOut& d, uint32_t have,
+                                                    uint32_t len) const {
+  // DataPDUInOrder=Yes and DataSequenceInOrder=Yes are the only values we agree to, so
+  // every Data-Out continues exactly where the previous one ended (§13.18, §13.19).
+  if (d.ttt == kReservedTag) {
+    // Unsolicited burst (§11.7.4): DataSN from 0, total within FirstBurstLength and EDTL.
+    if (!t.unsolicited_open) return RejectReason::kProtocolError;
+    if (d.data_sn != t.unsolicited_data_sn) return RejectReason::kProtocolError;
+    if (d.buffer_offset != have) return RejectReason::kInvalidPduField;
+    if (uint64_t{have} + len > t.unsolicited_limit) return RejectReason::kProtocolError;
+    return std::nullopt;
+  }
+  auto b = std::find_if(t.bursts.begin(), t.bursts.end(),
+                        [&](const Burst& x) { return x.ttt == d.ttt; });
+  if (b == t.bursts.end()) return RejectReason::kInvalidPduField;
+  // Solicited burst: DataSN restarts at 0 per R2T; offset and length stay inside it.
+  if (d.data_sn != b->next_data_sn) return RejectReason::kProtocolError;
+  if (d.buffer_offset != b->offset + b->received || d.buffer_offset != have) {
+    return RejectReason::kInvalidPduField;
+  }
+  if (uint64_t{b->received} + len > b->length) return RejectReason::kProtocolError;
+  const bool completes = b->received + len == b->length;
+  if (d.final != completes) return RejectReason::kProtocolError;
+  return std::nullopt;
+}
+
+void Session::on_data_out(const DataOut& d, const RawPdu& raw, uint32_t placed, Actions& out) {
   auto it = tasks_.find(d.itt);
   if (it == tasks_.end() || it->second.executing) {
     // Data for a task aborted or failed a moment ago is expected; anything else is bogus.
@@ -204,21 +290,17 @@ void Session::on_data_out(const DataOut& d, const RawPdu& raw, Actions& out) {
     return reject(raw.bhs, RejectReason::kInvalidPduField, out);
   }
   Task& t = it->second;
-  const uint32_t len = static_cast<uint32_t>(d.data.size());
-  const uint32_t have = static_cast<uint32_t>(t.data.size());
-  // DataPDUInOrder=Yes and DataSequenceInOrder=Yes are the only values we agree to, so
-  // every Data-Out continues exactly where the previous one ended (§13.18, §13.19).
-  if (d.ttt == kReservedTag) {
-    // Unsolicited burst (§11.7.4): DataSN from 0, total within FirstBurstLength and EDTL.
-    if (!t.unsolicited_open) return reject(raw.bhs, RejectReason::kProtocolError, out);
-    if (d.data_sn != t.unsolicited_data_sn) {
-      return reject(raw.bhs, RejectReason::kProtocolError, out);
-    }
-    if (d.buffer_offset != have) return reject(raw.bhs, RejectReason::kInvalidPduField, out);
-    if (uint64_t{have} + len > t.unsolicited_limit) {
-      return reject(raw.bhs, RejectReason::kProtocolError, out);
-    }
+  const bool in_place = placed != 0 && placed_ && placed_->task_buffer && placed_->itt == d.itt;
+  const uint32_t len = in_place ? placed : static_cast<uint32_t>(d.data.size());
+  const uint32_t have = static_cast<uint32_t>(t.data.size()) - (in_place ? len : 0);
+  if (auto why = data_out_error(t, d, have, len)) return reject(raw.bhs, *why, out);
+  if (in_place) {
+    placed_->used = true;  // already at [have, have + len)
+  } else {
+    if (t.data.capacity() < t.edtl) t.data.reserve(t.edtl);
     append_bytes(t.data, d.data);
+  }
+  if (d.ttt == kReservedTag) {
     t.committed += len;
     committed_ += len;
     ++t.unsolicited_data_sn;
@@ -231,18 +313,7 @@ void Session::on_data_out(const DataOut& d, const RawPdu& raw, Actions& out) {
   }
   auto b = std::find_if(t.bursts.begin(), t.bursts.end(),
                         [&](const Burst& x) { return x.ttt == d.ttt; });
-  if (b == t.bursts.end()) return reject(raw.bhs, RejectReason::kInvalidPduField, out);
-  // Solicited burst: DataSN restarts at 0 per R2T; offset and length stay inside it.
-  if (d.data_sn != b->next_data_sn) return reject(raw.bhs, RejectReason::kProtocolError, out);
-  if (d.buffer_offset != b->offset + b->received || d.buffer_offset != have) {
-    return reject(raw.bhs, RejectReason::kInvalidPduField, out);
-  }
-  if (uint64_t{b->received} + len > b->length) {
-    return reject(raw.bhs, RejectReason::kProtocolError, out);
-  }
   const bool completes = b->received + len == b->length;
-  if (d.final != completes) return reject(raw.bhs, RejectReason::kProtocolError, out);
-  append_bytes(t.data, d.data);
   b->received += len;
   ++b->next_data_sn;
   if (completes) {

@@ -217,6 +217,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     const auto& res = login->result();
     session.emplace(res, server->opts.session, server->directory);
     parser.set_limits(session->parser_limits());
+    parser.set_placement(&*session);
     if (res.type == iscsi::SessionType::kNormal && res.target) {
       target_name = res.target->name;
       device = server->directory.device(target_name);
@@ -295,7 +296,9 @@ struct Connection : std::enable_shared_from_this<Connection> {
         self->shutdown();
       }
     });
-    std::vector<uint8_t> buf(256 * 1024);
+    // No read buffer of our own: each read lands where the parser says, i.e. its small
+    // staging buffer for headers, or a write payload's final place in its task buffer (see
+    // pdu_parser.h for the exact copy rule).
     while (!closed && !closing) {
       if (out_bytes >= server->opts.max_outbound_bytes) {
         // Back-pressure: the initiator is not reading its responses; wait for space.
@@ -303,11 +306,13 @@ struct Connection : std::enable_shared_from_this<Connection> {
         co_await space.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
-      auto [ec, n] = co_await sock.async_read_some(asio::buffer(buf),
+      const std::span<uint8_t> into = parser.prepare();
+      if (into.empty()) break;  // only when the stream is broken; next() reported it
+      auto [ec, n] = co_await sock.async_read_some(asio::buffer(into.data(), into.size()),
                                                    asio::as_tuple(asio::use_awaitable));
       if (ec) break;
       last_rx = std::chrono::steady_clock::now();
-      parser.feed({buf.data(), n});
+      parser.commit(n);
       for (;;) {
         auto next = parser.next();
         if (!next) {

@@ -1,5 +1,6 @@
 // IscsiServer: the Asio shell of the iSCSI target (RFC 7143 over TCP). It accepts
-// connections, frames bytes with iscsi::PduParser, drives iscsi::LoginMachine and
+// connections, reads into the spans iscsi::PduParser prepares (write payloads land in their
+// task buffers; see pdu_parser.h), drives iscsi::LoginMachine and
 // iscsi::Session, and hands SCSI tasks to the ScsiDevice of the session's target. Each
 // connection lives on its own strand; device completions are posted back to it. The
 // io_context and the TargetDirectory must outlive the server.

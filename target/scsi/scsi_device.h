@@ -37,7 +37,9 @@ struct ScsiTask {
   // "<initiator iqn>,i,0x<ISID hex>", relative target port id starts at 1.
   std::string initiator_port;
   uint16_t relative_target_port = 1;
-  // Whole Data-Out payload (WRITE, UNMAP parameter list, MODE SELECT, PR OUT, ...).
+  // Whole Data-Out payload (WRITE, UNMAP parameter list, MODE SELECT, PR OUT, ...). The
+  // iSCSI transport reads the payload from the socket straight into this buffer, which the
+  // device hands on as a span: no copy between the socket and the store.
   std::vector<std::byte> data_out;
   // ExpectedDataTransferLength for Data-In; the device never returns more than this.
   uint32_t expected_in_length = 0;

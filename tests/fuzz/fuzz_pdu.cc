@@ -1,5 +1,6 @@
 // libFuzzer target over the iSCSI receive path: PduParser framing (two limit/digest
-// configurations and two feed patterns), PDU decoding, text parsing, the LoginMachine and,
+// configurations; feed() in one piece, and prepare()/commit() in 7-byte reads with the
+// Session placing write data in task buffers), PDU decoding, text parsing, the LoginMachine and,
 // once a login completes, the full-feature Session with immediate task completions.
 // Any crash, sanitizer report or leak is a bug; there are no other assertions.
 #include <cstddef>
@@ -32,7 +33,7 @@ class OneTarget : public TargetCatalog {
   TargetEntry t_;
 };
 
-void drive(const uint8_t* data, size_t size, ParserLimits limits, size_t chunk) {
+void drive(const uint8_t* data, size_t size, ParserLimits limits, size_t chunk, bool in_place) {
   static const OneTarget catalog;
   uint8_t counter = 0;
   LoginMachine login(
@@ -43,8 +44,19 @@ void drive(const uint8_t* data, size_t size, ParserLimits limits, size_t chunk) 
       [] { return uint16_t{1}; });
   std::optional<Session> session;
   PduParser parser(limits);
-  for (size_t off = 0; off < size; off += chunk) {
-    parser.feed({data + off, std::min(chunk, size - off)});
+  for (size_t off = 0; off < size;) {
+    if (in_place) {
+      // As the shell reads: into whatever span the parser prepares.
+      auto into = parser.prepare();
+      if (into.empty()) return;
+      const size_t n = std::min({into.size(), chunk, size - off});
+      std::copy(data + off, data + off + n, into.begin());
+      parser.commit(n);
+      off += n;
+    } else {
+      parser.feed({data + off, std::min(chunk, size - off)});
+      off += chunk;
+    }
     while (true) {
       auto next = parser.next();
       if (!next.ok()) {
@@ -69,6 +81,7 @@ void drive(const uint8_t* data, size_t size, ParserLimits limits, size_t chunk) 
         if (step.state == LoginStep::State::kComplete) {
           session.emplace(login.result(), SessionConfig{64, 1 << 20}, catalog);
           parser.set_limits(session->parser_limits());
+          if (in_place) parser.set_placement(&*session);
         }
         continue;
       }
@@ -99,7 +112,7 @@ void drive(const uint8_t* data, size_t size, ParserLimits limits, size_t chunk) 
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)parse_text({data, size});
-  drive(data, size, ParserLimits{}, size == 0 ? 1 : size);
-  drive(data, size, ParserLimits{262144, true, true}, 7);
+  drive(data, size, ParserLimits{}, size == 0 ? 1 : size, false);
+  drive(data, size, ParserLimits{262144, true, true}, 7, true);
   return 0;
 }
