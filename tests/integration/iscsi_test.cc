@@ -298,6 +298,59 @@ TEST_F(IscsiTest, ManySessionsToOneAndManyTargets) {
   }
 }
 
+// Persistent reservations are kept in the catalogue: a registration and a reservation made
+// before a restart are there after it.
+TEST_F(IscsiTest, PersistentReservationsSurviveARestart) {
+  {
+    auto s = login();
+    ASSERT_TRUE(s);
+    scsi_persistent_reserve_out_basic reg{};
+    reg.service_action_reservation_key = 0xabcdef;
+    reg.aptpl = 1;
+    scsi_task* t = iscsi_persistent_reserve_out_sync(
+        s->c, 0, SCSI_PERSISTENT_RESERVE_REGISTER, SCSI_PERSISTENT_RESERVE_SCOPE_LU, 0, &reg);
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->status, SCSI_STATUS_GOOD) << iscsi_get_error(s->c);
+    scsi_free_scsi_task(t);
+    scsi_persistent_reserve_out_basic res{};
+    res.reservation_key = 0xabcdef;
+    t = iscsi_persistent_reserve_out_sync(s->c, 0, SCSI_PERSISTENT_RESERVE_RESERVE,
+                                          SCSI_PERSISTENT_RESERVE_SCOPE_LU,
+                                          SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, &res);
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->status, SCSI_STATUS_GOOD) << iscsi_get_error(s->c);
+    scsi_free_scsi_task(t);
+  }
+  ASSERT_EQ(daemon_->stop(), 0);
+  ASSERT_TRUE(daemon_->start()) << daemon_->last_output();
+  auto s = login();
+  ASSERT_TRUE(s);
+  scsi_task* t = iscsi_persistent_reserve_in_sync(s->c, 0, SCSI_PERSISTENT_RESERVE_READ_KEYS, 256);
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->status, SCSI_STATUS_GOOD);
+  auto* keys = static_cast<scsi_persistent_reserve_in_read_keys*>(scsi_datain_unmarshall(t));
+  ASSERT_NE(keys, nullptr);
+  ASSERT_EQ(keys->num_keys, 1);
+  EXPECT_EQ(keys->keys[0], 0xabcdefu);
+  scsi_free_scsi_task(t);
+  t = iscsi_persistent_reserve_in_sync(s->c, 0, SCSI_PERSISTENT_RESERVE_READ_RESERVATION, 256);
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->status, SCSI_STATUS_GOOD);
+  auto* rr = static_cast<scsi_persistent_reserve_in_read_reservation*>(scsi_datain_unmarshall(t));
+  ASSERT_NE(rr, nullptr);
+  EXPECT_EQ(rr->reserved, 1);
+  EXPECT_EQ(rr->reservation_key, 0xabcdefu);
+  scsi_free_scsi_task(t);
+  // Another initiator (not registered) cannot write through the write-exclusive reservation.
+  auto other = login("vol", std::string(kInitiator) + "-other");
+  ASSERT_TRUE(other);
+  auto d = pattern(4096, 11);
+  scsi_task* w = iscsi_write16_sync(other->c, 0, 0, d.data(), 4096, 512, 0, 0, 0, 0, 0);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->status, SCSI_STATUS_RESERVATION_CONFLICT);
+  scsi_free_scsi_task(w);
+}
+
 TEST_F(IscsiTest, GarbageOnThePortDoesNotDisturbOtherSessions) {
   auto s = login();
   ASSERT_TRUE(s);
