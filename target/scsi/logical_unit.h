@@ -106,6 +106,8 @@ class LogicalUnit : public ScsiDevice {
   // Volume-state gates (core::VolumeState -> sense), nullopt when the access may go on.
   std::optional<Sense> check_readable() const;
   std::optional<Sense> check_writable() const;
+  std::optional<LbaRange> checked_write_range(Command& cmd);  // rw_path.cc
+  void write_blocks(Command& cmd, const LbaRange& r, bool fua);
   void queue_unit_attention(const std::string& port, Asc asc);  // mu_ held
   void queue_unit_attentions(const PrOutResult& r);             // mu_ held
 

@@ -177,44 +177,56 @@ void LogicalUnit::read(Command& cmd) {
   });
 }
 
-void LogicalUnit::write(Command& cmd) {
+// The checks every medium-writing command with an LBA and a transfer length starts with
+// (SBC-3 4.x): no protection information, a writable volume, the range inside the medium and
+// within MAXIMUM TRANSFER LENGTH. Answers the command and returns nullopt when one fails.
+std::optional<LbaRange> LogicalUnit::checked_write_range(Command& cmd) {
   const Cdb& cdb = cmd.cdb();
-  if (protect_field_set(cdb)) return reply_sense(cmd, invalid_field_in_cdb(1, 7));
-  if (auto s = check_writable()) return reply_sense(cmd, *s);
+  if (protect_field_set(cdb)) {
+    reply_sense(cmd, invalid_field_in_cdb(1, 7));
+    return std::nullopt;
+  }
+  if (auto s = check_writable()) {
+    reply_sense(cmd, *s);
+    return std::nullopt;
+  }
   const LbaRange r = decode_lba_range(cdb);
+  if (!range_ok(r.lba, r.blocks, volume_->block_count())) {
+    reply_sense(cmd, lba_out_of_range());
+    return std::nullopt;
+  }
+  if (r.blocks > max_transfer_blocks(volume_->block_size())) {
+    reply_sense(cmd, invalid_field_in_cdb(length_field(cdb[0])));
+    return std::nullopt;
+  }
+  return r;
+}
+
+// Writes the whole blocks of Data-Out that arrived (a shortfall is the transport's residual).
+void LogicalUnit::write_blocks(Command& cmd, const LbaRange& r, bool fua) {
   const uint32_t bs = volume_->block_size();
-  if (!range_ok(r.lba, r.blocks, volume_->block_count()))
-    return reply_sense(cmd, lba_out_of_range());
-  if (r.blocks > max_transfer_blocks(bs))
-    return reply_sense(cmd, invalid_field_in_cdb(length_field(cdb[0])));
   const size_t bytes = data_out_blocks(cmd, r.blocks, bs) * bs;
   if (bytes == 0) return reply_good(cmd);
-  const bool fua = (cdb_length(cdb[0]) > 6 && (cdb[1] & 0x08)) || !write_cache_enabled();
   volume_->write(r.lba, cmd.data_out().first(bytes), fua, [cmd](IoResult io) mutable {
     if (!io.ok()) return reply_sense(cmd, io_sense(io, true));
     reply_good(cmd);
   });
 }
 
+void LogicalUnit::write(Command& cmd) {
+  auto r = checked_write_range(cmd);
+  if (!r) return;
+  const Cdb& cdb = cmd.cdb();
+  write_blocks(cmd, *r, (cdb_length(cdb[0]) > 6 && (cdb[1] & 0x08)) || !write_cache_enabled());
+}
+
 void LogicalUnit::write_and_verify(Command& cmd) {
   // SBC-3 5.32: the data are written and then verified on the medium. The backend's FUA
   // write is only acknowledged once stable on every copy, which is that verification; with
   // BYTCHK = 1 the comparison against the Data-Out buffer would compare the same bytes.
-  const Cdb& cdb = cmd.cdb();
-  if (protect_field_set(cdb)) return reply_sense(cmd, invalid_field_in_cdb(1, 7));
-  if (auto s = check_writable()) return reply_sense(cmd, *s);
-  const LbaRange r = decode_lba_range(cdb);
-  const uint32_t bs = volume_->block_size();
-  if (!range_ok(r.lba, r.blocks, volume_->block_count()))
-    return reply_sense(cmd, lba_out_of_range());
-  if (r.blocks > max_transfer_blocks(bs))
-    return reply_sense(cmd, invalid_field_in_cdb(length_field(cdb[0])));
-  const size_t bytes = data_out_blocks(cmd, r.blocks, bs) * bs;
-  if (bytes == 0) return reply_good(cmd);
-  volume_->write(r.lba, cmd.data_out().first(bytes), true, [cmd](IoResult io) mutable {
-    if (!io.ok()) return reply_sense(cmd, io_sense(io, true));
-    reply_good(cmd);
-  });
+  auto r = checked_write_range(cmd);
+  if (!r) return;
+  write_blocks(cmd, *r, true);
 }
 
 void LogicalUnit::verify(Command& cmd) {
@@ -418,15 +430,11 @@ void LogicalUnit::compare_and_write(Command& cmd) {
 void LogicalUnit::or_write(Command& cmd) {
   // SBC-3 5.10, ORWRITE(16): each Data-Out byte is ORed into the medium (BMOP 000b). No
   // protection information, so ORPROTECT must be zero. See OrWriteOp for atomicity.
+  auto checked = checked_write_range(cmd);
+  if (!checked) return;
+  const LbaRange r = *checked;
   const Cdb& cdb = cmd.cdb();
-  if (protect_field_set(cdb)) return reply_sense(cmd, invalid_field_in_cdb(1, 7));
-  if (auto s = check_writable()) return reply_sense(cmd, *s);
-  const LbaRange r = decode_lba_range(cdb);
   const uint32_t bs = volume_->block_size();
-  if (!range_ok(r.lba, r.blocks, volume_->block_count()))
-    return reply_sense(cmd, lba_out_of_range());
-  if (r.blocks > max_transfer_blocks(bs))
-    return reply_sense(cmd, invalid_field_in_cdb(length_field(cdb[0])));
   if (r.blocks == 0) return reply_good(cmd);  // SBC-3 5.10: not an error
   const size_t bytes = static_cast<size_t>(r.blocks) * bs;
   if (cmd.data_out().size() < bytes)
