@@ -14,36 +14,10 @@ namespace {
 
 using testing::actions_of;
 using testing::Harness;
+using testing::data_out;
+using testing::pattern;
 using testing::pdus_of;
-
-std::vector<uint8_t> pattern(uint32_t off, uint32_t n) {
-  std::vector<uint8_t> v(n);
-  for (uint32_t i = 0; i < n; ++i) v[i] = uint8_t((off + i) * 7 + 3);
-  return v;
-}
-
-ScsiCommand write_cmd(uint32_t itt, uint32_t cmd_sn, uint32_t edtl, uint32_t imm, bool final) {
-  ScsiCommand c;
-  c.itt = itt;
-  c.cmd_sn = cmd_sn;
-  c.write = true;
-  c.final = final;
-  c.expected_length = edtl;
-  c.cdb = {0x2a};
-  c.data = pattern(0, imm);
-  return c;
-}
-
-DataOut data_out(uint32_t itt, uint32_t ttt, uint32_t sn, uint32_t off, uint32_t n, bool final) {
-  DataOut d;
-  d.itt = itt;
-  d.ttt = ttt;
-  d.data_sn = sn;
-  d.buffer_offset = off;
-  d.final = final;
-  d.data = pattern(off, n);
-  return d;
-}
+using testing::write_cmd;
 
 // (InitialR2T, ImmediateData, FirstBurstLength, MaxBurstLength, EDTL, MaxOutstandingR2T)
 using Combo = std::tuple<bool, bool, uint32_t, uint32_t, uint32_t, uint32_t>;

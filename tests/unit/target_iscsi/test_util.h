@@ -66,6 +66,38 @@ std::vector<T> actions_of(const Actions& actions) {
   return out;
 }
 
+// Write payloads with a recognisable byte at every offset, and the PDUs that carry them.
+inline std::vector<uint8_t> pattern(uint32_t off, uint32_t n) {
+  std::vector<uint8_t> v(n);
+  for (uint32_t i = 0; i < n; ++i) v[i] = uint8_t((off + i) * 7 + 3);
+  return v;
+}
+
+inline ScsiCommand write_cmd(uint32_t itt, uint32_t cmd_sn, uint32_t edtl, uint32_t imm,
+                             bool final) {
+  ScsiCommand c;
+  c.itt = itt;
+  c.cmd_sn = cmd_sn;
+  c.write = true;
+  c.final = final;
+  c.expected_length = edtl;
+  c.cdb = {0x2a};
+  c.data = pattern(0, imm);
+  return c;
+}
+
+inline DataOut data_out(uint32_t itt, uint32_t ttt, uint32_t sn, uint32_t off, uint32_t n,
+                        bool final) {
+  DataOut d;
+  d.itt = itt;
+  d.ttt = ttt;
+  d.data_sn = sn;
+  d.buffer_offset = off;
+  d.final = final;
+  d.data = pattern(off, n);
+  return d;
+}
+
 inline LoginResult make_login_result(const SessionParams& params,
                                      SessionType type = SessionType::kNormal) {
   LoginResult r;
