@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from tandem_node import Node, loopback_address  # noqa: E402
+from tandem_node import Node, finish, loopback_address  # noqa: E402
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -87,14 +87,7 @@ def main():
                            capture_output=True, timeout=120)
     finally:
         node.stop()
-    passed = sum(results)
-    failed = len(results) - passed
-    if failed == 0:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print("logs in " + work)
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return finish(results, work)
 
 
 if __name__ == "__main__":

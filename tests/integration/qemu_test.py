@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from tandem_node import Node, loopback_address  # noqa: E402
+from tandem_node import Node, finish, loopback_address  # noqa: E402
 
 
 def main():
@@ -72,14 +72,7 @@ def main():
                   "64 MiB")
     finally:
         node.stop()
-    passed = sum(results)
-    failed = len(results) - passed
-    if failed == 0:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print("logs in " + work)
-    print("%d passed, %d failed" % (passed, failed))
-    return 0 if failed == 0 else 1
+    return finish(results, work)
 
 
 if __name__ == "__main__":

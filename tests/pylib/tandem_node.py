@@ -66,3 +66,17 @@ class Node:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+
+def finish(results, work):
+    """Prints the closing "N passed, N failed" line, keeps `work` only when something
+    failed, and returns the exit status."""
+    import shutil
+    passed = sum(1 for ok in results if ok)
+    failed = len(results) - passed
+    if failed == 0:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print("logs in " + work)
+    print("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
