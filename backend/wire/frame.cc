@@ -423,4 +423,39 @@ WireResult<std::vector<uint64_t>> decode_region_list(std::span<const uint8_t> b)
   return out;
 }
 
+bool parse_uuid(std::string_view text, Uuid& out) {
+  if (text.size() != 36) return false;
+  size_t j = 0;
+  for (size_t i = 0; i < 36;) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (text[i] != '-') return false;
+      ++i;
+      continue;
+    }
+    auto nib = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    int hi = nib(text[i]), lo = nib(text[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[j++] = static_cast<uint8_t>(hi << 4 | lo);
+    i += 2;
+  }
+  return j == 16;
+}
+
+std::string format_uuid(const Uuid& id) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(36);
+  for (size_t i = 0; i < id.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
+    s.push_back(kHex[id[i] >> 4]);
+    s.push_back(kHex[id[i] & 15]);
+  }
+  return s;
+}
+
 }  // namespace tandem::backend::wire

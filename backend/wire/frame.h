@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -96,6 +97,11 @@ enum class NackReason : uint32_t {
 const char* to_string(NackReason r);
 
 using Uuid = std::array<uint8_t, 16>;
+
+// The catalogue's text form "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower or upper hex).
+// False on anything else.
+bool parse_uuid(std::string_view text, Uuid& out);
+std::string format_uuid(const Uuid& id);
 
 struct FrameHeader {
   FrameType type = FrameType::kHeartbeat;

@@ -559,5 +559,16 @@ TEST(Frame, SeededDamageToValidStreams) {
   }
 }
 
+TEST(Frame, UuidTextRoundTrip) {
+  Uuid id{};
+  ASSERT_TRUE(parse_uuid("0123abcd-4567-89ef-ABCD-0123456789ab", id));
+  EXPECT_EQ(id[0], 0x01);
+  EXPECT_EQ(id[15], 0xab);
+  EXPECT_EQ(format_uuid(id), "0123abcd-4567-89ef-abcd-0123456789ab");
+  EXPECT_FALSE(parse_uuid("0123abcd-4567-89ef-abcd-0123456789a", id));
+  EXPECT_FALSE(parse_uuid("0123abcd_4567-89ef-abcd-0123456789ab", id));
+  EXPECT_FALSE(parse_uuid("0123abcd-4567-89ef-abcd-0123456789ag", id));
+}
+
 }  // namespace
 }  // namespace tandem::backend::wire
