@@ -452,6 +452,22 @@ std::optional<CopyState> MasterEngine::copy_state(uint32_t copy) const {
   return it->second.state;
 }
 
+std::optional<MasterEngine::CopyProgress> MasterEngine::copy_progress(uint32_t copy) const {
+  auto it = copies_.find(copy);
+  if (it == copies_.end()) return std::nullopt;
+  const Copy& c = it->second;
+  CopyProgress p;
+  p.state = c.state;
+  p.link_up = c.link_up;
+  p.acked_through = c.acked_through;
+  p.pending_bytes = c.queued_bytes + c.inflight_bytes;
+  if (c.session) {
+    p.sync_planned = c.session->planned();
+    p.sync_acked = c.session->acked();
+  }
+  return p;
+}
+
 std::vector<uint32_t> MasterEngine::gating_copies() const {
   std::vector<uint32_t> out;
   for (const auto& [id, c] : copies_) {

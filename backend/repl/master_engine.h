@@ -159,6 +159,16 @@ class MasterEngine {
   uint64_t last_sequence() const { return next_seq_ - 1; }
   bool deposed() const { return deposed_; }
   std::optional<CopyState> copy_state(uint32_t copy) const;
+  // What the API shows of a copy: progress of its stream and of its resync.
+  struct CopyProgress {
+    CopyState state = CopyState::kOutOfSync;
+    bool link_up = false;
+    uint64_t acked_through = 0;   // every sequence <= this was applied by the copy
+    uint64_t pending_bytes = 0;   // queued + in flight to the copy
+    uint64_t sync_planned = 0;    // regions the current resync sends
+    uint64_t sync_acked = 0;      // of those, regions the copy applied
+  };
+  std::optional<CopyProgress> copy_progress(uint32_t copy) const;
   // Copies currently waited for (kInSync and kJoining).
   std::vector<uint32_t> gating_copies() const;
   size_t active_ops() const { return active_.size(); }

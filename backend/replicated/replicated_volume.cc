@@ -1,0 +1,884 @@
+#include "backend/replicated/replicated_volume.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <optional>
+
+#include "backend/link/peer_link.h"
+#include "backend/repl/master_engine.h"
+#include "backend/repl/region_map.h"
+
+namespace tandem::backend::replicated {
+namespace {
+
+namespace asio = boost::asio;
+namespace repl = backend::repl;
+using Clock = std::chrono::steady_clock;
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+constexpr uint64_t kSeqBlock = uint64_t{1} << 20;
+
+core::IoResult not_ready() { return core::IoResult{core::IoStatus::kNotReady, 0}; }
+
+}  // namespace
+
+std::vector<std::pair<uint64_t, uint64_t>> allocated_extents(int fd, uint64_t size) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < size) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data after pos
+      // SEEK_DATA unsupported: treat the whole rest as written (safe: over-sends).
+      out.emplace_back(pos, size - pos);
+      break;
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) hole = static_cast<off_t>(size);
+    uint64_t end = std::min<uint64_t>(hole, size);
+    if (static_cast<uint64_t>(data) >= end) break;
+    out.emplace_back(data, end - data);
+    pos = hole;
+  }
+  return out;
+}
+
+struct ReplicatedVolume::Impl {
+  enum class Mode { kSolo, kSwitchingOn, kReplicated, kSwitchingOff };
+  struct Pending {
+    Done done;
+    Clock::time_point start;
+    bool is_write = false;
+    repl::Payload keep_compare;  // kept alive with the request
+  };
+  struct CopyLink {
+    ReplicaPeer peer;
+    std::unique_ptr<link::PeerLink> link;
+    uint64_t epoch = 0;
+    bool up = false;
+    std::deque<std::vector<uint8_t>> backlog;  // encoded frames refused for back-pressure
+    bool waiting_writable = false;
+    bool awaiting_confirm = false;
+  };
+
+  Impl(asio::io_context& io, asio::ssl::context& tls, std::shared_ptr<FileVolume> l, Options o)
+      : io(io),
+        tls(tls),
+        local(std::move(l)),
+        strand(asio::make_strand(io)),
+        opt(std::move(o)),
+        timer(strand) {}
+  ~Impl() {
+    if (seq_fd >= 0) ::close(seq_fd);
+  }
+
+  asio::io_context& io;
+  asio::ssl::context& tls;
+  std::shared_ptr<FileVolume> local;
+  asio::strand<asio::io_context::executor_type> strand;
+  Options opt;
+  asio::steady_timer timer;
+  std::weak_ptr<ReplicatedVolume> owner;
+
+  // Strand state.
+  Mode mode = Mode::kSolo;
+  std::vector<ReplicaPeer> desired;
+  std::unique_ptr<repl::FileRegionStore> map_store;
+  std::optional<repl::RegionMap> map;
+  std::unique_ptr<repl::MasterEngine> engine;
+  bool virgin = false;  // the engine started on a never-written volume at sequence 0
+  uint64_t engine_epoch = 0;
+  std::map<uint32_t, CopyLink> copies;
+  uint64_t next_link_epoch = 1;
+  uint64_t next_id = 1;
+  std::map<uint64_t, Pending> pending;
+  std::deque<std::pair<repl::Request, Pending>> held;  // while switching on
+  int seq_fd = -1;
+  uint64_t reserved = 0;  // every sequence ever used is <= this
+  bool closed = false;
+  bool ticking = false;
+
+  mutable std::mutex status_mu;
+  std::vector<CopyStatus> status;  // guarded by status_mu
+
+  // Any thread.
+  std::atomic<bool> solo{true};
+  std::atomic<uint64_t> direct{0};  // direct (solo) requests in flight
+  std::atomic<bool> degraded{false};
+  std::atomic<bool> closing{false};
+  std::atomic<uint64_t> last_seq{0};
+  ReplicatedStats stats;
+};
+
+ReplicatedVolume::ReplicatedVolume(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ReplicatedVolume::~ReplicatedVolume() = default;
+
+core::Result<std::shared_ptr<ReplicatedVolume>, std::string> ReplicatedVolume::open(
+    asio::io_context& io, asio::ssl::context& tls, std::shared_ptr<FileVolume> local,
+    Options options) {
+  auto impl = std::make_unique<Impl>(io, tls, std::move(local), std::move(options));
+  impl->seq_fd = ::open(impl->opt.seq_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (impl->seq_fd < 0) {
+    return core::fail("cannot open " + impl->opt.seq_path + ": " + std::strerror(errno));
+  }
+  uint64_t stored = 0;
+  ssize_t n = ::pread(impl->seq_fd, &stored, sizeof stored, 0);
+  if (n != 0 && n != static_cast<ssize_t>(sizeof stored)) {
+    ::close(impl->seq_fd);
+    return core::fail("sequence file " + impl->opt.seq_path + " is torn");
+  }
+  impl->reserved = n == 0 ? 0 : stored;
+  impl->last_seq.store(impl->reserved);
+  auto vol = std::shared_ptr<ReplicatedVolume>(new ReplicatedVolume(std::move(impl)));
+  vol->impl_->owner = vol;
+  return vol;
+}
+
+const std::string& ReplicatedVolume::uuid() const { return impl_->local->uuid(); }
+uint32_t ReplicatedVolume::block_size() const { return impl_->local->block_size(); }
+uint64_t ReplicatedVolume::block_count() const { return impl_->local->block_count(); }
+uint64_t ReplicatedVolume::last_sequence() const { return impl_->last_seq.load(); }
+const ReplicatedStats& ReplicatedVolume::stats() const { return impl_->stats; }
+
+core::VolumeState ReplicatedVolume::state() const {
+  if (impl_->closing.load(std::memory_order_acquire)) return core::VolumeState::kOffline;
+  auto s = impl_->local->state();
+  if (s == core::VolumeState::kHealthy && impl_->degraded.load(std::memory_order_relaxed)) {
+    return core::VolumeState::kDegraded;
+  }
+  return s;
+}
+
+std::vector<CopyStatus> ReplicatedVolume::copy_status() const {
+  std::lock_guard lock(impl_->status_mu);
+  return impl_->status;
+}
+
+// ---------------------------------------------------------------------------------------
+// The strand side. Everything in this block runs on impl_->strand.
+
+namespace {
+
+// The strand-side logic, as a view over the volume's Impl. `self` keeps the volume (and so
+// the Impl) alive for the duration of a handler.
+struct Strand {
+  ReplicatedVolume::Impl& s;
+  std::shared_ptr<ReplicatedVolume> self;
+
+  using Impl = ReplicatedVolume::Impl;
+  using Mode = Impl::Mode;
+
+  // Persists a new reservation before any sequence above the old one is used.
+  bool reserve(uint64_t at_least) {
+    uint64_t want = std::max(at_least, s.reserved) + kSeqBlock;
+    if (::pwrite(s.seq_fd, &want, sizeof want, 0) != static_cast<ssize_t>(sizeof want) ||
+        ::fdatasync(s.seq_fd) != 0) {
+      spdlog::error("volume={} cannot persist sequence reservation: {}", s.opt.uuid,
+                    std::strerror(errno));
+      return false;
+    }
+    s.reserved = want;
+    return true;
+  }
+
+  void check_reservation() {
+    if (!s.engine) return;
+    uint64_t last = s.engine->last_sequence();
+    s.last_seq.store(last, std::memory_order_relaxed);
+    if (last + kSeqBlock / 2 >= s.reserved) (void)reserve(last);
+  }
+
+  bool start_engine() {
+    repl::RegionGeometry g;
+    g.volume_bytes = s.local->block_count() * s.local->block_size();
+    g.block_size = s.local->block_size();
+    g.region_shift = repl::kDefaultRegionShift;
+    bool existed = ::access(s.opt.map_path.c_str(), F_OK) == 0;
+    auto store = repl::FileRegionStore::open(s.opt.map_path);
+    if (!store) {
+      spdlog::error("volume={} region map {}: {}", s.opt.uuid, s.opt.map_path,
+                    store.error().message);
+      return false;
+    }
+    s.map_store = std::move(*store);
+    std::optional<repl::RegionMap> map;
+    s.virgin = false;
+    if (existed) {
+      auto m = repl::RegionMap::open(s.map_store.get(), g);
+      if (m) {
+        map.emplace(std::move(*m));
+      } else {
+        spdlog::warn("volume={} region map unusable ({}): every region resyncs", s.opt.uuid,
+                     m.error().message);
+        auto c = repl::RegionMap::create(s.map_store.get(), g, /*all_unknown=*/true);
+        if (!c) return false;
+        map.emplace(std::move(*c));
+      }
+    } else {
+      // Served without a map until now: every allocated extent may hold data no replica has.
+      // Mark those regions at one fresh sequence; never-written regions stay at 0 (not sent).
+      auto c = repl::RegionMap::create(s.map_store.get(), g);
+      if (!c) {
+        spdlog::error("volume={} cannot create region map: {}", s.opt.uuid, c.error().message);
+        return false;
+      }
+      map.emplace(std::move(*c));
+      auto extents = data_extents();
+      if (extents.empty() && s.reserved == 0) {
+        s.virgin = true;
+      } else if (!extents.empty()) {
+        if (!reserve(s.reserved)) return false;
+        uint64_t seq = s.reserved - kSeqBlock + 1;  // above every sequence ever used
+        uint64_t bs = s.local->block_size();
+        for (auto [off, len] : extents) {
+          uint64_t lba = off / bs;
+          uint64_t end = (off + len + bs - 1) / bs;
+          if (auto r = map->mark(lba, end - lba, seq); !r) {
+            spdlog::error("volume={} region map: {}", s.opt.uuid, r.error().message);
+            return false;
+          }
+        }
+        // Clean at once: data_extents() made the image stable before reading its extents.
+        (void)map->checkpoint(seq, true);
+      }
+    }
+    s.map = std::move(map);
+    repl::MasterConfig cfg;
+    (void)wire::parse_uuid(s.opt.uuid, cfg.volume);
+    cfg.generation = s.opt.generation;
+    cfg.last_sequence = s.reserved;
+    cfg.block_size = s.local->block_size();
+    cfg.block_count = s.local->block_count();
+    if (s.virgin) cfg.last_sequence = 0;
+    s.engine = std::make_unique<repl::MasterEngine>(cfg, &*s.map);
+    ++s.engine_epoch;
+    if (!reserve(cfg.last_sequence)) return false;
+    return true;
+  }
+
+  std::vector<std::pair<uint64_t, uint64_t>> data_extents() {
+    // The image again, read-only, for SEEK_DATA; synced first so the extents found are
+    // stable data (the map records them clean).
+    uint64_t bytes = s.local->block_count() * s.local->block_size();
+    int fd = ::open(s.opt.image_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {{0, bytes}};
+    (void)::fdatasync(fd);
+    auto out = allocated_extents(fd, bytes);
+    ::close(fd);
+    return out;
+  }
+
+  void stop_engine() {
+    s.engine.reset();
+    s.map.reset();
+    s.map_store.reset();
+    ++s.engine_epoch;
+    ::unlink(s.opt.map_path.c_str());  // no longer maintained: rebuilt from extents next time
+  }
+
+  void apply() {
+    if (s.closed) return;
+    switch (s.mode) {
+      case Mode::kSolo:
+        if (s.desired.empty()) return;
+        s.mode = Mode::kSwitchingOn;
+        s.solo.store(false, std::memory_order_seq_cst);
+        check_drained();
+        return;
+      case Mode::kSwitchingOn:
+        return;  // check_drained() continues
+      case Mode::kSwitchingOff:
+        if (s.desired.empty()) return check_idle();
+        s.mode = Mode::kReplicated;
+        [[fallthrough]];
+      case Mode::kReplicated:
+        sync_copies();
+        if (s.desired.empty()) {
+          s.mode = Mode::kSwitchingOff;
+          check_idle();
+        }
+        return;
+    }
+  }
+
+  void check_drained() {
+    if (s.mode != Mode::kSwitchingOn || s.direct.load() != 0) return;
+    if (!start_engine()) {
+      // Cannot replicate: keep serving solo rather than refuse I/O; retried on the next tick.
+      s.mode = Mode::kSolo;
+      s.solo.store(true);
+      return;
+    }
+    s.mode = Mode::kReplicated;
+    spdlog::info("volume={} replicated path on (sequence {})", s.opt.uuid,
+                 s.engine->last_sequence());
+    sync_copies();
+    auto held = std::move(s.held);
+    s.held.clear();
+    for (auto& [req, p] : held) submit(std::move(req), std::move(p));
+    run();
+    start_ticking();
+  }
+
+  void check_idle() {
+    if (s.mode != Mode::kSwitchingOff || !s.engine) return;
+    if (s.engine->active_ops() != 0 || s.engine->queued_requests() != 0) return;
+    stop_engine();
+    s.mode = Mode::kSolo;
+    s.degraded.store(false);
+    s.solo.store(true, std::memory_order_seq_cst);
+    publish();
+    spdlog::info("volume={} no replicas: direct path", s.opt.uuid);
+  }
+
+  void sync_copies() {
+    // Remove copies no longer wanted.
+    for (auto it = s.copies.begin(); it != s.copies.end();) {
+      bool keep = std::any_of(s.desired.begin(), s.desired.end(),
+                              [&](const ReplicaPeer& p) { return p.copy == it->first; });
+      if (keep) {
+        ++it;
+        continue;
+      }
+      spdlog::info("volume={} copy {} on {} removed", s.opt.uuid, it->first,
+                   it->second.peer.node_name);
+      (void)s.engine->remove_copy(it->first);
+      if (it->second.link) it->second.link->close();
+      it = s.copies.erase(it);
+    }
+    for (const auto& p : s.desired) {
+      auto it = s.copies.find(p.copy);
+      if (it != s.copies.end()) {
+        if (it->second.peer.host == p.host && it->second.peer.port == p.port) continue;
+        // Moved: a new link to the new address; the copy resyncs.
+        (void)s.engine->remove_copy(p.copy);
+        if (it->second.link) it->second.link->close();
+        s.copies.erase(it);
+      }
+      bool in_sync = p.in_sync && s.virgin && s.engine->last_sequence() == 0;
+      if (auto r = s.engine->add_copy(p.copy, in_sync, false); !r) {
+        spdlog::error("volume={} add copy {}: {}", s.opt.uuid, p.copy, r.error().message);
+        continue;
+      }
+      Impl::CopyLink& c = s.copies[p.copy];
+      c.peer = p;
+      c.epoch = s.next_link_epoch++;
+      open_link(c);
+    }
+    run();
+  }
+
+  void open_link(Impl::CopyLink& c) {
+    link::PeerLink::Options lo;
+    lo.peer_name = c.peer.node_name;
+    lo.host = c.peer.host;
+    lo.port = c.peer.port;
+    lo.hello = s.opt.hello;
+    lo.metrics = s.opt.link_metrics;
+    std::weak_ptr<ReplicatedVolume> weak = self;
+    uint32_t copy = c.peer.copy;
+    uint64_t epoch = c.epoch;
+    Impl* impl = &s;
+    auto link = link::PeerLink::create(
+        s.io, s.tls, lo,
+        [weak, impl, copy, epoch](const wire::FrameHeader& h, std::vector<uint8_t> payload) {
+          auto v = weak.lock();
+          if (!v) return;
+          asio::post(impl->strand, [v, impl, copy, epoch, h, p = std::move(payload)]() mutable {
+            Strand st{*impl, v};
+            auto it = impl->copies.find(copy);
+            if (it == impl->copies.end() || it->second.epoch != epoch || !impl->engine) return;
+            impl->engine->on_frame(copy, wire::Frame{h, std::move(p)});
+            st.run();
+          });
+        },
+        [weak, impl, copy, epoch](const link::PeerLink::StateChange& ch) {
+          auto v = weak.lock();
+          if (!v) return;
+          asio::post(impl->strand, [v, impl, copy, epoch, ch] {
+            Strand st{*impl, v};
+            st.on_link_state(copy, epoch, ch);
+          });
+        });
+    if (!link) {
+      spdlog::error("volume={} link to {}: {}", s.opt.uuid, c.peer.node_name,
+                    link.error().message);
+      return;
+    }
+    c.link = std::move(*link);
+  }
+
+  void on_link_state(uint32_t copy, uint64_t epoch, const link::PeerLink::StateChange& ch) {
+    auto it = s.copies.find(copy);
+    if (it == s.copies.end() || it->second.epoch != epoch || !s.engine) return;
+    Impl::CopyLink& c = it->second;
+    if (ch.state == link::PeerLink::State::kUp) {
+      spdlog::info("volume={} link to copy {} on {} up", s.opt.uuid, copy, c.peer.node_name);
+      c.up = true;
+      c.backlog.clear();
+      s.engine->on_link_up(copy);
+      // Delta sync at once if the copy is not in sync (the tick retries later otherwise).
+      auto p = s.engine->copy_progress(copy);
+      if (p && p->state == repl::CopyState::kOutOfSync) (void)s.engine->start_resync(copy);
+    } else if (ch.state == link::PeerLink::State::kDown ||
+               ch.state == link::PeerLink::State::kClosed) {
+      if (c.up) {
+        spdlog::warn("volume={} link to copy {} on {} down: {}", s.opt.uuid, copy,
+                     c.peer.node_name, ch.reason);
+      }
+      c.up = false;
+      c.backlog.clear();
+      s.engine->on_link_down(copy);
+    }
+    run();
+    publish();
+  }
+
+  void send(uint32_t copy, const wire::FrameHeader& h, const repl::Payload& payload) {
+    auto it = s.copies.find(copy);
+    if (it == s.copies.end() || !it->second.link) return;
+    Impl::CopyLink& c = it->second;
+    std::vector<uint8_t> out;
+    bool data = h.type == wire::FrameType::kWrite || h.type == wire::FrameType::kSyncData ||
+                h.type == wire::FrameType::kWriteSame;
+    std::span<const uint8_t> body;
+    if (payload) body = {payload->data(), payload->size()};
+    if (auto r = wire::encode(h, body, data && s.opt.compress, out); !r) {
+      spdlog::error("volume={} cannot encode {} frame: {}", s.opt.uuid, wire::to_string(h.type),
+                    r.error().message);
+      return;
+    }
+    if (!c.backlog.empty()) {
+      c.backlog.push_back(std::move(out));
+      return;
+    }
+    push(c, std::move(out));
+  }
+
+  void push(Impl::CopyLink& c, std::vector<uint8_t>&& frame) {
+    switch (c.link->send(std::move(frame))) {
+      case link::SendStatus::kQueued:
+        return;
+      case link::SendStatus::kBackPressure:
+        c.backlog.push_front(std::move(frame));
+        wait_writable(c);
+        return;
+      case link::SendStatus::kNotUp:
+        // The link dropped under us: its kDown report follows and takes the copy out.
+        c.backlog.clear();
+        return;
+      case link::SendStatus::kInvalid:
+        spdlog::error("volume={} link refused an encoded frame", s.opt.uuid);
+        return;
+    }
+  }
+
+  void wait_writable(Impl::CopyLink& c) {
+    if (c.waiting_writable || c.backlog.empty()) return;
+    c.waiting_writable = true;
+    std::weak_ptr<ReplicatedVolume> weak = self;
+    Impl* impl = &s;
+    uint32_t copy = c.peer.copy;
+    uint64_t epoch = c.epoch;
+    c.link->when_writable(c.backlog.front().size(), [weak, impl, copy, epoch](bool) {
+      auto v = weak.lock();
+      if (!v) return;
+      asio::post(impl->strand, [v, impl, copy, epoch] {
+        auto it = impl->copies.find(copy);
+        if (it == impl->copies.end() || it->second.epoch != epoch) return;
+        Strand st{*impl, v};
+        Impl::CopyLink& c = it->second;
+        c.waiting_writable = false;
+        while (!c.backlog.empty() && !c.waiting_writable) {
+          auto frame = std::move(c.backlog.front());
+          c.backlog.pop_front();
+          st.push(c, std::move(frame));
+        }
+      });
+    });
+  }
+
+  void issue(const repl::StoreOp& op) {
+    std::weak_ptr<ReplicatedVolume> weak = self;
+    Impl* impl = &s;
+    uint64_t tag = op.tag;
+    uint64_t epoch = s.engine_epoch;
+    auto back = [weak, impl, tag, epoch](core::IoResult r, repl::Payload data) {
+      auto v = weak.lock();
+      if (!v) return;
+      asio::post(impl->strand, [v, impl, tag, epoch, r, data = std::move(data)] {
+        if (!impl->engine || impl->engine_epoch != epoch) return;
+        impl->engine->on_store_done(tag, r, data);
+        Strand{*impl, v}.run();
+      });
+    };
+    switch (op.kind) {
+      case repl::StoreKind::kWrite: {
+        auto data = op.data;
+        s.local->write(op.lba, std::as_bytes(std::span(*data)), op.fua,
+                    [back, data](core::IoResult r) { back(r, nullptr); });
+        break;
+      }
+      case repl::StoreKind::kUnmap:
+        s.local->unmap(op.lba, op.blocks, [back](core::IoResult r) { back(r, nullptr); });
+        break;
+      case repl::StoreKind::kFlush:
+        s.local->flush([back](core::IoResult r) { back(r, nullptr); });
+        break;
+      case repl::StoreKind::kRead: {
+        auto buf = std::make_shared<std::vector<uint8_t>>(op.blocks * s.local->block_size());
+        s.local->read(op.lba, std::as_writable_bytes(std::span(*buf)),
+                   [back, buf](core::IoResult r) {
+                     back(r, std::shared_ptr<const std::vector<uint8_t>>(buf));
+                   });
+        break;
+      }
+    }
+  }
+
+  void run() {
+    if (!s.engine) return;
+    for (;;) {
+      auto actions = s.engine->take_actions();
+      if (actions.empty()) break;
+      for (auto& a : actions) {
+        std::visit(Overloaded{
+                       [&](repl::IssueStore& is) { issue(is.op); },
+                       [&](repl::SendFrame& sf) { send(sf.copy, sf.header, sf.payload); },
+                       [&](repl::CompleteOp& c) { complete(c.id, c.result); },
+                       [&](repl::CopyOutOfSync& o) { out_of_sync(o); },
+                       [&](repl::CopyInSync& i) {
+                         spdlog::info("volume={} copy {} in sync at sequence {}", s.opt.uuid,
+                                      i.copy, i.sequence);
+                         changed();
+                       },
+                       [&](repl::Deposed& d) {
+                         spdlog::error("volume={} deposed: a replica knows generation {}",
+                                       s.opt.uuid, d.newer_generation);
+                         changed();
+                       },
+                   },
+                   a);
+      }
+    }
+    check_reservation();
+    if (s.mode == Mode::kSwitchingOff) check_idle();
+  }
+
+  void out_of_sync(const repl::CopyOutOfSync& o) {
+    spdlog::warn("volume={} copy {} out of sync (applied through {}): {}", s.opt.uuid, o.copy,
+                 o.acked_through, o.reason);
+    auto it = s.copies.find(o.copy);
+    if (o.needs_confirm) {
+      if (s.opt.on_out_of_sync && it != s.copies.end()) {
+        it->second.awaiting_confirm = true;
+        s.opt.on_out_of_sync(o.copy, o.reason);
+      } else {
+        s.engine->confirm_out_of_sync(o.copy);
+      }
+    }
+    changed();
+  }
+
+  void changed() {
+    publish();
+    if (s.opt.on_change) s.opt.on_change();
+  }
+
+  void complete(uint64_t id, core::IoResult r) {
+    auto it = s.pending.find(id);
+    if (it == s.pending.end()) return;
+    Impl::Pending p = std::move(it->second);
+    s.pending.erase(it);
+    if (p.is_write && s.opt.observe_write) {
+      s.opt.observe_write(std::chrono::duration<double>(Clock::now() - p.start).count());
+    }
+    p.done(r);
+  }
+
+  void submit(repl::Request req, Impl::Pending p) {
+    if (s.closed) return p.done(not_ready());
+    switch (s.mode) {
+      case Mode::kSwitchingOn:
+        s.held.emplace_back(std::move(req), std::move(p));
+        return;
+      case Mode::kSolo:
+        // Posted while the volume was switching off: run it directly.
+        return direct_request(req, std::move(p));
+      case Mode::kReplicated:
+      case Mode::kSwitchingOff:
+        break;
+    }
+    req.id = s.next_id++;
+    s.pending.emplace(req.id, std::move(p));
+    s.engine->submit(std::move(req));
+    run();
+  }
+
+  void direct_request(const repl::Request& req, Impl::Pending p) {
+    auto done = std::make_shared<core::BlockVolume::Done>(std::move(p.done));
+    auto keep = req;
+    auto cb = [done, keep](core::IoResult r) { (*done)(r); };
+    switch (req.kind) {
+      case repl::OpKind::kWrite:
+        s.local->write(req.lba, std::as_bytes(std::span(*req.data)), req.fua, cb);
+        break;
+      case repl::OpKind::kUnmap:
+        s.local->unmap(req.lba, req.blocks, cb);
+        break;
+      case repl::OpKind::kFlush:
+        s.local->flush(cb);
+        break;
+      case repl::OpKind::kCompareAndWrite:
+        s.local->compare_and_write(req.lba, std::as_bytes(std::span(*req.compare)),
+                                std::as_bytes(std::span(*req.data)), req.fua, cb);
+        break;
+    }
+  }
+
+  void tick() {
+    if (s.closed) return;
+    if (s.mode == Mode::kSolo && !s.desired.empty()) apply();  // a failed switch retries
+    if (s.engine) {
+      for (auto& [id, c] : s.copies) {
+        auto p = s.engine->copy_progress(id);
+        if (p && p->state == repl::CopyState::kOutOfSync && p->link_up) {
+          (void)s.engine->start_resync(id);
+        }
+      }
+      run();
+    }
+    publish();
+  }
+
+  void start_ticking() {
+    if (s.ticking) return;
+    s.ticking = true;
+    arm();
+  }
+
+  void arm() {
+    s.timer.expires_after(s.opt.tick);
+    std::weak_ptr<ReplicatedVolume> weak = self;
+    Impl* impl = &s;
+    s.timer.async_wait([weak, impl](boost::system::error_code ec) {
+      if (ec) return;
+      auto v = weak.lock();
+      if (!v) return;
+      Strand st{*impl, v};
+      st.tick();
+      if (!impl->closed) st.arm();
+    });
+  }
+
+  void publish() {
+    std::vector<CopyStatus> out;
+    bool any_behind = false;
+    uint64_t region_bytes = s.map ? s.map->region_bytes() : 0;
+    for (const auto& [id, c] : s.copies) {
+      CopyStatus cs;
+      cs.copy = id;
+      cs.node_name = c.peer.node_name;
+      cs.link_up = c.up;
+      auto p = s.engine ? s.engine->copy_progress(id) : std::nullopt;
+      if (p) {
+        switch (p->state) {
+          case repl::CopyState::kInSync: cs.state = "in-sync"; break;
+          case repl::CopyState::kSyncing:
+          case repl::CopyState::kJoining: cs.state = "syncing"; break;
+          case repl::CopyState::kOutOfSync: cs.state = "out-of-sync"; break;
+        }
+        cs.applied_seq = p->acked_through;
+        cs.sync_total_bytes = p->sync_planned * region_bytes;
+        cs.sync_done_bytes = p->sync_acked * region_bytes;
+        cs.behind_bytes = p->pending_bytes + (cs.sync_total_bytes - cs.sync_done_bytes);
+        if (p->state != repl::CopyState::kInSync) any_behind = true;
+      } else {
+        cs.state = "out-of-sync";
+        any_behind = true;
+      }
+      out.push_back(std::move(cs));
+    }
+    s.degraded.store(any_behind, std::memory_order_relaxed);
+    std::lock_guard lock(s.status_mu);
+    s.status = std::move(out);
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Public calls: any thread.
+
+void ReplicatedVolume::set_peers(std::vector<ReplicaPeer> peers) {
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self, peers = std::move(peers)]() mutable {
+    Impl& s = *self->impl_;
+    if (s.desired == peers && s.mode != Impl::Mode::kSolo) return;
+    s.desired = std::move(peers);
+    Strand st{s, self};
+    st.apply();
+    st.start_ticking();
+    st.publish();
+  });
+}
+
+void ReplicatedVolume::confirm_out_of_sync(uint32_t copy) {
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self, copy] {
+    Impl& s = *self->impl_;
+    auto it = s.copies.find(copy);
+    if (it != s.copies.end()) it->second.awaiting_confirm = false;
+    if (!s.engine) return;
+    s.engine->confirm_out_of_sync(copy);
+    Strand{s, self}.run();
+  });
+}
+
+void ReplicatedVolume::close(std::function<void()> done) {
+  impl_->closing.store(true);
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self, done = std::move(done)] {
+    Impl& s = *self->impl_;
+    s.closed = true;
+    s.timer.cancel();
+    for (auto& [id, c] : s.copies) {
+      if (c.link) c.link->close();
+    }
+    auto pending = std::move(s.pending);
+    s.pending.clear();
+    for (auto& [id, p] : pending) p.done(not_ready());
+    auto held = std::move(s.held);
+    s.held.clear();
+    for (auto& [req, p] : held) p.done(not_ready());
+    if (done) done();
+  });
+}
+
+bool ReplicatedVolume::try_direct(const std::function<void(Done)>& op, Done& done) {
+  Impl& s = *impl_;
+  if (!s.solo.load(std::memory_order_seq_cst)) return false;
+  s.direct.fetch_add(1, std::memory_order_seq_cst);
+  if (!s.solo.load(std::memory_order_seq_cst)) {
+    direct_done();
+    return false;
+  }
+  auto self = shared_from_this();
+  op([self, d = std::move(done)](core::IoResult r) {
+    d(r);
+    self->direct_done();
+  });
+  return true;
+}
+
+void ReplicatedVolume::direct_done() {
+  Impl& s = *impl_;
+  if (s.direct.fetch_sub(1, std::memory_order_seq_cst) == 1 && !s.solo.load()) {
+    auto self = shared_from_this();
+    asio::post(s.strand, [self] { Strand{*self->impl_, self}.check_drained(); });
+  }
+}
+
+namespace {
+
+void submit_on_strand(const std::shared_ptr<ReplicatedVolume>& self, ReplicatedVolume::Impl& s,
+                      repl::Request req, ReplicatedVolume::Done done, bool is_write) {
+  ReplicatedVolume::Impl::Pending p{std::move(done), Clock::now(), is_write, nullptr};
+  asio::post(s.strand, [self, &s, req = std::move(req), p = std::move(p)]() mutable {
+    Strand{s, self}.submit(std::move(req), std::move(p));
+  });
+}
+
+repl::Payload copy_payload(std::span<const std::byte> data) {
+  auto p = reinterpret_cast<const uint8_t*>(data.data());
+  return repl::make_payload(std::vector<uint8_t>(p, p + data.size()));
+}
+
+}  // namespace
+
+void ReplicatedVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
+  // Reads are served by the master's own copy: every acknowledged write is in it.
+  impl_->local->read(lba, out, std::move(done));
+}
+
+void ReplicatedVolume::lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) {
+  impl_->local->lba_status(lba, max_blocks, std::move(done));
+}
+
+void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua,
+                             Done done) {
+  if (impl_->closing.load()) return done(not_ready());
+  auto& local = *impl_->local;
+  if (try_direct([&](Done d) { local.write(lba, data, fua, std::move(d)); }, done)) {
+    impl_->stats.direct_writes.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  impl_->stats.replicated_writes.fetch_add(1, std::memory_order_relaxed);
+  repl::Request r;
+  r.kind = repl::OpKind::kWrite;
+  r.lba = lba;
+  r.blocks = data.size() / block_size();
+  r.fua = fua;
+  r.data = copy_payload(data);
+  submit_on_strand(shared_from_this(), *impl_, std::move(r), std::move(done), true);
+}
+
+void ReplicatedVolume::flush(Done done) {
+  if (impl_->closing.load()) return done(not_ready());
+  auto& local = *impl_->local;
+  if (try_direct([&](Done d) { local.flush(std::move(d)); }, done)) return;
+  repl::Request r;
+  r.kind = repl::OpKind::kFlush;
+  submit_on_strand(shared_from_this(), *impl_, std::move(r), std::move(done), false);
+}
+
+void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
+  if (impl_->closing.load()) return done(not_ready());
+  auto& local = *impl_->local;
+  if (try_direct([&](Done d) { local.unmap(lba, blocks, std::move(d)); }, done)) return;
+  repl::Request r;
+  r.kind = repl::OpKind::kUnmap;
+  r.lba = lba;
+  r.blocks = blocks;
+  submit_on_strand(shared_from_this(), *impl_, std::move(r), std::move(done), true);
+}
+
+void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte> compare,
+                                         std::span<const std::byte> data, bool fua,
+                                         Done done) {
+  if (impl_->closing.load()) return done(not_ready());
+  auto& local = *impl_->local;
+  if (try_direct(
+          [&](Done d) { local.compare_and_write(lba, compare, data, fua, std::move(d)); },
+          done)) {
+    return;
+  }
+  repl::Request r;
+  r.kind = repl::OpKind::kCompareAndWrite;
+  r.lba = lba;
+  r.blocks = data.size() / block_size();
+  r.fua = fua;
+  r.data = copy_payload(data);
+  r.compare = copy_payload(compare);
+  submit_on_strand(shared_from_this(), *impl_, std::move(r), std::move(done), true);
+}
+
+}  // namespace tandem::backend::replicated
