@@ -428,7 +428,7 @@ struct Strand {
 
   void on_link_state(uint32_t copy, uint64_t epoch, const link::PeerLink::StateChange& ch) {
     auto it = s.copies.find(copy);
-    if (it == s.copies.end() || it->second.epoch != epoch || !s.engine) return;
+    if (s.closed || it == s.copies.end() || it->second.epoch != epoch || !s.engine) return;
     Impl::CopyLink& c = it->second;
     if (ch.state == link::PeerLink::State::kUp) {
       spdlog::info("volume={} link to copy {} on {} up", s.opt.uuid, copy, c.peer.node_name);
@@ -555,7 +555,7 @@ struct Strand {
   }
 
   void run() {
-    if (!s.engine) return;
+    if (!s.engine || s.closed) return;
     for (;;) {
       auto actions = s.engine->take_actions();
       if (actions.empty()) break;

@@ -150,11 +150,14 @@ class ReplicatedTest : public ::testing::Test {
     o.on_out_of_sync = [this](uint32_t copy, const std::string&) {
       out_of_sync_reports_.fetch_add(1);
       // The control plane records it (here: at once) and confirms off the strand.
-      std::thread([m = master_, copy] { m->confirm_out_of_sync(copy); }).detach();
+      std::thread([w = weak_master_, copy] {
+        if (auto m = w.lock()) m->confirm_out_of_sync(copy);
+      }).detach();
     };
     auto m = ReplicatedVolume::open(io_, *master_ctx_, vol, o);
     ASSERT_TRUE(m.ok()) << m.error();
     master_ = *m;
+    weak_master_ = master_;
   }
 
   ReplicaPeer peer(const ReplicaNode& n, uint32_t copy, bool in_sync) {
@@ -219,6 +222,7 @@ class ReplicatedTest : public ::testing::Test {
   std::string id_;
   std::vector<std::unique_ptr<ReplicaNode>> nodes_;
   std::shared_ptr<ReplicatedVolume> master_;
+  std::weak_ptr<ReplicatedVolume> weak_master_;
   std::shared_ptr<link::LinkMetrics> metrics_ = std::make_shared<link::LinkMetrics>();
   std::atomic<int> out_of_sync_reports_{0};
 };
