@@ -124,6 +124,7 @@ struct ReplicatedVolume::Impl {
   std::atomic<bool> degraded{false};
   std::atomic<bool> closing{false};
   std::atomic<uint64_t> last_seq{0};
+  std::atomic<bool> compress{true};
   ReplicatedStats stats;
 };
 
@@ -147,6 +148,7 @@ core::Result<std::shared_ptr<ReplicatedVolume>, std::string> ReplicatedVolume::o
   }
   impl->reserved = n == 0 ? 0 : stored;
   impl->last_seq.store(impl->reserved);
+  impl->compress.store(impl->opt.compress);
   auto vol = std::shared_ptr<ReplicatedVolume>(new ReplicatedVolume(std::move(impl)));
   vol->impl_->owner = vol;
   return vol;
@@ -461,7 +463,7 @@ struct Strand {
                 h.type == wire::FrameType::kWriteSame;
     std::span<const uint8_t> body;
     if (payload) body = {payload->data(), payload->size()};
-    if (auto r = wire::encode(h, body, data && s.opt.compress, out); !r) {
+    if (auto r = wire::encode(h, body, data && s.compress.load(std::memory_order_relaxed), out); !r) {
       spdlog::error("volume={} cannot encode {} frame: {}", s.opt.uuid, wire::to_string(h.type),
                     r.error().message);
       return;
@@ -740,6 +742,8 @@ void ReplicatedVolume::set_peers(std::vector<ReplicaPeer> peers) {
     st.publish();
   });
 }
+
+void ReplicatedVolume::set_compression(bool on) { impl_->compress.store(on); }
 
 void ReplicatedVolume::confirm_out_of_sync(uint32_t copy) {
   auto self = shared_from_this();

@@ -15,12 +15,24 @@ def loopback_address(second_octet):
     return "127.%d.%d.%d" % (second_octet, 1 + (pid // 250) % 250, 1 + pid % 250)
 
 
+def loopback_addresses(second_octet, count):
+    """`count` distinct addresses next to loopback_address(second_octet), for a cluster."""
+    base = loopback_address(second_octet).rsplit(".", 1)
+    last = int(base[1])
+    return ["%s.%d" % (base[0], 1 + (last - 1 + i) % 250) for i in range(count)]
+
+
 class Node:
-    def __init__(self, tandemd, tandemctl, work, address, name="n1"):
+    def __init__(self, tandemd, tandemctl, work, address, name="n1", extra=None,
+                 controller=None):
+        """extra: more tandemd arguments. controller: the controller's Node, whose admin
+        token tandemctl uses (a joined node has none of its own)."""
         self.tandemd = tandemd
         self.tandemctl = tandemctl
         self.address = address
         self.name = name
+        self.extra = list(extra or [])
+        self.controller = controller
         self.data = os.path.join(work, name)
         self.log_path = os.path.join(work, name + ".log")
         self.proc = None
@@ -31,6 +43,8 @@ class Node:
 
     @property
     def token(self):
+        if self.controller is not None:
+            return self.controller.token
         with open(os.path.join(self.data, "admin.token")) as f:
             return f.read().strip()
 
@@ -39,7 +53,7 @@ class Node:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [self.tandemd, "--node-name", self.name, "--bind", self.address,
-             "--data-dir", self.data], stdout=subprocess.PIPE, stderr=log)
+             "--data-dir", self.data] + self.extra, stdout=subprocess.PIPE, stderr=log)
         log.close()
         seen = b""
         deadline = time.time() + timeout
@@ -55,6 +69,13 @@ class Node:
     def ctl(self, *args, check=True):
         return subprocess.run([self.tandemctl, "--server", self.url, "--token", self.token] +
                               list(args), check=check, capture_output=True, text=True)
+
+    def kill(self):
+        """SIGKILL: a crash, no clean shutdown."""
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
 
     def stop(self):
         if not self.proc:

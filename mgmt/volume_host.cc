@@ -1,0 +1,401 @@
+#include "mgmt/volume_host.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <future>
+#include <set>
+
+#include "backend/transport/tls_identity.h"
+#include "backend/transport/tls_stream.h"
+#include "core/volume_spec.h"
+
+namespace tandem::mgmt {
+namespace {
+
+namespace rep = backend::replicated;
+
+std::string replica_key(const std::string& volume_id, uint32_t number) {
+  return volume_id + "/" + std::to_string(number);
+}
+
+bool compression_of(db::Tx& tx, const db::VolumeRow& v) {
+  core::Labels class_labels;
+  if (!v.class_name.empty()) {
+    auto c = tx.class_by_name(v.class_name);
+    if (c && *c) class_labels = (*c)->labels;
+  }
+  auto s = core::resolve_settings(core::merge_labels(class_labels, v.labels));
+  return s ? s->compression : true;
+}
+
+// Waits for a BlockVolume completion (shutdown paths only).
+core::IoResult wait(const std::function<void(core::BlockVolume::Done)>& op) {
+  auto p = std::make_shared<std::promise<core::IoResult>>();
+  auto f = p->get_future();
+  op([p](core::IoResult r) { p->set_value(r); });
+  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+    return {core::IoStatus::kNotReady, 0};
+  }
+  return f.get();
+}
+
+}  // namespace
+
+VolumeHost::VolumeHost(boost::asio::io_context& io, db::Catalogue& catalogue,
+                       backend::IoPool& pool, Options options)
+    : io_(io), cat_(catalogue), pool_(pool), opt_(std::move(options)), store_(opt_.volumes_dir) {}
+
+VolumeHost::~VolumeHost() { stop(); }
+
+std::string VolumeHost::start(Reporter reporter, RecordEvent record) {
+  reporter_ = std::move(reporter);
+  record_ = std::move(record);
+  if (auto r = store_.init(); !r) return "store: " + r.error().message;
+  auto creds = backend::transport::load_node_credentials(opt_.tls_dir);
+  if (!creds) return "TLS credentials in " + opt_.tls_dir + ": " + creds.error().message;
+  auto ctx = backend::transport::make_tls_context(*creds);
+  if (!ctx) return ctx.error().message;
+  tls_ = std::make_unique<boost::asio::ssl::context>(std::move(*ctx));
+  reconcile();
+  worker_ = std::thread([this] { run(); });
+  reporter_thread_ = std::thread([this] { run_reporter(); });
+  return {};
+}
+
+void VolumeHost::stop() {
+  {
+    std::lock_guard lock(work_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  urgent_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  if (reporter_thread_.joinable()) reporter_thread_.join();
+  std::lock_guard lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, m] : masters_) ids.push_back(id);
+  for (const auto& id : ids) close_master(id, false);
+  std::vector<std::string> keys;
+  for (const auto& [k, r] : replicas_by_key_) keys.push_back(k);
+  for (const auto& k : keys) close_replica(k, false);
+}
+
+void VolumeHost::kick() {
+  {
+    std::lock_guard lock(work_mu_);
+    kicked_ = true;
+  }
+  work_cv_.notify_all();
+}
+
+void VolumeHost::run() {
+  std::unique_lock lock(work_mu_);
+  while (!stopping_) {
+    work_cv_.wait_for(lock, opt_.interval, [&] { return kicked_ || stopping_; });
+    if (stopping_) break;
+    kicked_ = false;
+    lock.unlock();
+    reconcile();
+    lock.lock();
+  }
+}
+
+void VolumeHost::reconcile() {
+  std::lock_guard lock(mu_);
+  reconcile_locked();
+}
+
+bool VolumeHost::ensure_image(const db::VolumeRow& v, bool& fresh) {
+  fresh = false;
+  if (!store_.exists(v.id)) {
+    if (auto r = store_.create(v.id, v.size_bytes); !r) {
+      spdlog::error("volume={} cannot create image: {}", v.name, r.error().message);
+      if (record_) record_(v.name, "copy-create-failed", r.error().message);
+      return false;
+    }
+    fresh = true;
+  }
+  return true;
+}
+
+void VolumeHost::reconcile_locked() {
+  struct Want {
+    db::VolumeRow row;
+    db::CopyRow me;
+    std::vector<rep::ReplicaPeer> peers;
+    bool compress = true;
+  };
+  std::map<std::string, Want> masters;
+  std::map<std::string, Want> replicas;
+  auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+    auto nodes = tx.list_nodes();
+    if (!nodes) return core::fail(nodes.error());
+    std::map<std::string, db::NodeRow> by_id;
+    for (auto& n : *nodes) by_id[n.id] = n;
+    auto vols = tx.list_volumes();
+    if (!vols) return core::fail(vols.error());
+    for (auto& v : *vols) {
+      auto copies = tx.copies_of(v.id);
+      if (!copies) return core::fail(copies.error());
+      const db::CopyRow* mine = nullptr;
+      for (const auto& c : *copies) {
+        if (c.node_id == opt_.node_id) mine = &c;
+      }
+      if (!mine) continue;
+      Want w{v, *mine, {}, compression_of(tx, v)};
+      if (mine->role == "master") {
+        for (const auto& c : *copies) {
+          if (c.role != "replica") continue;
+          auto n = by_id.find(c.node_id);
+          if (n == by_id.end()) continue;
+          w.peers.push_back(rep::ReplicaPeer{c.number, n->second.name, n->second.address,
+                                             n->second.repl_port, c.state == db::kCopyInSync});
+        }
+        masters.emplace(v.id, std::move(w));
+      } else {
+        replicas.emplace(replica_key(v.id, mine->number), std::move(w));
+      }
+    }
+    return {};
+  });
+  if (!r) {
+    spdlog::error("volume host: catalogue: {}", r.error().message);
+    return;
+  }
+  // Close what is no longer here (a deleted volume's files go; a role change keeps them).
+  std::vector<std::string> gone;
+  for (const auto& [id, m] : masters_) {
+    if (!masters.count(id)) gone.push_back(id);
+  }
+  for (const auto& id : gone) {
+    bool still_here = std::any_of(replicas.begin(), replicas.end(),
+                                  [&](const auto& kv) { return kv.second.row.id == id; });
+    close_master(id, !still_here);
+  }
+  gone.clear();
+  for (const auto& [k, rr] : replicas_by_key_) {
+    if (!replicas.count(k)) gone.push_back(k);
+  }
+  for (const auto& k : gone) {
+    std::string id = replicas_by_key_[k].row.id;
+    close_replica(k, !masters.count(id));
+  }
+  for (auto& [id, w] : masters) {
+    auto it = masters_.find(id);
+    if (it == masters_.end()) {
+      open_master(w.row, w.me, std::move(w.peers));
+      it = masters_.find(id);
+      if (it == masters_.end()) continue;
+    } else {
+      it->second.volume->set_peers(std::move(w.peers));
+    }
+    it->second.volume->set_compression(w.compress);
+    it->second.row = w.row;
+  }
+  for (auto& [k, w] : replicas) {
+    if (!replicas_by_key_.count(k)) open_replica(w.row, w.me);
+  }
+}
+
+void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
+                             std::vector<rep::ReplicaPeer> peers) {
+  bool fresh = false;
+  if (!ensure_image(v, fresh)) return;
+  auto file = backend::FileVolume::open(store_.path_of(v.id), v.id, v.block_size, pool_);
+  if (!file) {
+    spdlog::error("volume={} cannot open image {}", v.name, store_.path_of(v.id));
+    return;
+  }
+  if (fresh) {
+    // A new master file: a map left by an earlier copy of this volume id cannot describe it.
+    ::unlink((opt_.volumes_dir + "/" + v.id + ".map").c_str());
+  }
+  rep::ReplicatedVolume::Options o;
+  o.uuid = v.id;
+  o.generation = v.generation;
+  o.image_path = store_.path_of(v.id);
+  o.map_path = opt_.volumes_dir + "/" + v.id + ".map";
+  o.seq_path = opt_.volumes_dir + "/" + v.id + ".seq";
+  o.hello.node_id = opt_.node_id;
+  o.hello.address = opt_.address;
+  o.link_metrics = opt_.link_metrics;
+  o.observe_write = opt_.observe_write;
+  std::string vid = v.id;
+  o.on_out_of_sync = [this, vid](uint32_t copy, const std::string& reason) {
+    report_out_of_sync(vid, copy, reason);
+  };
+  o.on_change = [this] {
+    // Copy states reach the controller with the next heartbeat.
+  };
+  auto vol = rep::ReplicatedVolume::open(io_, *tls_, std::move(file), std::move(o));
+  if (!vol) {
+    spdlog::error("volume={} cannot start replication: {}", v.name, vol.error());
+    return;
+  }
+  spdlog::info("volume={} id={} master here ({} replicas)", v.name, v.id, peers.size());
+  (*vol)->set_peers(std::move(peers));
+  masters_[v.id] = Master{v, me.number, *vol};
+}
+
+void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {
+  bool fresh = false;
+  if (!ensure_image(v, fresh)) return;
+  std::string map_path = opt_.volumes_dir + "/" + v.id + ".map";
+  if (fresh) ::unlink(map_path.c_str());
+  auto file = backend::FileVolume::open(store_.path_of(v.id), v.id, v.block_size, pool_);
+  if (!file) {
+    spdlog::error("volume={} cannot open image {}", v.name, store_.path_of(v.id));
+    return;
+  }
+  rep::ReplicaCopy::Options o;
+  o.uuid = v.id;
+  o.copy = me.number;
+  o.generation = v.generation;
+  o.map_path = map_path;
+  o.fresh_file = fresh;
+  o.in_sync = me.state == db::kCopyInSync;
+  auto copy = rep::ReplicaCopy::open(io_, std::move(file), o);
+  if (!copy) {
+    spdlog::error("volume={} copy {}: {}", v.name, me.number, copy.error());
+    return;
+  }
+  spdlog::info("volume={} id={} replica copy {} here ({})", v.name, v.id, me.number,
+               fresh ? "new image" : "existing image");
+  replicas_->add(*copy);
+  replicas_by_key_[replica_key(v.id, me.number)] = Replica{v, me.number, *copy};
+}
+
+void VolumeHost::close_master(const std::string& id, bool delete_files_too) {
+  auto it = masters_.find(id);
+  if (it == masters_.end()) return;
+  auto vol = it->second.volume;
+  std::string name = it->second.row.name;
+  masters_.erase(it);
+  (void)wait([&](auto done) { vol->flush(done); });
+  std::promise<void> closed;
+  auto f = closed.get_future();
+  vol->close([&closed] { closed.set_value(); });
+  f.wait_for(std::chrono::seconds(10));
+  if (delete_files_too) delete_files(id);
+  spdlog::info("volume={} id={} master closed{}", name, id, delete_files_too ? ", files deleted" : "");
+}
+
+void VolumeHost::close_replica(const std::string& key, bool delete_files_too) {
+  auto it = replicas_by_key_.find(key);
+  if (it == replicas_by_key_.end()) return;
+  Replica r = it->second;
+  replicas_by_key_.erase(it);
+  replicas_->remove(r.row.id, r.number);
+  std::promise<void> closed;
+  auto f = closed.get_future();
+  r.copy->close([&closed] { closed.set_value(); });
+  f.wait_for(std::chrono::seconds(10));
+  if (delete_files_too) delete_files(r.row.id);
+  spdlog::info("volume={} copy {} closed{}", r.row.name, r.number,
+               delete_files_too ? ", files deleted" : "");
+}
+
+void VolumeHost::delete_files(const std::string& id) {
+  (void)store_.remove(id);
+  ::unlink((opt_.volumes_dir + "/" + id + ".map").c_str());
+  ::unlink((opt_.volumes_dir + "/" + id + ".seq").c_str());
+}
+
+std::shared_ptr<core::BlockVolume> VolumeHost::open_volume(const std::string& volume_id) {
+  std::lock_guard lock(mu_);
+  auto it = masters_.find(volume_id);
+  if (it != masters_.end()) return it->second.volume;
+  return nullptr;
+}
+
+std::vector<CopyReport> VolumeHost::copy_reports() {
+  std::lock_guard lock(mu_);
+  std::vector<CopyReport> out;
+  for (const auto& [id, m] : masters_) {
+    CopyReport self;
+    self.volume_id = id;
+    self.number = m.number;
+    self.state = db::kCopyInSync;
+    self.applied_seq = m.volume->last_sequence();
+    out.push_back(self);
+    for (const auto& c : m.volume->copy_status()) {
+      CopyReport r;
+      r.volume_id = id;
+      r.number = c.copy;
+      r.state = c.state;
+      r.applied_seq = c.applied_seq;
+      r.sync_done_bytes = c.sync_done_bytes;
+      r.sync_total_bytes = c.sync_total_bytes;
+      r.behind_bytes = c.behind_bytes;
+      out.push_back(std::move(r));
+    }
+  }
+  return out;
+}
+
+void VolumeHost::flush_all() {
+  std::vector<std::shared_ptr<rep::ReplicatedVolume>> vols;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, m] : masters_) vols.push_back(m.volume);
+  }
+  for (auto& v : vols) (void)wait([&](auto done) { v->flush(done); });
+}
+
+void VolumeHost::report_out_of_sync(const std::string& volume_id, uint32_t copy,
+                                    std::string reason) {
+  {
+    std::lock_guard lock(work_mu_);
+    urgent_.push_back(Urgent{volume_id, copy, std::move(reason)});
+  }
+  urgent_cv_.notify_all();
+}
+
+// Records out-of-sync copies with the controller, then lets their masters go on. Retries
+// until recorded: until then writes wait, which is what keeps an acknowledged write off a
+// copy the catalogue would still call in sync.
+void VolumeHost::run_reporter() {
+  std::unique_lock lock(work_mu_);
+  while (!stopping_) {
+    urgent_cv_.wait(lock, [&] { return stopping_ || !urgent_.empty(); });
+    if (stopping_) break;
+    auto batch = std::move(urgent_);
+    urgent_.clear();
+    lock.unlock();
+    std::vector<CopyReport> reports;
+    for (const auto& u : batch) {
+      CopyReport r;
+      r.volume_id = u.volume_id;
+      r.number = u.copy;
+      r.state = db::kCopyOutOfSync;
+      reports.push_back(r);
+      spdlog::info("volume={} recording copy {} out of sync: {}", u.volume_id, u.copy, u.reason);
+    }
+    bool ok = false;
+    for (int attempt = 0; !ok; ++attempt) {
+      ok = reporter_ && reporter_(reports);
+      if (ok) break;
+      std::unique_lock l2(work_mu_);
+      if (urgent_cv_.wait_for(l2, std::chrono::milliseconds(std::min(1000, 50 << std::min(attempt, 4))),
+                              [&] { return stopping_; })) {
+        return;
+      }
+    }
+    for (const auto& u : batch) {
+      std::shared_ptr<rep::ReplicatedVolume> vol;
+      {
+        std::lock_guard l(mu_);
+        auto it = masters_.find(u.volume_id);
+        if (it != masters_.end()) vol = it->second.volume;
+      }
+      if (vol) vol->confirm_out_of_sync(u.copy);
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace tandem::mgmt

@@ -1,0 +1,139 @@
+// VolumeHost: this node's data plane. It reads the node's catalogue (the controller's own, or
+// the mirror a joined node keeps from heartbeats) and makes the running copies match it:
+// creates and opens the image of every copy placed here, runs a ReplicatedVolume for each
+// volume this node masters (with links to its replicas) and a ReplicaCopy behind the
+// node's tcp/5703 handler for each replica, and closes and deletes copies that were removed.
+// It serves the iSCSI target's volumes (open_volume) and reports copy states to the control
+// plane: on every heartbeat, and at once when an in-sync copy drops out (writes wait for
+// that record, see ReplicatedVolume).
+//
+// Owner: the daemon. Thread-safe. Reconciling runs on the host's own worker thread (kick()
+// wakes it; it also runs every `interval`), never on network threads. The io_context, the
+// catalogue and the IoPool must outlive the host; stop() before they go.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/link/link_types.h"
+#include "backend/replicated/replica_host.h"
+#include "backend/replicated/replicated_volume.h"
+#include "backend/store/file_store.h"
+#include "backend/store/io_pool.h"
+#include "db/catalogue.h"
+#include "mgmt/cluster_service.h"
+
+namespace boost::asio {
+class io_context;
+namespace ssl {
+class context;
+}  // namespace ssl
+}  // namespace boost::asio
+
+namespace tandem::mgmt {
+
+class VolumeHost {
+ public:
+  struct Options {
+    std::string node_id;
+    std::string node_name;
+    std::string address;  // our replication address (HELLO)
+    std::string volumes_dir;
+    std::string tls_dir;
+    std::chrono::milliseconds interval{1000};
+    std::shared_ptr<backend::link::LinkMetrics> link_metrics;
+    std::function<void(double)> observe_write;  // replicated write round trip (seconds)
+  };
+  // Records reports in the cluster's catalogue; true once they are committed there.
+  // Called on the host's reporter thread; may block (a call to the controller).
+  using Reporter = std::function<bool(const std::vector<CopyReport>&)>;
+  // Puts an event in the cluster's log.
+  using RecordEvent = std::function<void(const std::string& volume, const std::string& kind,
+                                         const std::string& message)>;
+
+  VolumeHost(boost::asio::io_context& io, db::Catalogue& catalogue, backend::IoPool& pool,
+             Options options);
+  ~VolumeHost();
+
+  // Loads this node's TLS credentials (outbound links) and starts the worker. Error or "".
+  std::string start(Reporter reporter, RecordEvent record);
+  // Closes every copy (flushes, checkpoints maps) and stops the worker.
+  void stop();
+  // The catalogue changed: reconcile soon.
+  void kick();
+  // Reconciles now on the caller's thread (tests, start-up).
+  void reconcile();
+
+  // The FrameHandler for the node's tcp/5703 listener.
+  std::shared_ptr<backend::replicated::ReplicaHost> frame_handler() const { return replicas_; }
+  // The volume the iSCSI target serves (nullptr when this node cannot serve it now).
+  std::shared_ptr<core::BlockVolume> open_volume(const std::string& volume_id);
+  // Every copy state this node knows as a master, for the heartbeat.
+  std::vector<CopyReport> copy_reports();
+  // fdatasync every open image (clean shutdown).
+  void flush_all();
+
+ private:
+  struct Master {
+    db::VolumeRow row;
+    uint32_t number = 1;
+    std::shared_ptr<backend::replicated::ReplicatedVolume> volume;
+  };
+  struct Replica {
+    db::VolumeRow row;
+    uint32_t number = 0;
+    std::shared_ptr<backend::replicated::ReplicaCopy> copy;
+  };
+
+  void run();
+  void reconcile_locked();
+  bool ensure_image(const db::VolumeRow& v, bool& fresh);
+  void open_master(const db::VolumeRow& v, const db::CopyRow& me,
+                   std::vector<backend::replicated::ReplicaPeer> peers);
+  void open_replica(const db::VolumeRow& v, const db::CopyRow& me);
+  void close_master(const std::string& id, bool delete_files);
+  void close_replica(const std::string& key, bool delete_files);
+  void delete_files(const std::string& id);
+  void report_out_of_sync(const std::string& volume_id, uint32_t copy, std::string reason);
+  void run_reporter();
+
+  boost::asio::io_context& io_;
+  db::Catalogue& cat_;
+  backend::IoPool& pool_;
+  Options opt_;
+  backend::FileStore store_;
+  std::unique_ptr<boost::asio::ssl::context> tls_;
+  std::shared_ptr<backend::replicated::ReplicaHost> replicas_ =
+      std::make_shared<backend::replicated::ReplicaHost>();
+  Reporter reporter_;
+  RecordEvent record_;
+
+  std::mutex mu_;  // guards the maps below and serialises reconciles
+  std::map<std::string, Master> masters_;    // by volume id
+  std::map<std::string, Replica> replicas_by_key_;  // "volume-id/number"
+
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  bool kicked_ = false;
+  bool stopping_ = false;
+  std::thread worker_;
+  // Urgent out-of-sync reports waiting for the controller.
+  struct Urgent {
+    std::string volume_id;
+    uint32_t copy;
+    std::string reason;
+  };
+  std::vector<Urgent> urgent_;  // guarded by work_mu_
+  std::condition_variable urgent_cv_;
+  std::thread reporter_thread_;
+};
+
+}  // namespace tandem::mgmt
