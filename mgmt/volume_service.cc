@@ -222,6 +222,9 @@ ApiResult<void> VolumeService::recover() {
     auto vols = tx.list_volumes();
     if (!vols) return core::fail(from_db(vols.error()));
     for (const auto& c : *copies) {
+      // Only a master copy is served from here; a replica's file (and its absence) is the
+      // replication data plane's business, not a reason to take the volume offline.
+      if (c.role != "master") continue;
       auto it = std::find_if(vols->begin(), vols->end(),
                              [&](const db::VolumeRow& v) { return v.id == c.volume_id; });
       if (it == vols->end()) continue;

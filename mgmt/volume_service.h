@@ -65,7 +65,8 @@ class VolumeService {
   VolumeService(db::Catalogue& cat, backend::IoPool& pool, std::string volumes_dir,
                 std::string node_id, std::string node_name);
 
-  // Opens every copy this node holds; volumes whose file is missing go offline (event).
+  // Opens every master copy this node holds; volumes whose master file is missing go
+  // offline (event). Replica copies are left to the replication data plane.
   ApiResult<void> recover();
 
   ApiResult<VolumeView> create(const CreateVolume& spec);

@@ -290,11 +290,16 @@ TEST_F(RouterTest, ReplicaCountChangesAtRunTime) {
 
 TEST_F(RouterTest, MasterNodeFromBodyOrOriginHeader) {
   add_node("node-2", "n2");
-  auto r = call("POST", "/api/v1/volumes", R"({"name":"a","size":"1GiB","node":"n2"})");
+  auto r = call("POST", "/api/v1/volumes",
+                R"({"name":"a","size":"1GiB","node":"n2","replicas":1})");
   ASSERT_EQ(r.status, 201) << r.body;
   EXPECT_EQ(body(r)["master"], "n2");
-  // Not this node's copy: no file here.
+  EXPECT_EQ(body(r)["copies"][1]["node"], "n1");
+  // Not this node's master: no file here (the replica's file is the data plane's).
   EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
+  // A restart does not take the volume offline for the replica file it lacks.
+  ASSERT_TRUE(volumes_->recover().ok());
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/a"))["state"], "healthy");
   auto unknown = call("POST", "/api/v1/volumes", R"({"name":"b","size":"1GiB","node":"zz"})");
   EXPECT_EQ(unknown.status, 422);
   EXPECT_EQ(body(unknown)["error"]["field"], "node");
