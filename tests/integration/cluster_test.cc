@@ -9,7 +9,11 @@
 #include <set>
 #include <thread>
 
+#include <atomic>
+#include <mutex>
+
 #include "db/catalogue.h"
+#include "mgmt/daemon/cluster_setup.h"
 #include "tests/integration/daemon_fixture.h"
 
 namespace tandem::testkit {
@@ -265,6 +269,84 @@ TEST_F(ClusterTest, MasterGoesWhereAskedOrWhereTheCallCameIn) {
   auto ctl = controller_->ctl({"volume", "create", "ctl3", "--size", "8MiB", "--node", "n3"});
   ASSERT_EQ(ctl.exit_code, 0) << ctl.err;
   EXPECT_EQ(controller_->http("GET", "/api/v1/volumes/ctl3").body["master"], "n3");
+}
+
+// A NodeAgent in this process joined as node n4 (no daemon): it mirrors the controller's
+// state into its own catalogue, carries its copy reporter's reports on heartbeats, and
+// report_copies_now is committed on the controller before it returns true.
+TEST_F(ClusterTest, NodeAgentMirrorsStateAndReportsCopies) {
+  std::string addr = unique_loopback();
+  mgmt::NodeIdentity me{"n4", addr, "http://" + addr + ":8080", 3260, 5703,
+                        (dir_ / "n4").string()};
+  std::filesystem::create_directories(me.data_dir);
+  ASSERT_EQ(mgmt::join_cluster(me, controller_->url(), join_token()), "");
+  auto local = db::Catalogue::open(me.data_dir + "/catalogue.db");
+  ASSERT_TRUE(local.ok());
+  std::atomic<int> applied{0};
+  std::mutex mu;
+  std::vector<mgmt::CopyReport> reports;  // guarded by mu
+  mgmt::NodeAgent agent(me, controller_->url(), std::chrono::milliseconds(100),
+                        std::make_shared<mgmt::TokenHash>(), local->get());
+  agent.set_state_applied_hook([&] { ++applied; });
+  agent.set_copy_reporter([&] {
+    std::lock_guard lock(mu);
+    return reports;
+  });
+  agent.start();
+  auto n4_online = [&] {
+    auto reply = controller_->http("GET", "/api/v1/nodes");
+    for (const auto& n : reply.body["nodes"]) {
+      if (n["name"] == "n4" && n["state"] == "online") return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(await(n4_online));
+  auto r = controller_->http("POST", "/api/v1/volumes",
+                             R"({"name":"ag","size":"8MiB","replicas":1,"node":"n4"})");
+  ASSERT_EQ(r.status, 201) << r.raw;
+  std::string vid = r.body["id"];
+  uint32_t replica = r.body["copies"][1]["number"];
+  EXPECT_EQ(r.body["copies"][1]["node"], "n1");
+  EXPECT_TRUE(await([&] { return local_copies(me.data_dir, "ag").size() == 2; }));
+  EXPECT_GT(applied.load(), 0);
+
+  // Synchronous report: recorded on the controller when it returns.
+  ASSERT_TRUE(agent.report_copies_now({{vid, replica, "out-of-sync", 3, 0, 0, 512}},
+                                      std::chrono::milliseconds(3000)));
+  auto v = controller_->http("GET", "/api/v1/volumes/ag").body;
+  EXPECT_EQ(v["state"], "degraded");
+  EXPECT_EQ(v["copies"][1]["state"], "out-of-sync");
+  EXPECT_EQ(v["copies"][1]["behind_bytes"], 512);
+  // Heartbeat reports: the replica catches up.
+  {
+    std::lock_guard lock(mu);
+    reports = {{vid, replica, "syncing", 4, 4096, 8388608, 100},
+               {vid, 1, "in-sync", 4}};
+  }
+  EXPECT_TRUE(await([&] {
+    return controller_->http("GET", "/api/v1/volumes/ag").body["copies"][1]["state"] ==
+           "syncing";
+  }));
+  {
+    std::lock_guard lock(mu);
+    reports = {{vid, replica, "in-sync", 5, 8388608, 8388608, 0}};
+  }
+  EXPECT_TRUE(await([&] {
+    return controller_->http("GET", "/api/v1/volumes/ag").body["state"] == "healthy";
+  }));
+  // The mirror follows the controller's copy states too.
+  EXPECT_TRUE(await([&] {
+    auto c = local_copies(me.data_dir, "ag");
+    return c.size() == 2 && c[1].state == "in-sync" && c[1].applied_seq == 5;
+  }));
+  // Reports for a volume n4 is not the master of are ignored, yet answered.
+  auto other = controller_->http("POST", "/api/v1/volumes", R"({"name":"mine","size":"8MiB"})");
+  ASSERT_EQ(other.status, 201);
+  EXPECT_TRUE(agent.report_copies_now({{other.body["id"], 1, "offline"}},
+                                      std::chrono::milliseconds(3000)));
+  EXPECT_EQ(controller_->http("GET", "/api/v1/volumes/mine").body["copies"][0]["state"],
+            "in-sync");
+  agent.stop();
 }
 
 }  // namespace
