@@ -120,9 +120,23 @@ VolumeRow read_volume(Stmt& s) {
                    s.i64(10)};
 }
 
+constexpr const char* kCopyCols =
+    "id, volume_id, node_id, role, state, applied_seq, number, sync_done_bytes, "
+    "sync_total_bytes, behind_bytes, updated_ms";
 CopyRow read_copy(Stmt& s) {
-  return CopyRow{s.text(0), s.text(1), s.text(2),
-                 s.text(3), s.text(4), static_cast<uint64_t>(s.i64(5))};
+  CopyRow c;
+  c.id = s.text(0);
+  c.volume_id = s.text(1);
+  c.node_id = s.text(2);
+  c.role = s.text(3);
+  c.state = s.text(4);
+  c.applied_seq = static_cast<uint64_t>(s.i64(5));
+  c.number = static_cast<uint32_t>(s.i64(6));
+  c.sync_done_bytes = static_cast<uint64_t>(s.i64(7));
+  c.sync_total_bytes = static_cast<uint64_t>(s.i64(8));
+  c.behind_bytes = static_cast<uint64_t>(s.i64(9));
+  c.updated_ms = s.i64(10);
+  return c;
 }
 
 std::string q(const char* head, const char* cols, const char* tail) {
@@ -180,6 +194,11 @@ DbResult<void> Tx::set_node_state(const std::string& node_id, const std::string&
   return s.bind(state).bind(node_id).run();
 }
 
+DbResult<void> Tx::delete_node(const std::string& node_id) {
+  Stmt s(db_, "DELETE FROM nodes WHERE id = ?");
+  return s.bind(node_id).run();
+}
+
 DbResult<std::vector<NodeRow>> Tx::list_nodes() {
   auto sql = q("SELECT ", kNodeCols, " FROM nodes ORDER BY name");
   Stmt s(db_, sql.c_str());
@@ -232,6 +251,29 @@ DbResult<void> Tx::update_volume(const VolumeRow& v) {
   return {};
 }
 
+DbResult<void> Tx::put_volume(const VolumeRow& v) {
+  Stmt s(db_,
+         "INSERT INTO volumes(id, name, size_bytes, block_size, class_name, labels, generation, "
+         "master_node, state, created_ms, updated_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?) "
+         "ON CONFLICT(id) DO UPDATE SET name=excluded.name, size_bytes=excluded.size_bytes, "
+         "block_size=excluded.block_size, class_name=excluded.class_name, "
+         "labels=excluded.labels, generation=excluded.generation, "
+         "master_node=excluded.master_node, state=excluded.state, "
+         "created_ms=excluded.created_ms, updated_ms=excluded.updated_ms");
+  return s.bind(v.id)
+      .bind(v.name)
+      .bind(static_cast<int64_t>(v.size_bytes))
+      .bind(static_cast<int64_t>(v.block_size))
+      .bind(v.class_name)
+      .bind(labels_json(v.labels))
+      .bind(static_cast<int64_t>(v.generation))
+      .bind(v.master_node)
+      .bind(v.state)
+      .bind(v.created_ms)
+      .bind(v.updated_ms)
+      .run();
+}
+
 DbResult<void> Tx::delete_volume(const std::string& id) {
   for (const char* sql : {"DELETE FROM copies WHERE volume_id = ?",
                           "DELETE FROM volume_access WHERE volume_id = ?",
@@ -250,6 +292,13 @@ DbResult<std::optional<VolumeRow>> Tx::volume_by_name(const std::string& name) {
   return first<VolumeRow>(db_, s, read_volume);
 }
 
+DbResult<std::optional<VolumeRow>> Tx::volume_by_id(const std::string& id) {
+  auto sql = q("SELECT ", kVolumeCols, " FROM volumes WHERE id = ?");
+  Stmt s(db_, sql.c_str());
+  s.bind(id);
+  return first<VolumeRow>(db_, s, read_volume);
+}
+
 DbResult<std::vector<VolumeRow>> Tx::list_volumes() {
   auto sql = q("SELECT ", kVolumeCols, " FROM volumes ORDER BY name");
   Stmt s(db_, sql.c_str());
@@ -260,55 +309,135 @@ DbResult<std::vector<VolumeRow>> Tx::list_volumes() {
 
 DbResult<void> Tx::insert_copy(const CopyRow& c) {
   Stmt s(db_,
-         "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq) "
-         "VALUES(?,?,?,?,?,?)");
+         "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq, number, "
+         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms) "
+         "VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+  auto r = s.bind(c.id)
+               .bind(c.volume_id)
+               .bind(c.node_id)
+               .bind(c.role)
+               .bind(c.state)
+               .bind(static_cast<int64_t>(c.applied_seq))
+               .bind(static_cast<int64_t>(c.number))
+               .bind(static_cast<int64_t>(c.sync_done_bytes))
+               .bind(static_cast<int64_t>(c.sync_total_bytes))
+               .bind(static_cast<int64_t>(c.behind_bytes))
+               .bind(c.updated_ms ? c.updated_ms : now_ms())
+               .run();
+  if (!r) return r;
+  Stmt h(db_, "UPDATE volumes SET copy_number_hwm = MAX(copy_number_hwm, ?) WHERE id = ?");
+  return h.bind(static_cast<int64_t>(c.number)).bind(c.volume_id).run();
+}
+
+DbResult<void> Tx::put_copy(const CopyRow& c) {
+  Stmt s(db_,
+         "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq, number, "
+         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms) "
+         "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+         "volume_id=excluded.volume_id, node_id=excluded.node_id, role=excluded.role, "
+         "state=excluded.state, applied_seq=excluded.applied_seq, number=excluded.number, "
+         "sync_done_bytes=excluded.sync_done_bytes, sync_total_bytes=excluded.sync_total_bytes, "
+         "behind_bytes=excluded.behind_bytes, updated_ms=excluded.updated_ms");
   return s.bind(c.id)
       .bind(c.volume_id)
       .bind(c.node_id)
       .bind(c.role)
       .bind(c.state)
       .bind(static_cast<int64_t>(c.applied_seq))
+      .bind(static_cast<int64_t>(c.number))
+      .bind(static_cast<int64_t>(c.sync_done_bytes))
+      .bind(static_cast<int64_t>(c.sync_total_bytes))
+      .bind(static_cast<int64_t>(c.behind_bytes))
+      .bind(c.updated_ms)
       .run();
 }
 
-DbResult<std::vector<CopyRow>> Tx::copies_of(const std::string& volume_id) {
+DbResult<void> Tx::update_copy(const CopyRow& c) {
   Stmt s(db_,
-         "SELECT id, volume_id, node_id, role, state, applied_seq FROM copies "
-         "WHERE volume_id = ? ORDER BY role, node_id");
+         "UPDATE copies SET node_id=?, role=?, state=?, applied_seq=?, number=?, "
+         "sync_done_bytes=?, sync_total_bytes=?, behind_bytes=?, updated_ms=? WHERE id=?");
+  auto r = s.bind(c.node_id)
+               .bind(c.role)
+               .bind(c.state)
+               .bind(static_cast<int64_t>(c.applied_seq))
+               .bind(static_cast<int64_t>(c.number))
+               .bind(static_cast<int64_t>(c.sync_done_bytes))
+               .bind(static_cast<int64_t>(c.sync_total_bytes))
+               .bind(static_cast<int64_t>(c.behind_bytes))
+               .bind(c.updated_ms ? c.updated_ms : now_ms())
+               .bind(c.id)
+               .run();
+  if (!r) return r;
+  if (sqlite3_changes(db_) == 0) return core::fail(DbError{DbErrc::kNotFound, "no such copy"});
+  return {};
+}
+
+DbResult<void> Tx::delete_copy(const std::string& id) {
+  Stmt s(db_, "DELETE FROM copies WHERE id = ?");
+  if (auto r = s.bind(id).run(); !r) return r;
+  if (sqlite3_changes(db_) == 0) return core::fail(DbError{DbErrc::kNotFound, "no such copy"});
+  return {};
+}
+
+DbResult<uint32_t> Tx::next_copy_number(const std::string& volume_id) {
+  Stmt s(db_,
+         "SELECT MAX(COALESCE((SELECT MAX(number) FROM copies WHERE volume_id = ?1), 0), "
+         "COALESCE((SELECT copy_number_hwm FROM volumes WHERE id = ?1), 0))");
+  s.bind(volume_id);
+  if (s.step() != SQLITE_ROW) return core::fail(sql_error(db_));
+  return static_cast<uint32_t>(s.i64(0) + 1);
+}
+
+DbResult<std::vector<CopyRow>> Tx::copies_of(const std::string& volume_id) {
+  auto sql = q("SELECT ", kCopyCols, " FROM copies WHERE volume_id = ? ORDER BY number");
+  Stmt s(db_, sql.c_str());
   s.bind(volume_id);
   return collect<CopyRow>(db_, s, read_copy);
 }
 
 DbResult<std::vector<CopyRow>> Tx::copies_on(const std::string& node_id) {
-  Stmt s(db_,
-         "SELECT id, volume_id, node_id, role, state, applied_seq FROM copies "
-         "WHERE node_id = ? ORDER BY volume_id");
+  auto sql = q("SELECT ", kCopyCols, " FROM copies WHERE node_id = ? ORDER BY volume_id");
+  Stmt s(db_, sql.c_str());
   s.bind(node_id);
+  return collect<CopyRow>(db_, s, read_copy);
+}
+
+DbResult<std::vector<CopyRow>> Tx::list_copies() {
+  auto sql = q("SELECT ", kCopyCols, " FROM copies ORDER BY volume_id, number");
+  Stmt s(db_, sql.c_str());
   return collect<CopyRow>(db_, s, read_copy);
 }
 
 // ---- Access control and reservations ----
 
-DbResult<AccessRow> Tx::access_of(const std::string& volume_id) {
-  Stmt s(db_,
-         "SELECT initiators, chap_user, chap_secret, mutual_user, mutual_secret "
-         "FROM volume_access WHERE volume_id = ?");
-  s.bind(volume_id);
-  auto row = first<AccessRow>(db_, s, [&](Stmt& st) {
-    AccessRow a;
-    a.volume_id = volume_id;
-    auto j = nlohmann::json::parse(st.text(0), nullptr, false);
-    if (j.is_array()) {
-      for (auto& v : j) {
-        if (v.is_string()) a.initiators.push_back(v.get<std::string>());
-      }
+namespace {
+
+AccessRow read_access(Stmt& st) {
+  AccessRow a;
+  a.volume_id = st.text(0);
+  auto j = nlohmann::json::parse(st.text(1), nullptr, false);
+  if (j.is_array()) {
+    for (auto& v : j) {
+      if (v.is_string()) a.initiators.push_back(v.get<std::string>());
     }
-    a.chap_user = st.text(1);
-    a.chap_secret = st.text(2);
-    a.mutual_user = st.text(3);
-    a.mutual_secret = st.text(4);
-    return a;
-  });
+  }
+  a.chap_user = st.text(2);
+  a.chap_secret = st.text(3);
+  a.mutual_user = st.text(4);
+  a.mutual_secret = st.text(5);
+  return a;
+}
+
+constexpr const char* kAccessCols =
+    "volume_id, initiators, chap_user, chap_secret, mutual_user, mutual_secret";
+
+}  // namespace
+
+DbResult<AccessRow> Tx::access_of(const std::string& volume_id) {
+  auto sql = q("SELECT ", kAccessCols, " FROM volume_access WHERE volume_id = ?");
+  Stmt s(db_, sql.c_str());
+  s.bind(volume_id);
+  auto row = first<AccessRow>(db_, s, read_access);
   if (!row) return core::fail(row.error());
   if (!*row) {
     AccessRow open;
@@ -316,6 +445,17 @@ DbResult<AccessRow> Tx::access_of(const std::string& volume_id) {
     return open;
   }
   return std::move(**row);
+}
+
+DbResult<std::vector<AccessRow>> Tx::list_access() {
+  auto sql = q("SELECT ", kAccessCols, " FROM volume_access ORDER BY volume_id");
+  Stmt s(db_, sql.c_str());
+  return collect<AccessRow>(db_, s, read_access);
+}
+
+DbResult<void> Tx::delete_access(const std::string& volume_id) {
+  Stmt s(db_, "DELETE FROM volume_access WHERE volume_id = ?");
+  return s.bind(volume_id).run();
 }
 
 DbResult<void> Tx::set_access(const AccessRow& a) {
@@ -406,6 +546,12 @@ DbResult<std::vector<EventRow>> Tx::events(int64_t since_seq, int64_t limit) {
   return collect<EventRow>(db_, s, [](Stmt& st) {
     return EventRow{st.i64(0), st.i64(1), st.text(2), st.text(3), st.text(4), st.text(5)};
   });
+}
+
+DbResult<int64_t> Tx::last_event_seq() {
+  Stmt s(db_, "SELECT COALESCE(MAX(seq), 0) FROM events");
+  if (s.step() != SQLITE_ROW) return core::fail(sql_error(db_));
+  return s.i64(0);
 }
 
 // ---- Settings ----

@@ -53,13 +53,26 @@ struct VolumeRow {
   int64_t updated_ms = 0;
 };
 
+// Copy states.
+inline constexpr const char* kCopyInSync = "in-sync";
+inline constexpr const char* kCopySyncing = "syncing";
+inline constexpr const char* kCopyOutOfSync = "out-of-sync";
+inline constexpr const char* kCopyOffline = "offline";
+
 struct CopyRow {
   std::string id;
   std::string volume_id;
   std::string node_id;
   std::string role = "master";  // master | replica
-  std::string state = "in-sync";
+  std::string state = "in-sync";  // in-sync | syncing | out-of-sync | offline
   uint64_t applied_seq = 0;
+  // The replication copy id on the wire: unique per volume, never reused inside it (a new
+  // copy takes max + 1). The master created with the volume is 1.
+  uint32_t number = 1;
+  uint64_t sync_done_bytes = 0;
+  uint64_t sync_total_bytes = 0;
+  uint64_t behind_bytes = 0;
+  int64_t updated_ms = 0;  // filled by insert/update when 0
 };
 
 // iSCSI access control of one volume. Empty initiators: everyone may log in. Empty user:
@@ -99,6 +112,7 @@ class Tx {
   DbResult<std::string> node_token_hash(const std::string& node_id);
   DbResult<void> set_node_token_hash(const std::string& node_id, const std::string& hash);
   DbResult<void> set_node_state(const std::string& node_id, const std::string& state);
+  DbResult<void> delete_node(const std::string& node_id);
 
   // Volumes.
   DbResult<void> insert_volume(const VolumeRow& v);
@@ -106,15 +120,29 @@ class Tx {
   DbResult<void> delete_volume(const std::string& id);
   DbResult<std::optional<VolumeRow>> volume_by_name(const std::string& name);
   DbResult<std::vector<VolumeRow>> list_volumes();
+  DbResult<std::optional<VolumeRow>> volume_by_id(const std::string& id);
+  // Inserts or overwrites every column as given (mirroring another catalogue's row).
+  DbResult<void> put_volume(const VolumeRow& v);
 
   // Copies (master and replicas) of volumes.
   DbResult<void> insert_copy(const CopyRow& c);
   DbResult<std::vector<CopyRow>> copies_of(const std::string& volume_id);
   DbResult<std::vector<CopyRow>> copies_on(const std::string& node_id);
+  DbResult<std::vector<CopyRow>> list_copies();
+  // Inserts or overwrites every column as given (mirroring another catalogue's row).
+  DbResult<void> put_copy(const CopyRow& c);
+  // Updates node, role, state, number and progress by id (kNotFound when absent).
+  DbResult<void> update_copy(const CopyRow& c);
+  DbResult<void> delete_copy(const std::string& id);
+  // The next copy number of a volume: one above the highest it ever had (insert_copy keeps
+  // a high-water mark on the volume, so a deleted copy's number is never reused).
+  DbResult<uint32_t> next_copy_number(const std::string& volume_id);
 
   // Access control (a volume without a row has the defaults: open, no CHAP).
   DbResult<AccessRow> access_of(const std::string& volume_id);
   DbResult<void> set_access(const AccessRow& a);
+  DbResult<std::vector<AccessRow>> list_access();  // only volumes with a row
+  DbResult<void> delete_access(const std::string& volume_id);
 
   // Persistent reservation state of a volume, as the SCSI layer serialises it.
   DbResult<std::optional<std::string>> reservation_of(const std::string& volume_id);
@@ -130,6 +158,7 @@ class Tx {
   // Events: the audit log of every state change.
   DbResult<int64_t> append_event(EventRow e);  // fills time_ms if 0; returns seq
   DbResult<std::vector<EventRow>> events(int64_t since_seq, int64_t limit);
+  DbResult<int64_t> last_event_seq();  // 0 when the log is empty
 
   // Small key/value settings (admin token hash, cluster id, ...).
   DbResult<std::optional<std::string>> setting(const std::string& key);

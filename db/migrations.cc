@@ -11,7 +11,7 @@ namespace tandem::db {
 namespace {
 
 // Index i holds the statements that take the schema from version i to i+1.
-constexpr std::array<const char*, 4> kMigrations{
+constexpr std::array<const char*, 5> kMigrations{
     // 1: the base catalogue.
     R"sql(
 CREATE TABLE nodes(
@@ -82,6 +82,20 @@ CREATE TABLE reservations(
 ALTER TABLE nodes ADD COLUMN token_sha256 TEXT NOT NULL DEFAULT '';
 ALTER TABLE nodes ADD COLUMN iscsi_port INTEGER NOT NULL DEFAULT 3260;
 ALTER TABLE nodes ADD COLUMN repl_port INTEGER NOT NULL DEFAULT 5703;
+)sql",
+    // 5: replication copies: the copy number used on the wire (unique per volume, never
+    // reused), resync progress, how far behind the master a copy is, and when it last changed.
+    // Existing copies are masters of replica-less volumes, so number 1 is right for them.
+    // volumes.copy_number_hwm is the highest number ever given, so a deleted copy's number
+    // is never handed out again.
+    R"sql(
+ALTER TABLE copies ADD COLUMN number INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE copies ADD COLUMN sync_done_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE copies ADD COLUMN sync_total_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE copies ADD COLUMN behind_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE copies ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX copies_number ON copies(volume_id, number);
+ALTER TABLE volumes ADD COLUMN copy_number_hwm INTEGER NOT NULL DEFAULT 1;
 )sql",
 };
 

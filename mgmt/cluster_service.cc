@@ -3,10 +3,13 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <optional>
+#include <set>
 
 #include "core/volume_spec.h"
 #include "mgmt/api/router.h"
+#include "mgmt/cluster_state.h"
 
 namespace tandem::mgmt {
 namespace {
@@ -21,7 +24,172 @@ ApiError unauthorized(const std::string& what) {
   return ApiError{401, "unauthorized", what};
 }
 
+bool known_copy_state(const std::string& s) {
+  return s == db::kCopyInSync || s == db::kCopySyncing || s == db::kCopyOutOfSync ||
+         s == db::kCopyOffline;
+}
+
+// Checks the node's bearer token; on failure sets *err and returns nullopt.
+db::DbResult<std::optional<db::NodeRow>> authenticate(db::Tx& tx, const std::string& node_name,
+                                                      const std::string& bearer,
+                                                      std::optional<ApiError>* err) {
+  auto node = tx.node_by_name(node_name);
+  if (!node) return core::fail(node.error());
+  if (!*node) {
+    *err = ApiError::not_found("node '" + node_name + "' has not joined");
+    return std::optional<db::NodeRow>();
+  }
+  auto hash = tx.node_token_hash((*node)->id);
+  if (!hash) return core::fail(hash.error());
+  if (!same_hash(*hash, bearer_hash(bearer))) {
+    *err = unauthorized("wrong node token");
+    return std::optional<db::NodeRow>();
+  }
+  return std::move(*node);
+}
+
 }  // namespace
+
+nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& r : reports) {
+    out.push_back({{"volume_id", r.volume_id},
+                   {"number", r.number},
+                   {"state", r.state},
+                   {"applied_seq", r.applied_seq},
+                   {"sync_done_bytes", r.sync_done_bytes},
+                   {"sync_total_bytes", r.sync_total_bytes},
+                   {"behind_bytes", r.behind_bytes}});
+  }
+  return out;
+}
+
+core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohmann::json& j,
+                                                                   const char* field) {
+  auto bad = [&](const std::string& what) {
+    return core::fail(ApiError{422, "invalid_value", what, {{"field", field}}});
+  };
+  if (!j.is_array()) return bad(std::string(field) + " must be a list");
+  if (j.size() > kMaxCopyReports) {
+    return bad(std::string(field) + " may hold at most " + std::to_string(kMaxCopyReports));
+  }
+  std::vector<CopyReport> out;
+  out.reserve(j.size());
+  auto u64 = [](const nlohmann::json& o, const char* k, uint64_t* v) {
+    auto it = o.find(k);
+    if (it == o.end()) return true;  // counters default to 0
+    if (!it->is_number_unsigned()) return false;
+    *v = it->get<uint64_t>();
+    return *v <= static_cast<uint64_t>(INT64_MAX);  // SQLite stores them signed
+  };
+  for (const auto& e : j) {
+    if (!e.is_object()) return bad("each copy report must be an object");
+    CopyReport r;
+    auto vid = e.find("volume_id");
+    if (vid == e.end() || !vid->is_string() || vid->get_ref<const std::string&>().empty() ||
+        vid->get_ref<const std::string&>().size() > 64) {
+      return bad("volume_id must be a string of 1-64 bytes");
+    }
+    r.volume_id = vid->get<std::string>();
+    auto num = e.find("number");
+    if (num == e.end() || !num->is_number_unsigned() || num->get<uint64_t>() < 1 ||
+        num->get<uint64_t>() > UINT32_MAX) {
+      return bad("number must be a copy number (1-4294967295)");
+    }
+    r.number = static_cast<uint32_t>(num->get<uint64_t>());
+    auto st = e.find("state");
+    if (st == e.end() || !st->is_string() || !known_copy_state(st->get<std::string>())) {
+      return bad("state must be in-sync, syncing, out-of-sync or offline");
+    }
+    r.state = st->get<std::string>();
+    if (!u64(e, "applied_seq", &r.applied_seq) ||
+        !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
+        !u64(e, "sync_total_bytes", &r.sync_total_bytes) ||
+        !u64(e, "behind_bytes", &r.behind_bytes)) {
+      return bad("applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
+                 "non-negative integers");
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+db::DbResult<void> refresh_volume_health(db::Tx& tx, const std::string& volume_id,
+                                         const std::string& node_name) {
+  auto vol = tx.volume_by_id(volume_id);
+  if (!vol) return core::fail(vol.error());
+  if (!*vol) return {};
+  db::VolumeRow v = **vol;
+  if (v.state != "healthy" && v.state != "degraded") return {};  // the data plane's call
+  auto copies = tx.copies_of(volume_id);
+  if (!copies) return core::fail(copies.error());
+  bool all_in_sync = true;
+  for (const auto& c : *copies) {
+    if (c.role != "master" && c.state != db::kCopyInSync) all_in_sync = false;
+  }
+  std::string want = all_in_sync ? "healthy" : "degraded";
+  if (want == v.state) return {};
+  v.state = want;
+  if (auto u = tx.update_volume(v); !u) return u;
+  auto e = tx.append_event({0, 0, v.name, node_name, "volume-" + want,
+                            all_in_sync ? "all replicas are in sync"
+                                        : "a replica is not in sync"});
+  if (!e) return core::fail(e.error());
+  return {};
+}
+
+db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string& node_id,
+                                                   const std::vector<CopyReport>& reports) {
+  CopyReportOutcome out;
+  std::string node_name = node_id;
+  auto nodes = tx.list_nodes();
+  if (!nodes) return core::fail(nodes.error());
+  for (const auto& n : *nodes) {
+    if (n.id == node_id) node_name = n.name;
+  }
+  std::set<std::string> touched;
+  for (const auto& r : reports) {
+    auto vol = tx.volume_by_id(r.volume_id);
+    if (!vol) return core::fail(vol.error());
+    if (!*vol || (*vol)->master_node != node_id || !known_copy_state(r.state)) {
+      ++out.ignored;
+      continue;
+    }
+    auto copies = tx.copies_of(r.volume_id);
+    if (!copies) return core::fail(copies.error());
+    auto it = std::find_if(copies->begin(), copies->end(),
+                           [&](const db::CopyRow& c) { return c.number == r.number; });
+    if (it == copies->end()) {
+      ++out.ignored;
+      continue;
+    }
+    db::CopyRow c = *it;
+    bool state_changed = c.state != r.state;
+    c.state = r.state;
+    c.applied_seq = r.applied_seq;
+    c.sync_done_bytes = r.sync_done_bytes;
+    c.sync_total_bytes = r.sync_total_bytes;
+    c.behind_bytes = r.behind_bytes;
+    c.updated_ms = 0;  // now
+    if (auto u = tx.update_copy(c); !u) return core::fail(u.error());
+    ++out.applied;
+    if (state_changed) {
+      std::string copy_node = c.node_id;
+      for (const auto& n : *nodes) {
+        if (n.id == c.node_id) copy_node = n.name;
+      }
+      auto e = tx.append_event({0, 0, (*vol)->name, copy_node, "copy-" + r.state,
+                                c.role + " copy " + std::to_string(c.number) + " on " +
+                                    copy_node + " is " + r.state});
+      if (!e) return core::fail(e.error());
+      touched.insert(r.volume_id);
+    }
+  }
+  for (const auto& id : touched) {
+    if (auto h = refresh_volume_health(tx, id, node_name); !h) return core::fail(h.error());
+  }
+  return out;
+}
 
 ClusterService::ClusterService(db::Catalogue& cat, CertificateAuthority* ca,
                                std::string controller_name, std::chrono::milliseconds node_timeout)
@@ -84,6 +252,7 @@ core::Result<JoinGrant, ApiError> ClusterService::join(const JoinRequest& req,
   if (err) return core::fail(*err);
   if (!r) return core::fail(ApiError::internal("catalogue: " + r.error().message));
   spdlog::info("cluster: node {} joined from {}", req.name, req.address);
+  if (changed_) changed_();
   return grant;
 }
 
@@ -92,19 +261,15 @@ core::Result<nlohmann::json, ApiError> ClusterService::heartbeat(const std::stri
                                                                  const HeartbeatReport& report) {
   std::optional<ApiError> err;
   std::string admin_hash;
+  int64_t revision = 0, revision_before = 0;
+  nlohmann::json snapshot;
   auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
-    auto node = tx.node_by_name(node_name);
+    auto before = cluster_revision(tx);
+    if (!before) return core::fail(before.error());
+    revision_before = *before;
+    auto node = authenticate(tx, node_name, bearer, &err);
     if (!node) return core::fail(node.error());
-    if (!*node) {
-      err = ApiError::not_found("node '" + node_name + "' has not joined");
-      return core::fail(db::DbError{db::DbErrc::kNotFound, ""});
-    }
-    auto hash = tx.node_token_hash((*node)->id);
-    if (!hash) return core::fail(hash.error());
-    if (!same_hash(*hash, bearer_hash(bearer))) {
-      err = unauthorized("wrong node token");
-      return core::fail(db::DbError{db::DbErrc::kIo, "auth"});
-    }
+    if (!*node) return core::fail(db::DbError{db::DbErrc::kIo, "auth"});
     db::NodeRow n = **node;
     bool was_offline = n.state != "online";
     n.state = "online";
@@ -120,16 +285,65 @@ core::Result<nlohmann::json, ApiError> ClusterService::heartbeat(const std::stri
       auto e = tx.append_event({0, 0, "", n.name, ev.kind, ev.message});
       if (!e) return core::fail(e.error());
     }
+    if (!report.copies.empty()) {
+      auto a = mgmt::apply_copy_reports(tx, n.id, report.copies);
+      if (!a) return core::fail(a.error());
+    }
     auto admin = tx.setting("admin_token_sha256");
     if (!admin) return core::fail(admin.error());
     admin_hash = admin->value_or("");
+    auto rev = cluster_revision(tx);
+    if (!rev) return core::fail(rev.error());
+    revision = *rev;
+    if (report.known_revision != revision) {
+      auto snap = cluster_snapshot(tx);
+      if (!snap) return core::fail(snap.error());
+      snapshot = std::move(*snap);
+    }
     return {};
   });
   if (err) return core::fail(*err);
   if (!r) return core::fail(ApiError::internal("catalogue: " + r.error().message));
+  if (revision != revision_before && changed_) changed_();
   // The admin token's hash lets every node check admin calls it serves itself (/metrics).
-  return nlohmann::json{{"node_timeout_ms", node_timeout_.count()},
-                        {"admin_token_sha256", admin_hash}};
+  nlohmann::json out{{"node_timeout_ms", node_timeout_.count()},
+                     {"admin_token_sha256", admin_hash},
+                     {"revision", revision}};
+  if (!snapshot.is_null()) out["state"] = std::move(snapshot);
+  return out;
+}
+
+core::Result<nlohmann::json, ApiError> ClusterService::report_copy_state(
+    const std::string& node_name, const std::string& bearer,
+    const std::vector<CopyReport>& reports) {
+  std::optional<ApiError> err;
+  CopyReportOutcome outcome;
+  int64_t revision = 0;
+  auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+    auto node = authenticate(tx, node_name, bearer, &err);
+    if (!node) return core::fail(node.error());
+    if (!*node) return core::fail(db::DbError{db::DbErrc::kIo, "auth"});
+    auto a = mgmt::apply_copy_reports(tx, (*node)->id, reports);
+    if (!a) return core::fail(a.error());
+    outcome = *a;
+    auto rev = cluster_revision(tx);
+    if (!rev) return core::fail(rev.error());
+    revision = *rev;
+    return {};
+  });
+  if (err) return core::fail(*err);
+  if (!r) return core::fail(ApiError::internal("catalogue: " + r.error().message));
+  if (outcome.applied > 0 && changed_) changed_();
+  return nlohmann::json{
+      {"applied", outcome.applied}, {"ignored", outcome.ignored}, {"revision", revision}};
+}
+
+core::Result<CopyReportOutcome, ApiError> ClusterService::apply_copy_reports(
+    const std::string& node_id, const std::vector<CopyReport>& reports) {
+  auto r = cat_.transact<CopyReportOutcome>(
+      [&](db::Tx& tx) { return mgmt::apply_copy_reports(tx, node_id, reports); });
+  if (!r) return core::fail(ApiError::internal("catalogue: " + r.error().message));
+  return *r;
 }
 
 int ClusterService::check_liveness(int64_t now_ms) {
@@ -151,6 +365,7 @@ int ClusterService::check_liveness(int64_t now_ms) {
     return {};
   });
   if (!r) spdlog::error("cluster: liveness check failed: {}", r.error().message);
+  if (r && changed > 0 && changed_) changed_();
   return changed;
 }
 

@@ -2,11 +2,13 @@
 // the cluster's join token and a certificate signing request (their key never leaves
 // them) and get back a certificate from the cluster CA and a node token; they then
 // heartbeat with that token; a node silent for longer than the timeout is marked offline.
-// Thread-safe (all state is in the catalogue). The catalogue and CA must outlive it.
+// Heartbeats carry the master's copy reports and are answered with the cluster-state
+// snapshot (cluster_state.h) when the node's copy is stale. Thread-safe (all state is in the catalogue). The catalogue and CA must outlive it.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -53,11 +55,53 @@ struct ReportedEvent {
 };
 inline constexpr size_t kMaxReportedEvents = 100;
 
+// What a volume's master node knows about one copy of it (its own included), sent on
+// every heartbeat and at once through the copy-state route when a copy drops out of sync.
+struct CopyReport {
+  std::string volume_id;
+  uint32_t number = 0;  // the copy number (CopyRow::number)
+  std::string state;    // in-sync | syncing | out-of-sync | offline
+  uint64_t applied_seq = 0;
+  uint64_t sync_done_bytes = 0;
+  uint64_t sync_total_bytes = 0;
+  uint64_t behind_bytes = 0;
+};
+inline constexpr size_t kMaxCopyReports = 10000;
+
+// JSON of reports: [{volume_id, number, state, applied_seq, sync_done_bytes,
+// sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array, types,
+// lengths, known states) and fails with a 400/422 naming `field`.
+nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports);
+core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohmann::json& j,
+                                                                   const char* field = "copies");
+
 struct HeartbeatReport {
   uint64_t capacity_bytes = 0;
   uint64_t free_bytes = 0;
   std::vector<ReportedEvent> events;
+  std::vector<CopyReport> copies;
+  // The cluster-state revision the node holds; the answer carries a new snapshot when it
+  // differs from the controller's (-1: none yet).
+  int64_t known_revision = -1;
 };
+
+struct CopyReportOutcome {
+  int applied = 0;  // rows updated
+  int ignored = 0;  // unknown volume or copy, or the node is not the volume's master
+};
+
+// Applies a node's copy reports to the catalogue inside the caller's transaction. Only
+// reports for volumes whose master_node is `node_id` count; the others are ignored (a
+// deposed master's view is stale). A copy's state change writes a "copy-<state>" event; the
+// volume then becomes "degraded" when any replica is not in-sync and "healthy" when all are
+// (with a "volume-degraded"/"volume-healthy" event), unless it is in another state (offline,
+// read-only, halted), which the data plane owns. Usable on any catalogue: the controller's
+// own data plane calls it (through ClusterService::apply_copy_reports) for its node.
+db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string& node_id,
+                                                   const std::vector<CopyReport>& reports);
+// Recomputes a volume's healthy/degraded state from its replica rows (event on change).
+db::DbResult<void> refresh_volume_health(db::Tx& tx, const std::string& volume_id,
+                                         const std::string& node_name);
 
 class ClusterService {
  public:
@@ -70,6 +114,18 @@ class ClusterService {
   core::Result<nlohmann::json, ApiError> heartbeat(const std::string& node_name,
                                                   const std::string& bearer,
                                                   const HeartbeatReport& report);
+  // The copy-state route: a node's reports applied and committed before the answer.
+  core::Result<nlohmann::json, ApiError> report_copy_state(const std::string& node_name,
+                                                           const std::string& bearer,
+                                                           const std::vector<CopyReport>& reps);
+  // apply_copy_reports in a transaction of its own; needs no CA (the controller's data plane
+  // reports its own node's copies through this).
+  core::Result<CopyReportOutcome, ApiError> apply_copy_reports(
+      const std::string& node_id, const std::vector<CopyReport>& reports);
+  // Called (outside any transaction) after a heartbeat, copy-state report, join or
+  // liveness check changed the cluster state (its revision moved), so the controller's own
+  // data plane can reconcile at once. Set before serving.
+  void set_changed_hook(std::function<void()> f) { changed_ = std::move(f); }
   // Marks nodes whose last heartbeat is older than the timeout offline (with an event);
   // the controller's own node is kept alive by its own loop. Returns how many changed.
   int check_liveness(int64_t now_ms);
@@ -79,6 +135,7 @@ class ClusterService {
   CertificateAuthority* ca_;
   std::string controller_name_;
   std::chrono::milliseconds node_timeout_;
+  std::function<void()> changed_;
 };
 
 }  // namespace tandem::mgmt

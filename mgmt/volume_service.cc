@@ -2,7 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <set>
 #include <tuple>
+
+#include "mgmt/cluster_service.h"
+#include "mgmt/placement.h"
 
 namespace tandem::mgmt {
 namespace {
@@ -23,14 +27,6 @@ ApiError from_store(const backend::StoreError& e) {
     return ApiError{507, "insufficient_storage", e.message};
   }
   return ApiError::internal("store: " + e.message);
-}
-
-// Replication is the next capability to land; until then a replica count above zero is
-// refused rather than recorded and silently not honoured.
-ApiError replication_unavailable() {
-  return ApiError{501, "not_implemented",
-                  "synchronous replication is not available in this version yet: volumes "
-                  "can only have 0 replicas"};
 }
 
 ApiError from_invalid(const core::InvalidValue& e) {
@@ -99,6 +95,98 @@ void VolumeService::set_deleted_hook(std::function<void(const std::string&)> f) 
   deleted_ = std::move(f);
 }
 
+void VolumeService::set_changed_hook(std::function<void()> f) {
+  std::lock_guard lock(mu_);
+  changed_ = std::move(f);
+}
+
+void VolumeService::notify_changed() {
+  std::function<void()> f;
+  {
+    std::lock_guard lock(mu_);
+    f = changed_;
+  }
+  if (f) f();
+}
+
+namespace {
+
+std::string name_of(const std::vector<db::NodeRow>& nodes, const std::string& id) {
+  for (const auto& n : nodes) {
+    if (n.id == id) return n.name;
+  }
+  return id;
+}
+
+std::string join_names(const std::vector<db::NodeRow>& nodes, const std::vector<std::string>& ids) {
+  std::string out;
+  for (const auto& id : ids) out += (out.empty() ? "" : ", ") + name_of(nodes, id);
+  return out;
+}
+
+}  // namespace
+
+ApiResult<void> VolumeService::resize_replicas(Tx& tx, const db::VolumeRow& row,
+                                               const core::VolumeSettings& settings, int want) {
+  auto nodes = tx.list_nodes();
+  if (!nodes) return core::fail(from_db(nodes.error()));
+  auto copies = tx.copies_of(row.id);
+  if (!copies) return core::fail(from_db(copies.error()));
+  int have = 0;
+  std::set<std::string> holders;
+  for (const auto& c : *copies) {
+    holders.insert(c.node_id);
+    have += c.role != "master";
+  }
+  auto pnodes = placement_nodes(*nodes);
+  if (want > have) {
+    auto placed = place_replicas(pnodes, holders, want - have);
+    if (static_cast<int>(placed.size()) < want - have) {
+      int online = 0;
+      for (const auto& n : *nodes) online += n.state == "online";
+      return core::fail(insufficient_nodes(settings, online));
+    }
+    auto number = tx.next_copy_number(row.id);
+    if (!number) return core::fail(from_db(number.error()));
+    for (const auto& node : placed) {
+      db::CopyRow c;
+      c.id = core::new_uuid();
+      c.volume_id = row.id;
+      c.node_id = node;
+      c.role = "replica";
+      c.state = db::kCopySyncing;
+      c.number = (*number)++;
+      c.sync_total_bytes = row.size_bytes;
+      if (auto r = tx.insert_copy(c); !r) return core::fail(from_db(r.error()));
+      if (auto r = tx.append_event({0, 0, row.name, name_of(*nodes, node), "copy-added",
+                                    "replica copy " + std::to_string(c.number) + " added on " +
+                                        name_of(*nodes, node) + " (syncing)"});
+          !r) {
+        return core::fail(from_db(r.error()));
+      }
+    }
+  } else if (want < have) {
+    for (const auto& id : replicas_to_remove(*copies, pnodes, have - want)) {
+      auto it = std::find_if(copies->begin(), copies->end(),
+                             [&](const db::CopyRow& c) { return c.id == id; });
+      if (auto r = tx.delete_copy(id); !r) return core::fail(from_db(r.error()));
+      if (auto r = tx.append_event({0, 0, row.name, name_of(*nodes, it->node_id), "copy-removed",
+                                    "replica copy " + std::to_string(it->number) + " on " +
+                                        name_of(*nodes, it->node_id) + " removed (" +
+                                        it->state + ")"});
+          !r) {
+        return core::fail(from_db(r.error()));
+      }
+    }
+  } else {
+    return {};
+  }
+  if (auto h = refresh_volume_health(tx, row.id, node_name_); !h) {
+    return core::fail(from_db(h.error()));
+  }
+  return {};
+}
+
 ApiResult<int> VolumeService::online_nodes(Tx& tx) {
   auto nodes = tx.list_nodes();
   if (!nodes) return core::fail(from_db(nodes.error()));
@@ -134,6 +222,9 @@ ApiResult<void> VolumeService::recover() {
     auto vols = tx.list_volumes();
     if (!vols) return core::fail(from_db(vols.error()));
     for (const auto& c : *copies) {
+      // Only a master copy is served from here; a replica's file (and its absence) is the
+      // replication data plane's business, not a reason to take the volume offline.
+      if (c.role != "master") continue;
       auto it = std::find_if(vols->begin(), vols->end(),
                              [&](const db::VolumeRow& v) { return v.id == c.volume_id; });
       if (it == vols->end()) continue;
@@ -181,7 +272,7 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
   if (auto r = core::validate_size(spec.size_bytes, spec.block_size); !r) {
     return core::fail(from_invalid(r.error()));
   }
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   // Decide under the catalogue, create the file, then commit: a failure on either side
   // leaves neither a row without a file nor a file without a row.
   db::VolumeRow row;
@@ -191,7 +282,6 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
   row.block_size = spec.block_size;
   row.class_name = spec.class_name;
   row.labels = spec.labels;
-  row.master_node = node_id_;
   row.state = "healthy";
   bool file_created = false;
   auto result = in_tx<VolumeView>(cat_, [&](Tx& tx) -> ApiResult<VolumeView> {
@@ -219,25 +309,61 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
     auto eff = core::merge_labels(class_labels, spec.labels);
     auto settings = core::resolve_settings(eff);
     if (!settings) return core::fail(from_invalid(settings.error()));
+    auto nodes = tx.list_nodes();
+    if (!nodes) return core::fail(from_db(nodes.error()));
+    std::string master_name =
+        !spec.node.empty() ? spec.node : !spec.origin_node.empty() ? spec.origin_node : node_name_;
+    auto master = std::find_if(nodes->begin(), nodes->end(),
+                               [&](const db::NodeRow& n) { return n.name == master_name; });
+    if (master == nodes->end() || master->state != "online") {
+      ApiError e = ApiError::invalid(
+          "node '" + master_name + "' " +
+          (master == nodes->end() ? "is not a member of the cluster" : "is " + master->state));
+      e.details["field"] = "node";
+      return core::fail(e);
+    }
+    row.master_node = master->id;
     auto online = online_nodes(tx);
     if (!online) return core::fail(online.error());
     if (*online < core::nodes_required(*settings)) {
       return core::fail(insufficient_nodes(*settings, *online));
     }
-    if (settings->replicas > 0) return core::fail(replication_unavailable());
-    if (auto r = store_.create(row.id, row.size_bytes); !r) {
-      return core::fail(from_store(r.error()));
+    auto placed = place_replicas(placement_nodes(*nodes), {master->id}, settings->replicas);
+    if (static_cast<int>(placed.size()) < settings->replicas) {
+      return core::fail(insufficient_nodes(*settings, *online));
     }
-    file_created = true;
+    // The master node creates its file; here only when that is us.
+    if (row.master_node == node_id_) {
+      if (auto r = store_.create(row.id, row.size_bytes); !r) {
+        return core::fail(from_store(r.error()));
+      }
+      file_created = true;
+    }
     if (auto r = tx.insert_volume(row); !r) return core::fail(from_db(r.error()));
-    if (auto r = tx.insert_copy({core::new_uuid(), row.id, node_id_, "master", "in-sync", 0});
-        !r) {
-      return core::fail(from_db(r.error()));
+    db::CopyRow m;
+    m.id = core::new_uuid();
+    m.volume_id = row.id;
+    m.node_id = row.master_node;
+    m.role = "master";
+    m.state = db::kCopyInSync;
+    m.number = 1;
+    if (auto r = tx.insert_copy(m); !r) return core::fail(from_db(r.error()));
+    // A fresh volume is all zeros everywhere, so its replicas start identical: in-sync.
+    uint32_t number = 2;
+    for (const auto& node : placed) {
+      db::CopyRow c = m;
+      c.id = core::new_uuid();
+      c.node_id = node;
+      c.role = "replica";
+      c.number = number++;
+      if (auto r = tx.insert_copy(c); !r) return core::fail(from_db(r.error()));
     }
+    std::string where = "; master on " + master->name;
+    if (!placed.empty()) where += ", replicas on " + join_names(*nodes, placed);
     if (auto r = tx.append_event({0, 0, row.name, node_name_, "volume-created",
                                   "created " + core::format_size(row.size_bytes) + " volume (" +
                                       std::to_string(settings->replicas) + " replicas, " +
-                                      core::to_string(settings->failure_mode) + ")"});
+                                      core::to_string(settings->failure_mode) + ")" + where});
         !r) {
       return core::fail(from_db(r.error()));
     }
@@ -247,16 +373,21 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
     if (file_created) (void)store_.remove(row.id);
     return result;
   }
-  auto vol = backend::FileVolume::open(store_.path_of(row.id), row.id, row.block_size, pool_);
-  if (vol) open_[row.id] = std::move(vol);
-  spdlog::info("volume={} id={} created size={} block_size={}", row.name, row.id,
-               row.size_bytes, row.block_size);
+  if (file_created) {
+    auto vol = backend::FileVolume::open(store_.path_of(row.id), row.id, row.block_size, pool_);
+    if (vol) open_[row.id] = std::move(vol);
+  }
+  spdlog::info("volume={} id={} created size={} block_size={} master={}", row.name, row.id,
+               row.size_bytes, row.block_size, row.master_node);
+  lock.unlock();
+  notify_changed();
   return result;
 }
 
 ApiResult<VolumeView> VolumeService::update(const std::string& name, const UpdateVolume& change) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   std::string grown_id;
+  bool grow_file = false;
   auto result = in_tx<VolumeView>(cat_, [&](Tx& tx) -> ApiResult<VolumeView> {
     auto found = tx.volume_by_name(name);
     if (!found) return core::fail(from_db(found.error()));
@@ -302,15 +433,27 @@ ApiResult<VolumeView> VolumeService::update(const std::string& name, const Updat
       if (*online < core::nodes_required(*settings)) {
         return core::fail(insufficient_nodes(*settings, *online));
       }
-      return core::fail(replication_unavailable());
     }
     if (what.empty()) return after;
-    if (!grown_id.empty()) {
+    if (!grown_id.empty() && store_.exists(row.id)) {
+      // Only a copy held here has a file to grow; other nodes grow theirs.
       if (auto r = store_.grow(row.id, row.size_bytes); !r) {
         return core::fail(from_store(r.error()));
       }
+      grow_file = true;
     }
     if (auto r = tx.update_volume(row); !r) return core::fail(from_db(r.error()));
+    if (settings->replicas != before->settings.replicas) {
+      if (auto r = resize_replicas(tx, row, *settings, settings->replicas); !r) {
+        return core::fail(r.error());
+      }
+      auto state = tx.volume_by_id(row.id);
+      if (!state) return core::fail(from_db(state.error()));
+      if (*state) row.state = (*state)->state;
+      auto copies = tx.copies_of(row.id);
+      if (!copies) return core::fail(from_db(copies.error()));
+      after->copies = std::move(*copies);
+    }
     std::string msg;
     for (const auto& w : what) msg += (msg.empty() ? "" : ", ") + w;
     if (auto r = tx.append_event({0, 0, row.name, node_name_, "volume-updated", msg}); !r) {
@@ -320,15 +463,18 @@ ApiResult<VolumeView> VolumeService::update(const std::string& name, const Updat
     after->settings = *settings;
     return after;
   });
-  if (result && !grown_id.empty()) {
+  if (result && grow_file) {
     if (auto it = open_.find(grown_id); it != open_.end()) it->second->refresh_capacity();
   }
+  lock.unlock();
+  if (result) notify_changed();
   return result;
 }
 
 ApiResult<void> VolumeService::remove(const std::string& name) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   std::string id;
+  bool held_here = false;
   auto r = in_tx<void>(cat_, [&](Tx& tx) -> ApiResult<void> {
     auto found = tx.volume_by_name(name);
     if (!found) return core::fail(from_db(found.error()));
@@ -338,6 +484,9 @@ ApiResult<void> VolumeService::remove(const std::string& name) {
       return core::fail(
           ApiError::conflict("volume '" + name + "' has initiators logged in; log them out first"));
     }
+    auto copies = tx.copies_of(id);
+    if (!copies) return core::fail(from_db(copies.error()));
+    for (const auto& c : *copies) held_here = held_here || c.node_id == node_id_;
     if (auto d = tx.delete_volume(id); !d) return core::fail(from_db(d.error()));
     if (auto e = tx.append_event({0, 0, name, node_name_, "volume-deleted", "deleted"}); !e) {
       return core::fail(from_db(e.error()));
@@ -347,11 +496,15 @@ ApiResult<void> VolumeService::remove(const std::string& name) {
   if (!r) return r;
   open_.erase(id);
   if (deleted_) deleted_(id);
-  if (auto s = store_.remove(id); !s) {
-    spdlog::error("volume={} id={} row deleted but file removal failed: {}", name, id,
-                  s.error().message);
+  if (held_here || store_.exists(id)) {
+    if (auto s = store_.remove(id); !s) {
+      spdlog::error("volume={} id={} row deleted but file removal failed: {}", name, id,
+                    s.error().message);
+    }
   }
   spdlog::info("volume={} id={} deleted", name, id);
+  lock.unlock();
+  notify_changed();
   return {};
 }
 
@@ -428,8 +581,8 @@ ApiResult<db::AccessRow> VolumeService::set_access(const std::string& name,
                                  {{"field", "mutual_chap"}}});
     }
   }
-  std::lock_guard lock(mu_);
-  return in_tx<db::AccessRow>(cat_, [&](Tx& tx) -> ApiResult<db::AccessRow> {
+  std::unique_lock lock(mu_);
+  auto result = in_tx<db::AccessRow>(cat_, [&](Tx& tx) -> ApiResult<db::AccessRow> {
     auto found = tx.volume_by_name(name);
     if (!found) return core::fail(from_db(found.error()));
     if (!*found) return core::fail(ApiError::not_found("volume '" + name + "' not found"));
@@ -450,6 +603,9 @@ ApiResult<db::AccessRow> VolumeService::set_access(const std::string& name,
     }
     return a;
   });
+  lock.unlock();
+  if (result) notify_changed();
+  return result;
 }
 
 ApiResult<std::vector<VolumeView>> VolumeService::list() {

@@ -1,6 +1,8 @@
-// VolumeService: volume lifecycle on this node (create, resize, relabel, delete, recover at
-// start) over the catalogue and the local file store, keeping the open BlockVolumes that the
-// iSCSI target serves. Every state change is one catalogue transaction with its event row.
+// VolumeService: volume lifecycle (create, resize, relabel, delete, recover at start) over
+// the catalogue and the local file store, keeping the open BlockVolumes that the iSCSI
+// target serves. On the controller it also decides where copies go (placement.h): it writes
+// the master and replica rows; each owning node's data plane creates their files (this node
+// creates the master's file itself when it is the master). Every state change is one catalogue transaction with its event row.
 // Thread-safe (a mutex orders lifecycle calls); the Catalogue and IoPool must outlive it.
 #pragma once
 
@@ -30,6 +32,10 @@ struct CreateVolume {
   uint32_t block_size = 512;
   std::string class_name;
   core::Labels labels;
+  // The master's node NAME. Empty: the node the request came in through (the "origin"),
+  // and when that is empty too, this node.
+  std::string node;
+  std::string origin_node;
 };
 
 struct UpdateVolume {
@@ -59,7 +65,8 @@ class VolumeService {
   VolumeService(db::Catalogue& cat, backend::IoPool& pool, std::string volumes_dir,
                 std::string node_id, std::string node_name);
 
-  // Opens every copy this node holds; volumes whose file is missing go offline (event).
+  // Opens every master copy this node holds; volumes whose master file is missing go
+  // offline (event). Replica copies are left to the replication data plane.
   ApiResult<void> recover();
 
   ApiResult<VolumeView> create(const CreateVolume& spec);
@@ -76,6 +83,9 @@ class VolumeService {
   void set_in_use_check(std::function<bool(const std::string& volume_name)> f);
   // Called after a volume was deleted (to drop what was built on it).
   void set_deleted_hook(std::function<void(const std::string& volume_id)> f);
+  // Called (without the service's lock held) after every committed change to volumes,
+  // copies or access, so the data plane can reconcile at once.
+  void set_changed_hook(std::function<void()> f);
   // fdatasync every open volume (clean shutdown).
   void flush_all();
 
@@ -84,6 +94,10 @@ class VolumeService {
  private:
   ApiResult<VolumeView> view_of(db::Tx& tx, db::VolumeRow row);
   ApiResult<int> online_nodes(db::Tx& tx);
+  // Adds or drops replica rows so the volume has `want` replicas (events name the nodes).
+  ApiResult<void> resize_replicas(db::Tx& tx, const db::VolumeRow& row,
+                                  const core::VolumeSettings& settings, int want);
+  void notify_changed();
 
   db::Catalogue& cat_;
   backend::IoPool& pool_;
@@ -94,6 +108,7 @@ class VolumeService {
   std::map<std::string, std::shared_ptr<backend::FileVolume>> open_;
   std::function<bool(const std::string&)> in_use_;
   std::function<void(const std::string&)> deleted_;
+  std::function<void()> changed_;
 };
 
 }  // namespace tandem::mgmt

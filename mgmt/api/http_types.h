@@ -15,7 +15,12 @@ struct HttpRequest {
   std::string authorization;  // raw Authorization header
   std::string content_type;
   std::string body;
+  // X-Tandem-Origin-Node: set by a node that forwards a call to the controller, naming
+  // itself (a volume created through it gets its master there unless the body says).
+  std::string origin_node;
 };
+
+inline constexpr const char* kOriginNodeHeader = "X-Tandem-Origin-Node";
 
 struct HttpResponse {
   int status = 200;

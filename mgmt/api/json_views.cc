@@ -38,10 +38,17 @@ int online_count(const std::vector<db::NodeRow>& nodes) {
 json volume_json(const VolumeView& v, const std::vector<db::NodeRow>& nodes) {
   json copies = json::array();
   for (const auto& c : v.copies) {
-    copies.push_back({{"node", node_name_of(nodes, c.node_id)},
+    copies.push_back({{"id", c.id},
+                      {"number", c.number},
+                      {"node", node_name_of(nodes, c.node_id)},
+                      {"node_id", c.node_id},
                       {"role", c.role},
                       {"state", c.state},
-                      {"applied_seq", c.applied_seq}});
+                      {"applied_seq", c.applied_seq},
+                      {"sync_done_bytes", c.sync_done_bytes},
+                      {"sync_total_bytes", c.sync_total_bytes},
+                      {"behind_bytes", c.behind_bytes},
+                      {"updated_at", iso_time(c.updated_ms)}});
   }
   const auto& s = v.settings;
   int ha = core::nodes_for_ha(s);

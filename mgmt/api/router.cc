@@ -251,6 +251,15 @@ HttpResponse create_volume(const ApiContext& ctx, const HttpRequest& req, const 
     }
     spec.class_name = b["class"].get<std::string>();
   }
+  if (b.contains("node")) {
+    if (!b["node"].is_string() || !core::valid_object_name(b["node"].get<std::string>())) {
+      return error_response(
+          ApiError{422, "invalid_value", "node must be a node name", {{"field", "node"}}});
+    }
+    spec.node = b["node"].get<std::string>();
+  }
+  // Set by the node that forwarded the call; ignored when it is not a node name.
+  if (core::valid_object_name(req.origin_node)) spec.origin_node = req.origin_node;
   auto changes = label_changes(b, false);
   if (!changes) return error_response(changes.error());
   for (auto& [k, v] : *changes) spec.labels[k] = *v;
@@ -516,7 +525,43 @@ HttpResponse post_heartbeat(const ApiContext& ctx, const HttpRequest& req, const
       rep.events.push_back({kind, message});
     }
   }
+  if (body->contains("copies")) {
+    auto copies = parse_copy_reports((*body)["copies"]);
+    if (!copies) return error_response(copies.error());
+    rep.copies = std::move(*copies);
+  }
+  if (body->contains("known_revision")) {
+    const json& k = (*body)["known_revision"];
+    if (!k.is_number_integer() || k.get<int64_t>() < -1) {
+      return error_response(ApiError{422, "invalid_value", "known_revision must be an integer",
+                                     {{"field", "known_revision"}}});
+    }
+    rep.known_revision = k.get<int64_t>();
+  }
   auto r = ctx.cluster->heartbeat(p[0], bearer_of(req), rep);
+  if (!r) return error_response(r.error());
+  return json_response(200, *r);
+}
+
+// A master's copy reports, committed before the answer: a master that must record an
+// out-of-sync copy before acknowledging more writes waits for this 200.
+HttpResponse post_copy_state(const ApiContext& ctx, const HttpRequest& req, const Params&) {
+  if (!ctx.cluster) return error_response(ApiError::conflict("this node is not the controller"));
+  auto body = parse_object(req);
+  if (!body) return error_response(body.error());
+  const json& b = *body;
+  if (!b.contains("node") || !b["node"].is_string() ||
+      !core::valid_object_name(b["node"].get<std::string>())) {
+    return error_response(
+        ApiError{422, "invalid_value", "node must be a node name", {{"field", "node"}}});
+  }
+  if (!b.contains("copies")) {
+    return error_response(
+        ApiError{422, "invalid_value", "copies is required", {{"field", "copies"}}});
+  }
+  auto copies = parse_copy_reports(b["copies"]);
+  if (!copies) return error_response(copies.error());
+  auto r = ctx.cluster->report_copy_state(b["node"].get<std::string>(), bearer_of(req), *copies);
   if (!r) return error_response(r.error());
   return json_response(200, *r);
 }
@@ -526,6 +571,7 @@ const std::vector<Route>& table() {
       {{"GET", "/healthz", Auth::kNone}, get_healthz},
       {{"POST", "/api/v1/cluster/join", Auth::kOwnToken}, post_join},
       {{"POST", "/api/v1/nodes/{name}/heartbeat", Auth::kOwnToken}, post_heartbeat},
+      {{"POST", "/api/v1/cluster/copy-state", Auth::kOwnToken}, post_copy_state},
       {{"GET", "/metrics"}, get_metrics},
       {{"GET", "/api/v1/openapi.json"}, get_openapi},
       {{"GET", "/api/v1/cluster"}, get_cluster},

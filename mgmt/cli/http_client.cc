@@ -42,7 +42,8 @@ core::Result<HttpClient, std::string> HttpClient::make(const std::string& base, 
 
 core::Result<ClientResponse, std::string> HttpClient::request(
     const std::string& method, const std::string& target, const std::string& body,
-    const std::string& content_type, const std::string* authorization) const {
+    const std::string& content_type, const std::string* authorization,
+    const std::map<std::string, std::string>* extra_headers) const {
   try {
     asio::io_context ioc;
     asio::ip::tcp::resolver resolver(ioc);
@@ -57,6 +58,9 @@ core::Result<ClientResponse, std::string> HttpClient::request(
     if (req.method() == http::verb::unknown) req.method_string(method);
     req.set(http::field::host, host_);
     req.set(http::field::user_agent, "tandemctl/" TANDEM_VERSION);
+    if (extra_headers) {
+      for (const auto& [k, v] : *extra_headers) req.set(k, v);
+    }
     if (authorization) {
       if (!authorization->empty()) req.set(http::field::authorization, *authorization);
     } else if (!token_.empty()) {

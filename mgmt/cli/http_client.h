@@ -27,8 +27,9 @@ class HttpClient {
                                                     const std::string& body = "",
                                                     const std::string& content_type =
                                                         "application/json",
-                                                    const std::string* authorization =
-                                                        nullptr) const;
+                                                    const std::string* authorization = nullptr,
+                                                    const std::map<std::string, std::string>*
+                                                        extra_headers = nullptr) const;
   const std::string& host() const { return host_; }
   const std::string& port() const { return port_; }
 

@@ -107,10 +107,18 @@ void print_volume(const json& v) {
   for (auto& [k, val] : v["effective_labels"].items()) {
     std::cout << "  " << k << "=" << val.get<std::string>() << "\n";
   }
-  tandem::mgmt::Table t({"NODE", "ROLE", "STATE", "APPLIED SEQ"});
+  tandem::mgmt::Table t({"#", "NODE", "ROLE", "STATE", "APPLIED-SEQ", "BEHIND", "PROGRESS"});
   for (const auto& c : v["copies"]) {
-    t.add({c.value("node", ""), c.value("role", ""), c.value("state", ""),
-           std::to_string(c.value("applied_seq", 0))});
+    uint64_t done = c.value("sync_done_bytes", uint64_t{0});
+    uint64_t total = c.value("sync_total_bytes", uint64_t{0});
+    // Progress means something only while a copy resyncs; otherwise "-".
+    std::string progress = "-";
+    if (c.value("state", "") == "syncing" && total > 0) {
+      progress = std::to_string(std::min<uint64_t>(100, done * 100 / total)) + "%";
+    }
+    t.add({std::to_string(c.value("number", 0)), c.value("node", ""), c.value("role", ""),
+           c.value("state", ""), std::to_string(c.value("applied_seq", uint64_t{0})),
+           size_text(c.value("behind_bytes", json(0))), progress});
   }
   std::cout << "Copies:\n";
   t.print(std::cout, 2);
@@ -164,7 +172,7 @@ int run(int argc, char** argv) {
   // volume ...
   auto* vol = app.add_subcommand("volume", "manage volumes");
   vol->require_subcommand(1);
-  std::string name, size, mode, cls, node;
+  std::string name, size, mode, cls, node, master_node;
   int replicas = -1, threshold = -1;
   uint32_t block_size = 512;
   std::vector<std::string> labels;
@@ -178,6 +186,8 @@ int run(int argc, char** argv) {
   vcreate->add_option("--threshold", threshold, "failure threshold 0-5 (threshold mode)");
   vcreate->add_option("--class", cls, "storage class");
   vcreate->add_option("--label", labels, "label key=value (repeatable)");
+  vcreate->add_option("--node", master_node,
+                      "node for the master copy (default: the node you talk to)");
   vcreate->callback([&] {
     action = [&] {
       json body{{"name", name}, {"size", size_arg(size)}, {"block_size", block_size}};
@@ -187,6 +197,7 @@ int run(int argc, char** argv) {
       if (replicas >= 0) body["replicas"] = replicas;
       if (!mode.empty()) body["failure_mode"] = mode;
       if (threshold >= 0) body["failure_threshold"] = threshold;
+      if (!master_node.empty()) body["node"] = master_node;
       return emit(g, call(g, "POST", "/api/v1/volumes", &body), [](const json& v) {
         std::cout << "created volume " << v.value("name", "") << " ("
                   << size_text(v["size_bytes"]) << ") at " << v.value("iqn", "") << "\n";

@@ -13,6 +13,7 @@
 #include "backend/transport/tls_identity.h"
 #include "mgmt/api/router.h"
 #include "mgmt/cli/http_client.h"
+#include "mgmt/cluster_state.h"
 
 namespace tandem::mgmt {
 
@@ -140,7 +141,8 @@ std::string join_cluster(const NodeIdentity& me, const std::string& controller_u
   return {};
 }
 
-HttpResponse forward_to(const std::string& controller_url, const HttpRequest& req) {
+HttpResponse forward_to(const std::string& controller_url, const HttpRequest& req,
+                        const std::string& origin_node) {
   HttpResponse out;
   auto client = HttpClient::make(controller_url, "", 30);
   if (!client) {
@@ -148,9 +150,11 @@ HttpResponse forward_to(const std::string& controller_url, const HttpRequest& re
     out.body = json{{"error", {{"code", "bad_gateway"}, {"message", client.error()}}}}.dump();
     return out;
   }
+  std::map<std::string, std::string> headers;
+  if (!origin_node.empty()) headers[kOriginNodeHeader] = origin_node;
   auto r = client->request(req.method, req.target, req.body,
                            req.content_type.empty() ? "application/json" : req.content_type,
-                           &req.authorization);
+                           &req.authorization, &headers);
   if (!r) {
     out.status = 502;
     out.body = json{{"error",
@@ -172,11 +176,13 @@ HttpResponse forward_to(const std::string& controller_url, const HttpRequest& re
 }
 
 NodeAgent::NodeAgent(NodeIdentity me, std::string controller_url,
-                     std::chrono::milliseconds interval, std::shared_ptr<TokenHash> admin_token)
+                     std::chrono::milliseconds interval, std::shared_ptr<TokenHash> admin_token,
+                     db::Catalogue* local)
     : me_(std::move(me)),
       controller_url_(std::move(controller_url)),
       interval_(interval),
-      admin_token_(std::move(admin_token)) {
+      admin_token_(std::move(admin_token)),
+      local_(local) {
   token_ = read_line(fs::path(me_.data_dir) / "node.token");
 }
 
@@ -200,11 +206,69 @@ void NodeAgent::report_event(std::string kind, std::string message) {
   while (pending_.size() > kMaxReportedEvents) pending_.pop_front();
 }
 
+void NodeAgent::set_copy_reporter(std::function<std::vector<CopyReport>()> f) {
+  std::lock_guard lock(mu_);
+  copy_reporter_ = std::move(f);
+}
+
+void NodeAgent::set_state_applied_hook(std::function<void()> f) {
+  std::lock_guard lock(mu_);
+  state_applied_ = std::move(f);
+}
+
+bool NodeAgent::report_copies_now(const std::vector<CopyReport>& reports,
+                                  std::chrono::milliseconds timeout) {
+  if (reports.size() > kMaxCopyReports) return false;
+  // Its own client and connection: safe beside the heartbeat thread.
+  int secs = static_cast<int>(std::max<int64_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(timeout + std::chrono::milliseconds(999))
+             .count()));
+  auto client = HttpClient::make(controller_url_, token_, secs);
+  if (!client) return false;
+  json body{{"node", me_.name}, {"copies", copy_reports_json(reports)}};
+  auto r = client->request("POST", "/api/v1/cluster/copy-state", body.dump());
+  if (!r || r->status != 200) {
+    spdlog::warn("copy-state report to {} failed: {}", controller_url_,
+                 !r ? r.error() : std::to_string(r->status) + " " + r->body);
+    return false;
+  }
+  return true;
+}
+
+void NodeAgent::apply_state(const json& snapshot) {
+  if (!local_) return;
+  auto r = local_->transact<void>(
+      [&](db::Tx& tx) { return apply_cluster_snapshot(tx, snapshot); });
+  if (!r) {
+    spdlog::error("cluster state from {} not applied: {}", controller_url_, r.error().message);
+    return;
+  }
+  known_revision_ = snapshot.value("revision", int64_t{-1});
+  spdlog::debug("cluster state revision {} applied", known_revision_);
+  std::function<void()> hook;
+  {
+    std::lock_guard lock(mu_);
+    hook = state_applied_;
+  }
+  if (hook) hook();
+}
+
 void NodeAgent::run() {
   backend::FileStore store(me_.data_dir + "/volumes");
   for (;;) {
     json report{{"capacity_bytes", store.total_bytes().ok() ? *store.total_bytes() : 0},
-                {"free_bytes", store.free_bytes().ok() ? *store.free_bytes() : 0}};
+                {"free_bytes", store.free_bytes().ok() ? *store.free_bytes() : 0},
+                {"known_revision", known_revision_}};
+    std::function<std::vector<CopyReport>()> reporter;
+    {
+      std::lock_guard lock(mu_);
+      reporter = copy_reporter_;
+    }
+    if (reporter) {
+      auto copies = reporter();
+      if (copies.size() > kMaxCopyReports) copies.resize(kMaxCopyReports);
+      if (!copies.empty()) report["copies"] = copy_reports_json(copies);
+    }
     size_t sent_events = 0;
     {
       std::lock_guard lock(mu_);
@@ -231,6 +295,12 @@ void NodeAgent::run() {
         auto j = json::parse(r->body, nullptr, false);
         if (j.is_object() && !j.value("admin_token_sha256", "").empty()) {
           admin_token_->set(j.value("admin_token_sha256", ""));
+        }
+        if (j.is_object() && j.contains("state") && local_) {
+          apply_state(j["state"]);
+        } else if (j.is_object() && !local_ && j.contains("revision") &&
+                   j["revision"].is_number_integer()) {
+          known_revision_ = j["revision"].get<int64_t>();  // no mirror: just stop the resends
         }
       }
     }

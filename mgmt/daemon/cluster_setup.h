@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -51,23 +52,40 @@ std::string join_cluster(const NodeIdentity& me, const std::string& controller_u
                          const std::string& join_token);
 
 // Passes an API call to the controller and returns its answer (502 when unreachable).
-HttpResponse forward_to(const std::string& controller_url, const HttpRequest& req);
+// `origin_node` (this node's name) goes along as X-Tandem-Origin-Node.
+HttpResponse forward_to(const std::string& controller_url, const HttpRequest& req,
+                        const std::string& origin_node = {});
 
-// Heartbeats to the controller every interval on its own thread until stopped.
+// Heartbeats to the controller every interval on its own thread until stopped. Each
+// heartbeat carries the copy reporter's reports and the cluster-state revision this node
+// holds; a newer snapshot in the answer is applied to the local catalogue (when one was
+// given) and then the state-applied hook runs, on the agent's thread.
 class NodeAgent {
  public:
-  // `admin_token` is updated from the controller's answers.
+  // `admin_token` is updated from the controller's answers. `local` (may be null) is this
+  // node's catalogue, which mirrors the controller's cluster state; it must outlive us.
   NodeAgent(NodeIdentity me, std::string controller_url, std::chrono::milliseconds interval,
-            std::shared_ptr<TokenHash> admin_token);
+            std::shared_ptr<TokenHash> admin_token, db::Catalogue* local = nullptr);
   ~NodeAgent();
   void start();
   void stop();
   // Queues an event for the cluster's log; it rides on the next heartbeat (bounded: the
   // oldest are dropped past kMaxReportedEvents). Thread-safe.
   void report_event(std::string kind, std::string message);
+  // Called on the agent's thread at each heartbeat for the copies this node masters (at
+  // most kMaxCopyReports are sent). Set before start().
+  void set_copy_reporter(std::function<std::vector<CopyReport>()> f);
+  // Called on the agent's thread after a cluster-state snapshot was applied locally. Set
+  // before start().
+  void set_state_applied_hook(std::function<void()> f);
+  // POSTs the reports to the controller's copy-state route and waits for the answer: true
+  // only on 200 (committed there). Thread-safe; any thread may call it.
+  bool report_copies_now(const std::vector<CopyReport>& reports,
+                         std::chrono::milliseconds timeout);
 
  private:
   void run();
+  void apply_state(const nlohmann::json& snapshot);
 
   NodeIdentity me_;
   std::string controller_url_;
@@ -79,6 +97,10 @@ class NodeAgent {
   bool stopping_ = false;
   bool reachable_ = true;
   std::deque<ReportedEvent> pending_;  // guarded by mu_
+  db::Catalogue* local_;
+  std::function<std::vector<CopyReport>()> copy_reporter_;
+  std::function<void()> state_applied_;
+  int64_t known_revision_ = -1;  // agent thread only
   std::thread thread_;
 };
 

@@ -281,8 +281,11 @@ int run(int argc, char** argv) {
   mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, cluster ? &*cluster : nullptr,
                        admin_token, o.node_name, {}};
   if (!controller) {
-    ctx.forward = [url = o.join](const mgmt::HttpRequest& r) { return mgmt::forward_to(url, r); };
-    agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token);
+    ctx.forward = [url = o.join, name = o.node_name](const mgmt::HttpRequest& r) {
+      return mgmt::forward_to(url, r, name);
+    };
+    agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token,
+                  &catalogue);
     agent->start();
   }
   mgmt::Router router(ctx);

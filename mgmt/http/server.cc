@@ -157,6 +157,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         r.method = method;
         r.authorization = std::string(req[http::field::authorization]);
         r.content_type = std::string(req[http::field::content_type]);
+        r.origin_node = std::string(req[kOriginNodeHeader]);
         r.target = std::string(req.target());
         if (!split_target(r.target, &r.path, &r.query)) {
           resp = error_body(400, "bad_request", "malformed request target");

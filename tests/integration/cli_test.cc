@@ -66,6 +66,28 @@ TEST_F(CliTest, VolumeVerbsEndToEnd) {
   EXPECT_EQ(daemon_->ctl({"volume", "get", "pg"}).exit_code, 1);
 }
 
+TEST_F(CliTest, VolumeGetShowsCopiesAndCreateTakesANode) {
+  auto c = daemon_->ctl({"volume", "create", "on1", "--size", "8MiB", "--node", "n1"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  auto get = daemon_->ctl({"volume", "get", "on1"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  for (const char* col : {"NODE", "ROLE", "STATE", "APPLIED-SEQ", "BEHIND", "PROGRESS"}) {
+    EXPECT_NE(get.out.find(col), std::string::npos) << col << "\n" << get.out;
+  }
+  EXPECT_NE(get.out.find("master"), std::string::npos) << get.out;
+  json v = json::parse(daemon_->ctl({"--json", "volume", "get", "on1"}).out);
+  ASSERT_EQ(v["copies"].size(), 1u);
+  EXPECT_EQ(v["copies"][0]["number"], 1);
+  EXPECT_EQ(v["copies"][0]["node"], "n1");
+  EXPECT_EQ(v["copies"][0]["behind_bytes"], 0);
+  auto nowhere = daemon_->ctl({"volume", "create", "x", "--size", "8MiB", "--node", "n9"});
+  EXPECT_EQ(nowhere.exit_code, 1);
+  EXPECT_NE(nowhere.err.find("n9"), std::string::npos) << nowhere.err;
+  auto nodes = daemon_->ctl({"node", "list"});
+  ASSERT_EQ(nodes.exit_code, 0);
+  EXPECT_NE(nodes.out.find("COPIES"), std::string::npos);
+}
+
 TEST_F(CliTest, ServerErrorsExitOneWithTheMessage) {
   auto r = daemon_->ctl({"volume", "create", "big", "--size", "1GiB", "--replicas", "2"});
   EXPECT_EQ(r.exit_code, 1);

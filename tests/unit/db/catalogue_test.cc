@@ -91,6 +91,70 @@ TEST_F(CatalogueTest, EveryEarlierVersionUpgradesKeepingData) {
   }
 }
 
+// Migration 5: a version-4 file's copies become copy number 1 with zero progress, and new
+// copy numbers continue above the highest ever given, even after the highest is deleted.
+TEST_F(CatalogueTest, Version4CopiesUpgradeToNumberedCopies) {
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+  ASSERT_TRUE(migrate_to(raw, 4).ok());
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
+                         "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
+                         "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
+                         "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
+                         "'{}','n-id','healthy',1,1);"
+                         "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq) "
+                         "VALUES('c-id','v-id','n-id','master','in-sync',7);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(raw);
+  auto c = open();
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->schema_version(), 5);
+  auto copies = c->transact<std::vector<CopyRow>>([](Tx& tx) { return tx.copies_of("v-id"); });
+  ASSERT_TRUE(copies.ok());
+  ASSERT_EQ(copies->size(), 1u);
+  EXPECT_EQ(copies->front().number, 1u);
+  EXPECT_EQ(copies->front().applied_seq, 7u);
+  EXPECT_EQ(copies->front().sync_done_bytes, 0u);
+  EXPECT_EQ(copies->front().behind_bytes, 0u);
+
+  auto r = c->transact<void>([](Tx& tx) -> DbResult<void> {
+    if (auto n = tx.upsert_node({"n2", "n2", "127.0.0.2", "http://y", "online"}); !n) return n;
+    if (auto n = tx.upsert_node({"n3", "n3", "127.0.0.3", "http://z", "online"}); !n) return n;
+    auto next = tx.next_copy_number("v-id");
+    if (!next) return core::fail(next.error());
+    EXPECT_EQ(*next, 2u);
+    CopyRow r2{"c2", "v-id", "n2", "replica", "syncing", 0, *next};
+    if (auto i = tx.insert_copy(r2); !i) return i;
+    auto n3 = tx.next_copy_number("v-id");
+    EXPECT_EQ(*n3, 3u);
+    CopyRow r3{"c3", "v-id", "n3", "replica", "syncing", 0, *n3};
+    if (auto i = tx.insert_copy(r3); !i) return i;
+    if (auto d = tx.delete_copy("c3"); !d) return d;
+    EXPECT_EQ(*tx.next_copy_number("v-id"), 4u) << "a deleted copy's number is not reused";
+    r2.state = kCopyInSync;
+    r2.sync_done_bytes = r2.sync_total_bytes = 1048576;
+    r2.behind_bytes = 5;
+    if (auto u = tx.update_copy(r2); !u) return u;
+    EXPECT_EQ(tx.delete_copy("nope").error().code, DbErrc::kNotFound);
+    CopyRow ghost{"ghost", "v-id", "n3", "replica", "in-sync", 0, 9};
+    EXPECT_EQ(tx.update_copy(ghost).error().code, DbErrc::kNotFound);
+    CopyRow dup{"c4", "v-id", "n3", "replica", "in-sync", 0, 2};
+    EXPECT_EQ(tx.insert_copy(dup).error().code, DbErrc::kConflict) << "numbers are unique";
+    return {};
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  auto all = c->transact<std::vector<CopyRow>>([](Tx& tx) { return tx.list_copies(); });
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[1].number, 2u);
+  EXPECT_EQ((*all)[1].state, "in-sync");
+  EXPECT_EQ((*all)[1].sync_total_bytes, 1048576u);
+  EXPECT_EQ((*all)[1].behind_bytes, 5u);
+  EXPECT_GT((*all)[1].updated_ms, 0);
+}
+
 TEST_F(CatalogueTest, RefusesAFileFromTheFuture) {
   sqlite3* raw = nullptr;
   sqlite3_open(path_.c_str(), &raw);

@@ -226,18 +226,105 @@ TEST_F(RouterTest, TooFewNodesForReplicasIs409WithCounts) {
   // No file was left behind by the refusals.
   EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
 
-  // With enough nodes the node check passes, but replication is not built yet: refused
-  // plainly (501) instead of recorded and not honoured, and nothing is left behind.
+  // With enough nodes the volume is created: the master here (with its file), the replica's
+  // row on the other node (that node's data plane creates its file).
   add_node("node-2", "n2");
   auto r1 = call("POST", "/api/v1/volumes", R"({"name":"r1","size":"1GiB","replicas":1})");
-  ASSERT_EQ(r1.status, 501) << r1.body;
-  EXPECT_EQ(body(r1)["error"]["code"], "not_implemented");
-  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
+  ASSERT_EQ(r1.status, 201) << r1.body;
+  json v1 = body(r1);
+  ASSERT_EQ(v1["copies"].size(), 2u);
+  EXPECT_EQ(v1["copies"][0]["node"], "n1");
+  EXPECT_EQ(v1["copies"][0]["role"], "master");
+  EXPECT_EQ(v1["copies"][0]["number"], 1);
+  EXPECT_EQ(v1["copies"][1]["node"], "n2");
+  EXPECT_EQ(v1["copies"][1]["number"], 2);
+  EXPECT_EQ(v1["copies"][1]["state"], "in-sync");
+  EXPECT_EQ(v1["state"], "healthy");
   ASSERT_EQ(call("POST", "/api/v1/volumes", R"({"name":"r0","size":"1GiB"})").status, 201);
   EXPECT_EQ(body(call("GET", "/api/v1/volumes/r0"))["ha_available"], true);
   EXPECT_EQ(call("PATCH", "/api/v1/volumes/r0", R"({"replicas":2})").status, 409);
-  EXPECT_EQ(call("PATCH", "/api/v1/volumes/r0", R"({"replicas":1})").status, 501);
   EXPECT_EQ(body(call("GET", "/api/v1/volumes/r0"))["replicas"], 0);
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/r0"))["copies"].size(), 1u);
+}
+
+TEST_F(RouterTest, ReplicaCountChangesAtRunTime) {
+  add_node("node-2", "n2");
+  add_node("node-3", "n3");
+  int changes = 0;
+  volumes_->set_changed_hook([&] { ++changes; });
+  ASSERT_EQ(call("POST", "/api/v1/volumes", R"({"name":"v","size":"1GiB"})").status, 201);
+  EXPECT_EQ(changes, 1);
+  auto up = call("PATCH", "/api/v1/volumes/v", R"({"replicas":2})");
+  ASSERT_EQ(up.status, 200) << up.body;
+  EXPECT_EQ(changes, 2);
+  json j = body(up);
+  ASSERT_EQ(j["copies"].size(), 3u);
+  std::set<std::string> nodes;
+  for (const auto& c : j["copies"]) nodes.insert(c["node"].get<std::string>());
+  EXPECT_EQ(nodes.size(), 3u);
+  EXPECT_EQ(j["copies"][1]["state"], "syncing");
+  EXPECT_EQ(j["copies"][2]["number"], 3);
+  EXPECT_EQ(j["state"], "degraded");
+  auto down = call("PATCH", "/api/v1/volumes/v", R"({"replicas":1})");
+  ASSERT_EQ(down.status, 200) << down.body;
+  j = body(down);
+  ASSERT_EQ(j["copies"].size(), 2u);
+  EXPECT_EQ(j["copies"][0]["role"], "master");
+  auto up2 = body(call("PATCH", "/api/v1/volumes/v", R"({"replicas":2})"));
+  ASSERT_EQ(up2["copies"].size(), 3u);
+  EXPECT_EQ(up2["copies"][2]["number"], 4) << "a dropped copy's number is not reused";
+  auto evs = body(call("GET", "/api/v1/events"))["events"];
+  int added = 0, removed = 0;
+  for (const auto& e : evs) {
+    added += e["kind"] == "copy-added";
+    removed += e["kind"] == "copy-removed";
+  }
+  EXPECT_EQ(added, 3);
+  EXPECT_EQ(removed, 1);
+  ASSERT_EQ(call("PATCH", "/api/v1/volumes/v", R"({"replicas":0})").status, 200);
+  j = body(call("GET", "/api/v1/volumes/v"));
+  EXPECT_EQ(j["copies"].size(), 1u);
+  EXPECT_EQ(j["state"], "healthy");
+  ASSERT_EQ(call("DELETE", "/api/v1/volumes/v").status, 204);
+}
+
+TEST_F(RouterTest, MasterNodeFromBodyOrOriginHeader) {
+  add_node("node-2", "n2");
+  auto r = call("POST", "/api/v1/volumes",
+                R"({"name":"a","size":"1GiB","node":"n2","replicas":1})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(body(r)["master"], "n2");
+  EXPECT_EQ(body(r)["copies"][1]["node"], "n1");
+  // Not this node's master: no file here (the replica's file is the data plane's).
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "volumes"));
+  // A restart does not take the volume offline for the replica file it lacks.
+  ASSERT_TRUE(volumes_->recover().ok());
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/a"))["state"], "healthy");
+  auto unknown = call("POST", "/api/v1/volumes", R"({"name":"b","size":"1GiB","node":"zz"})");
+  EXPECT_EQ(unknown.status, 422);
+  EXPECT_EQ(body(unknown)["error"]["field"], "node");
+  EXPECT_EQ(call("POST", "/api/v1/volumes", R"({"name":"b","size":"1GiB","node":5})").status,
+            422);
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) { return tx.set_node_state("node-2", "offline"); })
+                  .ok());
+  auto off = call("POST", "/api/v1/volumes", R"({"name":"b","size":"1GiB","node":"n2"})");
+  EXPECT_EQ(off.status, 422);
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) { return tx.set_node_state("node-2", "online"); })
+                  .ok());
+  HttpRequest req;
+  req.method = "POST";
+  req.path = "/api/v1/volumes";
+  req.authorization = std::string("Bearer ") + kToken;
+  req.origin_node = "n2";
+  req.body = R"({"name":"c","size":"1GiB"})";
+  std::string route;
+  auto o = router_->handle(req, &route);
+  ASSERT_EQ(o.status, 201) << o.body;
+  EXPECT_EQ(body(o)["master"], "n2");
+  req.body = R"({"name":"d","size":"1GiB","node":"n1"})";
+  o = router_->handle(req, &route);
+  EXPECT_EQ(body(o)["master"], "n1") << "the body wins over the origin";
+  ASSERT_EQ(call("DELETE", "/api/v1/volumes/a").status, 204);
 }
 
 TEST_F(RouterTest, ClassDefaultsApplyAndVolumeLabelsOverride) {
@@ -405,6 +492,79 @@ TEST_F(RouterTest, NodesJoinWithTheJoinTokenAndHeartbeatWithTheirOwn) {
     EXPECT_NE(ev.find(kind), std::string::npos) << kind;
   }
   EXPECT_EQ(ev.find(token2), std::string::npos) << "a token leaked into the event log";
+}
+
+// A master node's copy reports through the heartbeat and the copy-state route; the answer
+// carries the cluster state when the node's revision is stale.
+TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
+  FakeCa ca;
+  ClusterService cluster(*cat_, &ca, "n1", std::chrono::milliseconds(5000));
+  router_ = std::make_unique<Router>(ApiContext{cat_.get(), volumes_.get(), &metrics_, &cluster,
+                                                std::make_shared<TokenHash>(sha256_hex(kToken)),
+                                                "n1", {}});
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) {
+                      return tx.set_setting(ClusterService::kJoinTokenSetting,
+                                            sha256_hex("join-secret"));
+                    }).ok());
+  auto grant = body(call("POST", "/api/v1/cluster/join",
+                         R"({"name":"n2","address":"127.0.0.2","api_url":"http://127.0.0.2:8080",
+                             "csr":"CSR-n2"})",
+                         "join-secret"));
+  std::string tok = grant["node_token"];
+  add_node("node-3", "n3");
+  auto created = call("POST", "/api/v1/volumes",
+                      R"({"name":"v","size":"1GiB","replicas":1,"node":"n2"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  json vol = body(created);
+  std::string vid = vol["id"];
+  uint32_t replica_number = vol["copies"][1]["number"];
+
+  // First heartbeat: no revision known, so the whole state comes back.
+  auto hb = call("POST", "/api/v1/nodes/n2/heartbeat", R"({"known_revision":-1})", tok);
+  ASSERT_EQ(hb.status, 200) << hb.body;
+  json ans = body(hb);
+  ASSERT_TRUE(ans.contains("state"));
+  EXPECT_EQ(ans["state"]["revision"], ans["revision"]);
+  EXPECT_EQ(ans["state"]["volumes"][0]["id"], vid);
+  int64_t rev = ans["revision"];
+  ans = body(call("POST", "/api/v1/nodes/n2/heartbeat",
+                  json{{"known_revision", rev}}.dump(), tok));
+  EXPECT_FALSE(ans.contains("state")) << "up to date: no snapshot";
+
+  // The master (n2) reports its replica out of sync through the heartbeat.
+  json rep = {{"known_revision", rev},
+              {"copies", {{{"volume_id", vid}, {"number", replica_number},
+                           {"state", "out-of-sync"}, {"applied_seq", 5},
+                           {"behind_bytes", 4096}}}}};
+  ans = body(call("POST", "/api/v1/nodes/n2/heartbeat", rep.dump(), tok));
+  EXPECT_TRUE(ans.contains("state")) << "the report changed the state";
+  json v = body(call("GET", "/api/v1/volumes/v"));
+  EXPECT_EQ(v["state"], "degraded");
+  EXPECT_EQ(v["copies"][1]["state"], "out-of-sync");
+  EXPECT_EQ(v["copies"][1]["behind_bytes"], 4096);
+
+  // The copy-state route: committed before 200; a node that is not the master is ignored.
+  json cs = {{"node", "n2"},
+             {"copies", {{{"volume_id", vid}, {"number", replica_number}, {"state", "in-sync"},
+                          {"applied_seq", 9}}}}};
+  auto r = call("POST", "/api/v1/cluster/copy-state", cs.dump(), tok);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(body(r)["applied"], 1);
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/v"))["state"], "healthy");
+  EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", cs.dump(), "wrong").status, 401);
+  EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", cs.dump(), kToken).status, 401)
+      << "the admin token is not a node token";
+  for (const char* bad :
+       {"[]", "{}", R"({"node":"n2"})", R"({"node":"n2","copies":{}})", R"({"node":5,"copies":[]})",
+        R"({"node":"n2","copies":[{"volume_id":"x","number":0,"state":"in-sync"}]})",
+        R"({"node":"n2","copies":[{"volume_id":"x","number":1,"state":"nope"}]})"}) {
+    auto b = call("POST", "/api/v1/cluster/copy-state", bad, tok);
+    EXPECT_TRUE(b.status == 400 || b.status == 422) << bad << " -> " << b.status;
+  }
+  for (const char* bad : {R"({"copies":"x"})", R"({"known_revision":"1"})",
+                          R"({"known_revision":-7})", R"({"copies":[{"number":2}]})"}) {
+    EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", bad, tok).status, 422) << bad;
+  }
 }
 
 TEST_F(RouterTest, NonControllerForwardsTheApiButServesHealthLocally) {

@@ -1,0 +1,161 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "mgmt/cluster_service.h"
+
+namespace tandem::mgmt {
+namespace {
+
+using nlohmann::json;
+
+class CopyReportsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tandem-reports-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto c = db::Catalogue::open((dir_ / "c.db").string());
+    ASSERT_TRUE(c.ok());
+    cat_ = std::move(*c);
+    auto r = cat_->transact<void>([](db::Tx& tx) -> db::DbResult<void> {
+      for (const char* n : {"a", "b", "c"}) {
+        db::NodeRow row{std::string("id-") + n, n, "127.0.0.1", "http://x", "online"};
+        if (auto x = tx.upsert_node(row); !x) return x;
+      }
+      db::VolumeRow v;
+      v.id = "vol-1";
+      v.name = "db1";
+      v.master_node = "id-a";
+      if (auto x = tx.insert_volume(v); !x) return x;
+      if (auto x = tx.insert_copy({"c1", "vol-1", "id-a", "master", "in-sync", 0, 1}); !x) return x;
+      if (auto x = tx.insert_copy({"c2", "vol-1", "id-b", "replica", "in-sync", 0, 2}); !x) return x;
+      return tx.insert_copy({"c3", "vol-1", "id-c", "replica", "in-sync", 0, 3});
+    });
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  CopyReportOutcome apply(const std::string& node, const std::vector<CopyReport>& reps) {
+    auto r = cat_->transact<CopyReportOutcome>(
+        [&](db::Tx& tx) { return apply_copy_reports(tx, node, reps); });
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? *r : CopyReportOutcome{};
+  }
+  std::string volume_state() {
+    auto v = cat_->transact<std::optional<db::VolumeRow>>(
+        [](db::Tx& tx) { return tx.volume_by_id("vol-1"); });
+    return (*v)->state;
+  }
+  std::vector<std::string> event_kinds() {
+    auto e = cat_->transact<std::vector<db::EventRow>>([](db::Tx& tx) { return tx.events(0, 100); });
+    std::vector<std::string> out;
+    for (const auto& ev : *e) out.push_back(ev.kind);
+    return out;
+  }
+  db::CopyRow copy(uint32_t number) {
+    auto c = cat_->transact<std::vector<db::CopyRow>>([](db::Tx& tx) { return tx.copies_of("vol-1"); });
+    return (*c)[number - 1];
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<db::Catalogue> cat_;
+};
+
+TEST_F(CopyReportsTest, OutOfSyncDegradesAndInSyncHeals) {
+  auto o = apply("id-a", {{"vol-1", 2, "out-of-sync", 10, 0, 0, 4096}});
+  EXPECT_EQ(o.applied, 1);
+  EXPECT_EQ(volume_state(), "degraded");
+  EXPECT_EQ(copy(2).state, "out-of-sync");
+  EXPECT_EQ(copy(2).applied_seq, 10u);
+  EXPECT_EQ(copy(2).behind_bytes, 4096u);
+  EXPECT_EQ(event_kinds(), (std::vector<std::string>{"copy-out-of-sync", "volume-degraded"}));
+
+  apply("id-a", {{"vol-1", 2, "syncing", 11, 100, 1000, 900}});
+  EXPECT_EQ(volume_state(), "degraded");
+  EXPECT_EQ(copy(2).sync_done_bytes, 100u);
+  EXPECT_EQ(copy(2).sync_total_bytes, 1000u);
+  // Progress without a state change writes no event.
+  apply("id-a", {{"vol-1", 2, "syncing", 12, 500, 1000, 500}});
+  EXPECT_EQ(event_kinds().size(), 3u);
+
+  apply("id-a", {{"vol-1", 2, "in-sync", 13, 1000, 1000, 0}, {"vol-1", 1, "in-sync", 13}});
+  EXPECT_EQ(volume_state(), "healthy");
+  EXPECT_EQ(copy(1).applied_seq, 13u);
+  EXPECT_EQ(event_kinds().back(), "volume-healthy");
+}
+
+TEST_F(CopyReportsTest, OnlyTheMastersNodeIsHeard) {
+  auto o = apply("id-b", {{"vol-1", 3, "out-of-sync", 1}});
+  EXPECT_EQ(o.applied, 0);
+  EXPECT_EQ(o.ignored, 1);
+  EXPECT_EQ(copy(3).state, "in-sync");
+  EXPECT_EQ(volume_state(), "healthy");
+  EXPECT_TRUE(event_kinds().empty());
+}
+
+TEST_F(CopyReportsTest, UnknownVolumeCopyOrStateIsIgnored) {
+  auto o = apply("id-a", {{"nope", 2, "in-sync"}, {"vol-1", 9, "in-sync"}, {"vol-1", 2, "weird"}});
+  EXPECT_EQ(o.applied, 0);
+  EXPECT_EQ(o.ignored, 3);
+}
+
+TEST_F(CopyReportsTest, OtherVolumeStatesBelongToTheDataPlane) {
+  auto r = cat_->transact<void>([](db::Tx& tx) -> db::DbResult<void> {
+    auto v = tx.volume_by_id("vol-1");
+    db::VolumeRow row = **v;
+    row.state = "read-only";
+    return tx.update_volume(row);
+  });
+  ASSERT_TRUE(r.ok());
+  apply("id-a", {{"vol-1", 2, "out-of-sync"}});
+  EXPECT_EQ(volume_state(), "read-only");
+}
+
+TEST(ParseCopyReports, RoundTripAndHostileInput) {
+  std::vector<CopyReport> reps{{"vol-1", 2, "syncing", 1, 2, 3, 4}};
+  auto back = parse_copy_reports(copy_reports_json(reps));
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->size(), 1u);
+  EXPECT_EQ((*back)[0].volume_id, "vol-1");
+  EXPECT_EQ((*back)[0].behind_bytes, 4u);
+
+  json good = copy_reports_json(reps)[0];
+  std::vector<json> bad{json::object(), "x", 5, json::array({1}), json::array({json()})};
+  auto with = [&](const char* k, json v) {
+    json e = good;
+    e[k] = std::move(v);
+    return json::array({e});
+  };
+  bad.push_back(with("volume_id", 5));
+  bad.push_back(with("volume_id", ""));
+  bad.push_back(with("volume_id", std::string(65, 'v')));
+  bad.push_back(with("number", 0));
+  bad.push_back(with("number", -1));
+  bad.push_back(with("number", 1ull << 33));
+  bad.push_back(with("number", "2"));
+  bad.push_back(with("state", "bogus"));
+  bad.push_back(with("state", 1));
+  bad.push_back(with("applied_seq", -1));
+  bad.push_back(with("applied_seq", 1.5));
+  bad.push_back(with("behind_bytes", "1"));
+  bad.push_back(with("sync_done_bytes", UINT64_MAX));
+  {
+    json e = good;
+    e.erase("number");
+    bad.push_back(json::array({e}));
+  }
+  bad.push_back(json(std::vector<json>(kMaxCopyReports + 1, good)));
+  for (size_t i = 0; i < bad.size(); ++i) {
+    auto r = parse_copy_reports(bad[i]);
+    ASSERT_FALSE(r.ok()) << "case " << i;
+    EXPECT_EQ(r.error().status, 422) << "case " << i;
+  }
+  EXPECT_TRUE(parse_copy_reports(json(std::vector<json>(kMaxCopyReports, good))).ok());
+}
+
+}  // namespace
+}  // namespace tandem::mgmt
