@@ -4,7 +4,9 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <tuple>
 
 namespace tandem::backend::fwd {
 namespace {
@@ -36,12 +38,14 @@ struct Op {
   std::vector<std::byte> buf;  // READ data
   std::string uuid;
   uint64_t token = 0;  // gate admission, mutating ops only
+  size_t cost = 0;     // charged against the in-flight bounds until the reply
 };
 
 struct ForwardServer::Shared : std::enable_shared_from_this<ForwardServer::Shared> {
-  explicit Shared(Lookup l) : lookup(std::move(l)) {}
+  Shared(Lookup l, Options o) : lookup(std::move(l)), options(o) {}
 
   Lookup lookup;
+  const Options options;
   Stats stats;
 
   // Per volume: the mutating requests running, and those waiting for an overlapping one.
@@ -55,6 +59,32 @@ struct ForwardServer::Shared : std::enable_shared_from_this<ForwardServer::Share
   std::mutex mu;
   std::map<std::string, Gate> gates;
   uint64_t next_token = 1;
+  size_t inflight_requests = 0;
+  size_t inflight_bytes = 0;
+  // COMPARE AND WRITE outcomes by (volume, forwarder instance, request id), oldest first out.
+  using CawKey = std::tuple<wire::Uuid, uint64_t, uint64_t>;
+  std::map<CawKey, IoResult> caw_done;
+  std::deque<CawKey> caw_order;
+
+  static CawKey caw_key(const Op& op) {
+    return {op.req.volume, op.req.generation, op.req.sequence};
+  }
+  void remember_caw(const Op& op, IoResult res) {
+    if (op.req.generation == 0 || options.caw_memory == 0) return;  // no instance id: no replay
+    std::lock_guard lock(mu);
+    if (caw_done.emplace(caw_key(op), res).second) caw_order.push_back(caw_key(op));
+    while (caw_order.size() > options.caw_memory) {
+      caw_done.erase(caw_order.front());
+      caw_order.pop_front();
+    }
+  }
+  std::optional<IoResult> replayed_caw(const Op& op) {
+    if (op.req.generation == 0) return std::nullopt;
+    std::lock_guard lock(mu);
+    auto it = caw_done.find(caw_key(op));
+    if (it == caw_done.end()) return std::nullopt;
+    return it->second;
+  }
 
   void reply(const std::shared_ptr<Op>& op, IoResult res, std::span<const uint8_t> data = {});
   void reply(const std::shared_ptr<link::InboundConnection>& conn, const wire::FrameHeader& req,
@@ -89,6 +119,9 @@ void ForwardServer::Shared::reply(const std::shared_ptr<link::InboundConnection>
 void ForwardServer::Shared::reply(const std::shared_ptr<Op>& op, IoResult res,
                                   std::span<const uint8_t> data) {
   reply(op->conn, op->req, res, data);
+  std::lock_guard lock(mu);
+  inflight_requests -= 1;
+  inflight_bytes -= op->cost;
 }
 
 // Starts `op` now unless it overlaps a running or an earlier waiting mutating request.
@@ -176,9 +209,19 @@ void ForwardServer::Shared::start(std::shared_ptr<Op> op) {
       op->vol->unmap(op->req.lba, op->req.count, finish);
       return;
     case IoOp::kCompareAndWrite: {
+      // A twin re-sent after a drop waited in the gate for the original; answer as it did.
+      if (auto done = replayed_caw(*op)) {
+        stats.caw_replayed.fetch_add(1, std::memory_order_relaxed);
+        return finish(*done);
+      }
       auto all = as_bytes(op->payload);
       const size_t half = all.size() / 2;
-      op->vol->compare_and_write(op->req.lba, all.first(half), all.subspan(half), fua, finish);
+      op->vol->compare_and_write(op->req.lba, all.first(half), all.subspan(half), fua,
+                                 [self, op](IoResult res) {
+                                   self->remember_caw(*op, res);
+                                   self->release(op);
+                                   self->reply(op, res);
+                                 });
       return;
     }
     case IoOp::kLbaStatus:
@@ -196,8 +239,8 @@ void ForwardServer::Shared::start(std::shared_ptr<Op> op) {
   self->reply(op, IoResult{IoStatus::kMediumError});  // unreachable: validated
 }
 
-ForwardServer::ForwardServer(Lookup lookup)
-    : shared_(std::make_shared<Shared>(std::move(lookup))) {}
+ForwardServer::ForwardServer(Lookup lookup, Options options)
+    : shared_(std::make_shared<Shared>(std::move(lookup), options)) {}
 
 ForwardServer::~ForwardServer() = default;
 
@@ -255,6 +298,17 @@ void ForwardServer::handle(const std::shared_ptr<link::InboundConnection>& conn,
       break;
   }
   auto o = std::make_shared<Op>();
+  o->cost = payload.size() + (op == IoOp::kRead ? size_t(h.count * bs) : 0);
+  {
+    std::lock_guard lock(s.mu);
+    if (s.inflight_requests >= s.options.max_inflight_requests ||
+        (s.inflight_bytes > 0 && s.inflight_bytes + o->cost > s.options.max_inflight_bytes)) {
+      s.stats.busy.fetch_add(1, std::memory_order_relaxed);
+      return s.reply(conn, h, IoResult{IoStatus::kNotReady});
+    }
+    s.inflight_requests += 1;
+    s.inflight_bytes += o->cost;
+  }
   o->conn = conn;
   o->vol = std::move(vol);
   o->req = h;

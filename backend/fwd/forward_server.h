@@ -5,6 +5,12 @@
 // forwarder retries). Malformed request (range beyond the volume: kOutOfRange; payload size
 // not matching count, unknown opcode: kMediumError): answered, never fatal, nothing applied.
 //
+// Bounds: requests accepted and not yet answered are limited in number and bytes (request
+// payloads plus read buffers); over either limit a request is answered kNotReady at once and
+// the forwarder retries it later (slow, not dead). A COMPARE AND WRITE is not idempotent, so
+// its outcome is remembered (bounded, by forwarder instance and request id) and a re-sent
+// twin gets that answer instead of a false miscompare.
+//
 // Ordering: a mutating request (write, unmap, compare-and-write) overlapping one still running
 // on the same volume starts only when every earlier overlapping one has finished, whatever
 // connection it came on. So a request re-sent after a link drop never races its stale twin,
@@ -40,9 +46,18 @@ class ForwardServer {
     std::atomic<uint64_t> malformed{0};       // answered kOutOfRange / kMediumError unrun
     std::atomic<uint64_t> deferred{0};        // waited for an overlapping earlier request
     std::atomic<uint64_t> replies_lost{0};    // the connection refused the reply (ended)
+    std::atomic<uint64_t> busy{0};            // over a bound: answered kNotReady unrun
+    std::atomic<uint64_t> caw_replayed{0};    // re-sent COMPARE AND WRITE answered from memory
   };
 
-  explicit ForwardServer(Lookup lookup);
+  struct Options {
+    size_t max_inflight_requests = 4096;
+    size_t max_inflight_bytes = 256u << 20;
+    size_t caw_memory = 4096;  // COMPARE AND WRITE outcomes remembered for re-sent twins
+  };
+
+  explicit ForwardServer(Lookup lookup) : ForwardServer(std::move(lookup), Options{}) {}
+  ForwardServer(Lookup lookup, Options options);
   ~ForwardServer();
   ForwardServer(const ForwardServer&) = delete;
   ForwardServer& operator=(const ForwardServer&) = delete;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <vector>
 
 namespace tandem::backend::fwd {
@@ -82,6 +83,7 @@ struct ForwardingVolume::Core : std::enable_shared_from_this<ForwardingVolume::C
   asio::ssl::context& tls;
   const Options options;
   wire::Uuid volume{};
+  uint64_t instance = 0;  // random, non-zero: with the request id, names a request anywhere
   wire::Hello hello;
   asio::strand<asio::io_context::executor_type> strand;  // the timer's
   asio::steady_timer timer;                                // strand
@@ -198,6 +200,7 @@ std::vector<uint8_t> ForwardingVolume::Core::encode_locked(uint64_t id, const Re
   h.lba = r.lba;
   h.count = r.count;
   h.flags = r.fua ? wire::kFlagFua : 0;
+  h.generation = instance;
   std::vector<uint8_t> out;
   bool ok = false;
   if (r.op == IoOp::kCompareAndWrite) {
@@ -226,13 +229,19 @@ void ForwardingVolume::Core::pump_locked(Clock::time_point now, Completions& don
       it = pending.erase(it);
       continue;
     }
+    // Charge what the request costs on the wire both ways: the master's reply budget must
+    // hold every answer we can have outstanding (a READ's data comes back in its reply).
     const size_t size = frame.size();
-    if (inflight_bytes > 0 && inflight_bytes + size > options.max_inflight_bytes) return;
+    const size_t cost = size + wire::max_frame_size(
+                                   r.op == IoOp::kRead        ? r.out.size()
+                                   : r.op == IoOp::kLbaStatus ? wire::kMaxExtents * wire::kExtentSize
+                                                              : 0);
+    if (inflight_bytes > 0 && inflight_bytes + cost > options.max_inflight_bytes) return;
     switch (link->send(std::move(frame))) {
       case link::SendStatus::kQueued:
         r.sent = true;
-        r.bytes = size;
-        inflight_bytes += size;
+        r.bytes = cost;
+        inflight_bytes += cost;
         if (r.ever_sent) resends.fetch_add(1, std::memory_order_relaxed);
         r.ever_sent = true;
         ++it;
@@ -381,6 +390,8 @@ FwdResult<std::shared_ptr<ForwardingVolume>> ForwardingVolume::create(
   }
   auto core = std::make_shared<Core>(io, tls, std::move(options));
   core->volume = id;
+  std::random_device rd;
+  while (core->instance == 0) core->instance = uint64_t(rd()) << 32 | rd();
   core->hello = std::move(hello);
   {
     std::lock_guard lock(core->mu);

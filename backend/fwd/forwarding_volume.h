@@ -54,9 +54,12 @@ class ForwardingVolume final : public core::BlockVolume {
 
   struct Options {
     std::chrono::milliseconds request_timeout{30'000};  // then the request fails kNotReady
-    // Encoded request bytes sent and not yet answered; further requests wait (one request
-    // larger than this still goes when nothing else is in flight). Also the link's budget.
-    size_t max_inflight_bytes = 64u << 20;
+    // Bytes of requests sent and not yet answered, counting each request frame plus the
+    // largest reply it can get (a READ's data); further requests wait (one request larger than
+    // this still goes when nothing else is in flight). Also the link's send budget. Keep it
+    // <= the master's LinkServer reply_budget_bytes (16 MiB by default), which closes a
+    // connection whose unread replies exceed it.
+    size_t max_inflight_bytes = 16u << 20;
     std::chrono::milliseconds retry_interval{100};  // after a kNotReady answer
     // Link tuning (PeerLink::Options).
     std::chrono::milliseconds connect_timeout{10'000};

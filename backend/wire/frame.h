@@ -40,7 +40,9 @@
 //                  FLUSH: lba = count = 0), flag FUA for WRITE / COMPARE_AND_WRITE.
 //                  payload: WRITE = the data (count blocks); COMPARE_AND_WRITE = compare bytes
 //                  then data bytes (2 * count blocks); READ, FLUSH, UNMAP, LBA_STATUS = none.
-//                  copy id and generation are ignored (send 0).
+//                  generation = the forwarder's instance id (random, non-zero; 0 = none): with
+//                  the request id it names a request re-sent after a drop, so the master can
+//                  answer a re-sent COMPARE_AND_WRITE as it did the first. copy id: send 0.
 //   IO_REPLY       volume and sequence of the request, status = core::IoStatus, count echoed,
 //                  lba = byte offset of the first difference when status is kMiscompare.
 //                  payload: READ ok = the data; LBA_STATUS ok = encode_extents(); else none.

@@ -146,6 +146,21 @@ class GatedVolume : public core::BlockVolume {
 class Dispatch : public link::FrameHandler {
  public:
   explicit Dispatch(std::shared_ptr<ForwardServer> s) : server(std::move(s)) {}
+  void on_connection_up(const std::shared_ptr<link::InboundConnection>& conn) override {
+    std::lock_guard lock(mu);
+    conns.push_back(conn);
+  }
+  // Drops every connection (the network, not the master, failing).
+  void drop_all() {
+    std::vector<std::shared_ptr<link::InboundConnection>> all;
+    {
+      std::lock_guard lock(mu);
+      all.swap(conns);
+    }
+    for (auto& c : all) c->close("test: connection cut");
+  }
+  std::mutex mu;
+  std::vector<std::shared_ptr<link::InboundConnection>> conns;
   void on_frame(const std::shared_ptr<link::InboundConnection>& conn, const wire::FrameHeader& h,
                 std::vector<uint8_t> payload) override {
     if (h.type == wire::FrameType::kIoRequest) server->handle(conn, h, std::move(payload));
@@ -160,6 +175,7 @@ struct Master {
   uint64_t lookups = 0;  // every request the ForwardServer looked a volume up for
   std::map<std::string, std::shared_ptr<core::BlockVolume>> volumes;
   std::shared_ptr<ForwardServer> fwd;
+  std::shared_ptr<Dispatch> dispatch;
   std::unique_ptr<link::LinkServer> server;
 
   void put(std::shared_ptr<core::BlockVolume> v) {
@@ -234,7 +250,7 @@ class ForwardingTest : public ::testing::Test {
   }
 
   Master* start_master(ssl::context& ctx, const std::string& node_id, uint16_t port = 0,
-                       Master* reuse = nullptr) {
+                       Master* reuse = nullptr, ForwardServer::Options fo = {}) {
     Master* m = reuse;
     if (!m) {
       masters_.push_back(std::make_unique<Master>());
@@ -246,13 +262,14 @@ class ForwardingTest : public ::testing::Test {
       m->cv.notify_all();
       auto it = m->volumes.find(uuid);
       return it == m->volumes.end() ? nullptr : it->second;
-    });
+    }, fo);
+    m->dispatch = std::make_shared<Dispatch>(m->fwd);
     link::LinkServer::Options o;
     o.bind_address = "127.0.0.1";
     o.port = port;
     o.hello = wire::Hello{node_id, "127.0.0.1"};
     o.handshake_timeout = 2s;
-    auto s = link::LinkServer::start(server_io_, ctx, o, std::make_shared<Dispatch>(m->fwd), {});
+    auto s = link::LinkServer::start(server_io_, ctx, o, m->dispatch, {});
     EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
     if (!s) return nullptr;
     m->server = std::move(s).value();
@@ -495,6 +512,95 @@ TEST_F(ForwardingTest, ServerRestartMidStreamLosesNothing) {
   EXPECT_GE(v->resends(), kN);
   gated->release();  // the stale copies land too: same data, same place
   for (size_t i = 0; i < kN; ++i) EXPECT_EQ(read_back(*v, 100 + i * 4, 4), datas[i]) << i;
+}
+
+// A COMPARE AND WRITE that ran on the master but whose answer was lost with the connection is
+// re-sent: the master answers it as the first time, not with a false miscompare.
+TEST_F(ForwardingTest, CompareAndWriteResentAfterDropIsAnsweredFromMemory) {
+  auto file = file_volume("caw-drop.img", kUuid);
+  auto gated = std::make_shared<GatedVolume>(file);
+  Master* m = start_master(ctx_a_, "uuid-node-a");
+  ASSERT_TRUE(m);
+  m->put(gated);
+  auto v = forwarder(m->server->local_port());
+  const auto old_data = pattern(1, 20);
+  const auto new_data = pattern(1, 21);
+  ASSERT_TRUE(io([&](auto d) { v->write(9, old_data, false, d); }).ok());
+  gated->hold();
+  Waiter<IoResult> w;
+  v->compare_and_write(9, old_data, new_data, false, w.cb());
+  ASSERT_TRUE(gated->wait_held(1));
+  uint64_t looked_up = 0;
+  {
+    std::lock_guard lock(m->mu);
+    looked_up = m->lookups;
+  }
+  m->dispatch->drop_all();                  // the answer of the held original will be lost
+  ASSERT_TRUE(m->wait_lookups(looked_up + 1));  // the twin arrived on a new connection
+  gated->release();                         // original compares equal and writes
+  auto r = w.get();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->ok()) << int(r->status);
+  EXPECT_EQ(m->fwd->stats().caw_replayed.load(), 1u);
+  EXPECT_EQ(read_back(*file, 9, 1), new_data);
+}
+
+// Over the master's in-flight bound a request is answered kNotReady and retried, not lost.
+TEST_F(ForwardingTest, BusyMasterRefusesAndTheForwarderRetries) {
+  auto file = file_volume("busy.img", kUuid);
+  auto gated = std::make_shared<GatedVolume>(file);
+  ForwardServer::Options fo;
+  fo.max_inflight_requests = 1;
+  Master* m = start_master(ctx_a_, "uuid-node-a", 0, nullptr, fo);
+  ASSERT_TRUE(m);
+  m->put(gated);
+  auto v = forwarder(m->server->local_port());
+  gated->hold();
+  const auto a = pattern(2, 31), b = pattern(2, 32);
+  Waiter<IoResult> wa, wb;
+  v->write(0, a, false, wa.cb());
+  ASSERT_TRUE(gated->wait_held(1));
+  uint64_t looked_up = 0;
+  {
+    std::lock_guard lock(m->mu);
+    looked_up = m->lookups;
+  }
+  v->write(100, b, false, wb.cb());
+  ASSERT_TRUE(m->wait_lookups(looked_up + 2));  // refused, then asked again
+  EXPECT_GE(m->fwd->stats().busy.load(), 1u);
+  gated->release();
+  auto ra = wa.get(), rb = wb.get();
+  ASSERT_TRUE(ra && rb);
+  EXPECT_TRUE(ra->ok());
+  EXPECT_TRUE(rb->ok());
+  EXPECT_EQ(read_back(*file, 100, 2), b);
+}
+
+// Reads whose answers together exceed the master's reply budget (16 MiB) at QD 32: the
+// forwarder's in-flight budget counts the data coming back, so the link is never overrun.
+TEST_F(ForwardingTest, LargeReadsAtDepthStayWithinTheRepliesBudget) {
+  auto file = file_volume("big.img", kUuid);
+  Master* m = start_master(ctx_a_, "uuid-node-a");
+  ASSERT_TRUE(m);
+  m->put(file);
+  auto metrics = std::make_shared<link::LinkMetrics>();
+  ForwardingVolume::Options o;
+  o.metrics = metrics;
+  auto v = forwarder(m->server->local_port(), "node-a", o);
+  const auto data = pattern(2048, 40);  // 1 MiB
+  ASSERT_TRUE(io([&](auto d) { v->write(0, data, false, d); }).ok());
+  constexpr size_t kN = 32;
+  std::vector<std::vector<std::byte>> outs(kN, std::vector<std::byte>(data.size()));
+  std::vector<Waiter<IoResult>> waits(kN);
+  for (size_t i = 0; i < kN; ++i) v->read(0, outs[i], waits[i].cb());
+  for (size_t i = 0; i < kN; ++i) {
+    auto r = waits[i].get();
+    ASSERT_TRUE(r.has_value()) << i;
+    EXPECT_TRUE(r->ok()) << i;
+    EXPECT_EQ(outs[i], data) << i;
+  }
+  EXPECT_EQ(metrics->connects.load(), 1u);  // no overflow, no reconnect
+  EXPECT_EQ(v->resends(), 0u);
 }
 
 TEST_F(ForwardingTest, RetargetMovesPendingRequestsToTheNewMaster) {
