@@ -88,7 +88,11 @@ struct ForwardServer::Shared : std::enable_shared_from_this<ForwardServer::Share
 
   void reply(const std::shared_ptr<Op>& op, IoResult res, std::span<const uint8_t> data = {});
   void reply(const std::shared_ptr<link::InboundConnection>& conn, const wire::FrameHeader& req,
-             IoResult res, std::span<const uint8_t> data = {});
+             IoResult res, std::span<const uint8_t> data = {}, uint16_t flags = 0);
+  // kNotReady + RETRY: this request was not taken now; the forwarder sends it again later.
+  void refuse(const std::shared_ptr<link::InboundConnection>& conn, const wire::FrameHeader& req) {
+    reply(conn, req, IoResult{IoStatus::kNotReady}, {}, wire::kFlagRetry);
+  }
   void admit(std::shared_ptr<Op> op);
   void release(const std::shared_ptr<Op>& op);
   void start(std::shared_ptr<Op> op);
@@ -96,9 +100,10 @@ struct ForwardServer::Shared : std::enable_shared_from_this<ForwardServer::Share
 
 void ForwardServer::Shared::reply(const std::shared_ptr<link::InboundConnection>& conn,
                                   const wire::FrameHeader& req, IoResult res,
-                                  std::span<const uint8_t> data) {
+                                  std::span<const uint8_t> data, uint16_t flags) {
   wire::FrameHeader h;
   h.type = wire::FrameType::kIoReply;
+  h.flags = flags;
   h.volume = req.volume;
   h.sequence = req.sequence;
   h.status = uint32_t(res.status);
@@ -255,7 +260,7 @@ void ForwardServer::handle(const std::shared_ptr<link::InboundConnection>& conn,
   std::shared_ptr<core::BlockVolume> vol = s.lookup ? s.lookup(uuid) : nullptr;
   if (!vol) {
     s.stats.unknown_volume.fetch_add(1, std::memory_order_relaxed);
-    return s.reply(conn, h, IoResult{IoStatus::kNotReady});
+    return s.refuse(conn, h);
   }
   auto malformed = [&](IoStatus st) {
     s.stats.malformed.fetch_add(1, std::memory_order_relaxed);
@@ -304,7 +309,7 @@ void ForwardServer::handle(const std::shared_ptr<link::InboundConnection>& conn,
     if (s.inflight_requests >= s.options.max_inflight_requests ||
         (s.inflight_bytes > 0 && s.inflight_bytes + o->cost > s.options.max_inflight_bytes)) {
       s.stats.busy.fetch_add(1, std::memory_order_relaxed);
-      return s.reply(conn, h, IoResult{IoStatus::kNotReady});
+      return s.refuse(conn, h);
     }
     s.inflight_requests += 1;
     s.inflight_bytes += o->cost;

@@ -1,13 +1,13 @@
 // ForwardServer: the master's end of forwarded block I/O (backend/fwd/forwarding_volume.h).
 // The daemon's link::FrameHandler passes it every IO_REQUEST frame; it checks the request
 // against the looked-up volume, runs it there, keeps the buffers alive until the volume
-// completes, and answers IO_REPLY on the same connection. Unknown volume: kNotReady (the
-// forwarder retries). Malformed request (range beyond the volume: kOutOfRange; payload size
+// completes, and answers IO_REPLY on the same connection. Unknown volume: kNotReady with flag
+// RETRY (the forwarder sends it again until its deadline). Malformed request (range beyond the volume: kOutOfRange; payload size
 // not matching count, unknown opcode: kMediumError): answered, never fatal, nothing applied.
 //
 // Bounds: requests accepted and not yet answered are limited in number and bytes (request
-// payloads plus read buffers); over either limit a request is answered kNotReady at once and
-// the forwarder retries it later (slow, not dead). A COMPARE AND WRITE is not idempotent, so
+// payloads plus read buffers); over either limit a request is answered kNotReady + RETRY at
+// once and the forwarder sends it again later (slow, not dead). A COMPARE AND WRITE is not idempotent, so
 // its outcome is remembered (bounded, by forwarder instance and request id) and a re-sent
 // twin gets that answer instead of a false miscompare.
 //
@@ -42,11 +42,11 @@ class ForwardServer {
 
   struct Stats {
     std::atomic<uint64_t> requests{0};
-    std::atomic<uint64_t> unknown_volume{0};  // answered kNotReady
+    std::atomic<uint64_t> unknown_volume{0};  // answered kNotReady + RETRY
     std::atomic<uint64_t> malformed{0};       // answered kOutOfRange / kMediumError unrun
     std::atomic<uint64_t> deferred{0};        // waited for an overlapping earlier request
     std::atomic<uint64_t> replies_lost{0};    // the connection refused the reply (ended)
-    std::atomic<uint64_t> busy{0};            // over a bound: answered kNotReady unrun
+    std::atomic<uint64_t> busy{0};            // over a bound: answered kNotReady + RETRY
     std::atomic<uint64_t> caw_replayed{0};    // re-sent COMPARE AND WRITE answered from memory
   };
 

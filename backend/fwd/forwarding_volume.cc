@@ -43,7 +43,7 @@ struct Req {
   core::BlockVolume::Done done;          // all but LBA_STATUS
   core::BlockVolume::ExtentsDone edone;  // LBA_STATUS
   Clock::time_point deadline{};
-  Clock::time_point not_before{};  // after a kNotReady answer: retry from then
+  Clock::time_point not_before{};  // after a RETRY answer: send again from then
   bool sent = false;               // queued on the current link session, unanswered
   bool ever_sent = false;
   size_t bytes = 0;  // encoded size while sent
@@ -338,8 +338,9 @@ void ForwardingVolume::Core::on_frame(uint64_t gen, const wire::FrameHeader& h,
     const auto now = Clock::now();
     it->second.sent = false;
     inflight_bytes -= std::min(inflight_bytes, it->second.bytes);
-    if (h.status == uint32_t(IoStatus::kNotReady)) {
-      // The master does not serve the volume (yet): ask again until the deadline.
+    if ((h.flags & wire::kFlagRetry) != 0) {
+      // The master did not take it (volume not there yet, or busy): ask again until the
+      // deadline. A plain kNotReady is the volume's own answer (halted) and completes.
       it->second.not_before = now + options.retry_interval;
       pump_locked(now, done);
       schedule_locked(now);

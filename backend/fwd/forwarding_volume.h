@@ -12,8 +12,9 @@
 // ForwardServer in turn starts an overlapping mutating request only after the ones that
 // arrived before it finished, on whichever connection they came, so a stale copy from a
 // dropped connection lands before its re-sent twin and before anything newer.
-// A kNotReady answer (master has no such volume yet, or it is halted) is retried after
-// retry_interval until the deadline.
+// An answer flagged RETRY (the master has no such volume yet, or is over its in-flight
+// bounds) is sent again after retry_interval until the deadline; every other answer, kNotReady
+// from a halted volume included, completes the request.
 //
 // Owner: whoever presents the volume (the daemon), by shared_ptr. Thread-safety: every
 // method from any thread. Completions run on the link's strand or an io_context thread, never
@@ -60,7 +61,7 @@ class ForwardingVolume final : public core::BlockVolume {
     // <= the master's LinkServer reply_budget_bytes (16 MiB by default), which closes a
     // connection whose unread replies exceed it.
     size_t max_inflight_bytes = 16u << 20;
-    std::chrono::milliseconds retry_interval{100};  // after a kNotReady answer
+    std::chrono::milliseconds retry_interval{100};  // after an answer flagged RETRY
     // Link tuning (PeerLink::Options).
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds heartbeat_interval{1'000};
@@ -111,7 +112,7 @@ class ForwardingVolume final : public core::BlockVolume {
   // For tests and metrics.
   size_t pending() const;           // submitted, not yet completed
   link::PeerLink::State link_state() const;
-  uint64_t resends() const;         // requests sent again after a drop, retarget or kNotReady
+  uint64_t resends() const;  // requests sent again after a drop, a retarget or a RETRY answer
 
   struct Core;
 

@@ -70,7 +70,7 @@ const TypeRule* rule_for(uint8_t type) {
       {true, false, 0, kRegionEntrySize, kFlagLast, false},  // REGION_SUMMARY
       {false, false, 0, 1, 0, false},                        // HEARTBEAT
       {true, false, 0, 1, kFlagFua, false},                  // IO_REQUEST
-      {true, false, 0, 1, 0, false},                         // IO_REPLY
+      {true, false, 0, 1, kFlagRetry, false},                // IO_REPLY
   };
   if (type == 0 || type > kMaxFrameType) return nullptr;
   return &kRules[type];

@@ -46,8 +46,9 @@
 //   IO_REPLY       volume and sequence of the request, status = core::IoStatus, count echoed,
 //                  lba = byte offset of the first difference when status is kMiscompare.
 //                  payload: READ ok = the data; LBA_STATUS ok = encode_extents(); else none.
-//                  The master answers a request it cannot judge (unknown volume) kNotReady and
-//                  the forwarder retries; a malformed one (range beyond the volume, payload size
+//                  The master answers a request it cannot take now (unknown volume, over its
+//                  in-flight bounds) kNotReady with flag RETRY, and the forwarder sends it again
+//                  later (kNotReady without RETRY is the volume's own final answer); a malformed one (range beyond the volume, payload size
 //                  not matching count, unknown IoOp) kOutOfRange or kMediumError.
 //                  Semantics that depend on the volume's block size are the master's to check;
 //                  the codec checks only framing (type, flags, lengths against the limit).
@@ -102,7 +103,9 @@ inline constexpr uint16_t kFlagCompressed = 1u << 0;
 inline constexpr uint16_t kFlagFua = 1u << 1;    // WRITE, WRITE_SAME, IO_REQUEST: stable first
 inline constexpr uint16_t kFlagLast = 1u << 2;   // REGION_SUMMARY, SYNC_DATA: final chunk
 inline constexpr uint16_t kFlagUnmap = 1u << 3;  // WRITE_SAME: may deallocate (SBC-3 UNMAP bit)
-inline constexpr uint16_t kKnownFlags = kFlagCompressed | kFlagFua | kFlagLast | kFlagUnmap;
+inline constexpr uint16_t kFlagRetry = 1u << 4;  // IO_REPLY: not taken now, send it again later
+inline constexpr uint16_t kKnownFlags =
+    kFlagCompressed | kFlagFua | kFlagLast | kFlagUnmap | kFlagRetry;
 
 // Why a replica refused a frame (NACK status). The engine decides what follows.
 enum class NackReason : uint32_t {

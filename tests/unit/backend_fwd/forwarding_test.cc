@@ -142,6 +142,15 @@ class GatedVolume : public core::BlockVolume {
   std::vector<std::function<void()>> held_;
 };
 
+// A master volume that is halted: writes answered NOT READY at once (inline, as doubles may).
+class HaltedVolume : public GatedVolume {
+ public:
+  using GatedVolume::GatedVolume;
+  void write(uint64_t, std::span<const std::byte>, bool, Done d) override {
+    d(IoResult{IoStatus::kNotReady});
+  }
+};
+
 // The daemon's dispatcher, reduced to forwarding.
 class Dispatch : public link::FrameHandler {
  public:
@@ -653,6 +662,23 @@ TEST_F(ForwardingTest, NoMasterTimesOutNotReady) {
   v->close();
   EXPECT_EQ(v->state(), core::VolumeState::kOffline);
   EXPECT_EQ(io([&](auto d) { v->flush(d); }).status, IoStatus::kNotReady);
+}
+
+// NOT READY from the master's volume itself is an answer, not a reason to retry.
+TEST_F(ForwardingTest, HaltedMasterVolumeAnswersNotReadyAtOnce) {
+  auto file = file_volume("halted.img", kUuid);
+  Master* m = start_master(ctx_a_, "uuid-node-a");
+  ASSERT_TRUE(m);
+  m->put(std::make_shared<HaltedVolume>(file));
+  ForwardingVolume::Options o;
+  o.request_timeout = 3s;
+  auto v = forwarder(m->server->local_port(), "node-a", o);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(io([&](auto d) { v->write(0, pattern(1, 1), false, d); }).status,
+            IoStatus::kNotReady);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_EQ(v->resends(), 0u);
+  EXPECT_TRUE(io([&](auto d) { v->flush(d); }).ok());  // the rest of the volume still works
 }
 
 TEST_F(ForwardingTest, UnknownVolumeIsRetriedThenNotReady) {

@@ -616,6 +616,17 @@ TEST(Frame, IoRequestAndReplyFraming) {
   reseal(reply_ok);
   EXPECT_EQ(decode_all(reply_ok).code, WireErrc::kBadFlags);
 
+  // RETRY belongs to replies only.
+  auto retry = header(FrameType::kIoReply);
+  retry.flags = kFlagRetry;
+  retry.status = uint32_t(core::IoStatus::kNotReady);
+  auto rd = decode_all(encode_ok(retry, {}, false));
+  ASSERT_EQ(rd.frames.size(), 1u);
+  EXPECT_EQ(rd.frames[0].header.flags, kFlagRetry);
+  auto req_retry = read;
+  req_retry.flags = kFlagRetry;
+  EXPECT_FALSE(encode(req_retry, {}, false, out).ok());
+
   // Hostile lengths on either type are refused from the header alone.
   for (FrameType t : {FrameType::kIoRequest, FrameType::kIoReply}) {
     auto good = encode_ok(header(t), compressible(100), false);
