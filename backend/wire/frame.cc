@@ -69,6 +69,8 @@ const TypeRule* rule_for(uint8_t type) {
       {false, false, 0, 1, 0, false},                        // SYNC_DONE
       {true, false, 0, kRegionEntrySize, kFlagLast, false},  // REGION_SUMMARY
       {false, false, 0, 1, 0, false},                        // HEARTBEAT
+      {true, false, 0, 1, kFlagFua, false},                  // IO_REQUEST
+      {true, false, 0, 1, kFlagRetry, false},                // IO_REPLY
   };
   if (type == 0 || type > kMaxFrameType) return nullptr;
   return &kRules[type];
@@ -136,6 +138,28 @@ const char* to_string(FrameType t) {
       return "REGION_SUMMARY";
     case FrameType::kHeartbeat:
       return "HEARTBEAT";
+    case FrameType::kIoRequest:
+      return "IO_REQUEST";
+    case FrameType::kIoReply:
+      return "IO_REPLY";
+  }
+  return "UNKNOWN";
+}
+
+const char* to_string(IoOp op) {
+  switch (op) {
+    case IoOp::kRead:
+      return "READ";
+    case IoOp::kWrite:
+      return "WRITE";
+    case IoOp::kFlush:
+      return "FLUSH";
+    case IoOp::kUnmap:
+      return "UNMAP";
+    case IoOp::kCompareAndWrite:
+      return "COMPARE_AND_WRITE";
+    case IoOp::kLbaStatus:
+      return "LBA_STATUS";
   }
   return "UNKNOWN";
 }
@@ -420,6 +444,46 @@ WireResult<std::vector<uint64_t>> decode_region_list(std::span<const uint8_t> b)
   }
   std::vector<uint64_t> out(b.size() / 8);
   for (size_t i = 0; i < out.size(); ++i) out[i] = get64(b.data() + i * 8);
+  return out;
+}
+
+WireResult<std::vector<uint8_t>> encode_extents(std::span<const core::LbaExtent> extents) {
+  if (extents.size() > kMaxExtents) {
+    return fail(err(WireErrc::kBadPayload, "more than kMaxExtents extents"));
+  }
+  std::vector<uint8_t> out(extents.size() * kExtentSize);
+  for (size_t i = 0; i < extents.size(); ++i) {
+    const auto& e = extents[i];
+    if (e.blocks == 0 || e.lba + e.blocks < e.lba) {
+      return fail(err(WireErrc::kBadPayload, "extent empty or wrapping"));
+    }
+    uint8_t* p = out.data() + i * kExtentSize;
+    put64(p, e.lba);
+    put64(p + 8, e.blocks);
+    put32(p + 16, e.mapped ? 1u : 0u);
+    put32(p + 20, 0);
+  }
+  return out;
+}
+
+WireResult<std::vector<core::LbaExtent>> decode_extents(std::span<const uint8_t> b) {
+  if (b.size() % kExtentSize != 0 || b.size() / kExtentSize > kMaxExtents) {
+    return fail(err(WireErrc::kBadPayload, "extent list size"));
+  }
+  std::vector<core::LbaExtent> out(b.size() / kExtentSize);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const uint8_t* p = b.data() + i * kExtentSize;
+    const uint32_t flags = get32(p + 16);
+    out[i].lba = get64(p);
+    out[i].blocks = get64(p + 8);
+    out[i].mapped = (flags & 1u) != 0;
+    if ((flags & ~1u) != 0 || get32(p + 20) != 0) {
+      return fail(err(WireErrc::kBadPayload, "extent flags"));
+    }
+    if (out[i].blocks == 0 || out[i].lba + out[i].blocks < out[i].lba) {
+      return fail(err(WireErrc::kBadPayload, "extent empty or wrapping"));
+    }
+  }
   return out;
 }
 

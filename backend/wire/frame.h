@@ -33,6 +33,25 @@
 //                  lba = first block of this chunk, payload = data; flag LAST ends the region.
 //   SYNC_DONE      generation, sequence = master sequence the copy is now consistent at.
 //   HEARTBEAT      generation, sequence = sender's latest sequence.
+//   IO_REQUEST     forwarded block I/O (backend/fwd/): a node presenting a volume it does not
+//                  master sends each BlockVolume call to the master. volume = the volume,
+//                  sequence = request id (unique per forwarder, echoed in the reply),
+//                  status = IoOp, lba, count = blocks (LBA_STATUS: the most blocks wanted;
+//                  FLUSH: lba = count = 0), flag FUA for WRITE / COMPARE_AND_WRITE.
+//                  payload: WRITE = the data (count blocks); COMPARE_AND_WRITE = compare bytes
+//                  then data bytes (2 * count blocks); READ, FLUSH, UNMAP, LBA_STATUS = none.
+//                  generation = the forwarder's instance id (random, non-zero; 0 = none): with
+//                  the request id it names a request re-sent after a drop, so the master can
+//                  answer a re-sent COMPARE_AND_WRITE as it did the first. copy id: send 0.
+//   IO_REPLY       volume and sequence of the request, status = core::IoStatus, count echoed,
+//                  lba = byte offset of the first difference when status is kMiscompare.
+//                  payload: READ ok = the data; LBA_STATUS ok = encode_extents(); else none.
+//                  The master answers a request it cannot take now (unknown volume, over its
+//                  in-flight bounds) kNotReady with flag RETRY, and the forwarder sends it again
+//                  later (kNotReady without RETRY is the volume's own final answer); a malformed one (range beyond the volume, payload size
+//                  not matching count, unknown IoOp) kOutOfRange or kMediumError.
+//                  Semantics that depend on the volume's block size are the master's to check;
+//                  the codec checks only framing (type, flags, lengths against the limit).
 // COMPARE AND WRITE has no frame type on purpose: the master resolves the compare against its
 // own copy while holding the write order, then replicates the outcome as a plain WRITE (or
 // nothing on miscompare). Replicas hold identical data at every sequence, so replaying the
@@ -47,6 +66,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/block_volume.h"
 #include "core/result.h"
 
 namespace tandem::backend::wire {
@@ -71,17 +91,21 @@ enum class FrameType : uint8_t {
   kSyncDone = 10,
   kRegionSummary = 11,
   kHeartbeat = 12,
+  kIoRequest = 13,
+  kIoReply = 14,
 };
-inline constexpr uint8_t kMaxFrameType = 12;
+inline constexpr uint8_t kMaxFrameType = 14;
 
 const char* to_string(FrameType t);
 
 // Header flags. kFlagCompressed belongs to the codec: encode() sets it, callers never do.
 inline constexpr uint16_t kFlagCompressed = 1u << 0;
-inline constexpr uint16_t kFlagFua = 1u << 1;    // WRITE, WRITE_SAME: stable before ACK
+inline constexpr uint16_t kFlagFua = 1u << 1;    // WRITE, WRITE_SAME, IO_REQUEST: stable first
 inline constexpr uint16_t kFlagLast = 1u << 2;   // REGION_SUMMARY, SYNC_DATA: final chunk
 inline constexpr uint16_t kFlagUnmap = 1u << 3;  // WRITE_SAME: may deallocate (SBC-3 UNMAP bit)
-inline constexpr uint16_t kKnownFlags = kFlagCompressed | kFlagFua | kFlagLast | kFlagUnmap;
+inline constexpr uint16_t kFlagRetry = 1u << 4;  // IO_REPLY: not taken now, send it again later
+inline constexpr uint16_t kKnownFlags =
+    kFlagCompressed | kFlagFua | kFlagLast | kFlagUnmap | kFlagRetry;
 
 // Why a replica refused a frame (NACK status). The engine decides what follows.
 enum class NackReason : uint32_t {
@@ -95,6 +119,18 @@ enum class NackReason : uint32_t {
 };
 
 const char* to_string(NackReason r);
+
+// What an IO_REQUEST asks for (its status field). Values are wire format: never renumber.
+enum class IoOp : uint32_t {
+  kRead = 1,
+  kWrite = 2,
+  kFlush = 3,
+  kUnmap = 4,
+  kCompareAndWrite = 5,
+  kLbaStatus = 6,
+};
+inline constexpr uint32_t kMaxIoOp = 6;
+const char* to_string(IoOp op);
 
 using Uuid = std::array<uint8_t, 16>;
 
@@ -231,5 +267,12 @@ WireResult<std::vector<RegionEntry>> decode_region_summary(std::span<const uint8
 // SYNC_REQUEST: region indices, 8 bytes each.
 std::vector<uint8_t> encode_region_list(std::span<const uint64_t> regions);
 WireResult<std::vector<uint64_t>> decode_region_list(std::span<const uint8_t> payload);
+
+// IO_REPLY to LBA_STATUS: extents of 24 bytes each (u64 lba, u64 blocks, u32 flags with bit 0
+// = mapped, u32 zero), at most kMaxExtents, each non-empty and not wrapping past 2^64.
+inline constexpr size_t kExtentSize = 24;
+inline constexpr size_t kMaxExtents = 1024;
+WireResult<std::vector<uint8_t>> encode_extents(std::span<const core::LbaExtent> extents);
+WireResult<std::vector<core::LbaExtent>> decode_extents(std::span<const uint8_t> payload);
 
 }  // namespace tandem::backend::wire

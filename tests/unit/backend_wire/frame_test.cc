@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <lz4.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -144,6 +145,15 @@ std::vector<Case> every_type() {
   rs.flags = kFlagLast;
   c.push_back({rs, encode_region_summary(entries)});
   c.push_back({header(FrameType::kHeartbeat), {}});
+  auto req = header(FrameType::kIoRequest);
+  req.status = uint32_t(IoOp::kWrite);
+  req.count = 8;
+  req.flags = kFlagFua;
+  c.push_back({req, compressible(4096)});
+  auto rep = header(FrameType::kIoReply);
+  rep.status = uint32_t(core::IoStatus::kOk);
+  rep.count = 8;
+  c.push_back({rep, random_bytes(4096, 9)});
   return c;
 }
 
@@ -568,6 +578,117 @@ TEST(Frame, UuidTextRoundTrip) {
   EXPECT_FALSE(parse_uuid("0123abcd-4567-89ef-abcd-0123456789a", id));
   EXPECT_FALSE(parse_uuid("0123abcd_4567-89ef-abcd-0123456789ab", id));
   EXPECT_FALSE(parse_uuid("0123abcd-4567-89ef-abcd-0123456789ag", id));
+}
+
+}  // namespace
+}  // namespace tandem::backend::wire
+
+namespace tandem::backend::wire {
+namespace {
+
+// IO_REQUEST / IO_REPLY: payload optional, FUA only on requests, lengths bounded like WRITE.
+TEST(Frame, IoRequestAndReplyFraming) {
+  auto read = header(FrameType::kIoRequest);
+  read.status = uint32_t(IoOp::kRead);
+  read.count = 16;
+  auto d = decode_all(encode_ok(read, {}, true));
+  ASSERT_FALSE(d.failed);
+  ASSERT_EQ(d.frames.size(), 1u);
+  EXPECT_EQ(d.frames[0].header, read);
+  EXPECT_TRUE(d.frames[0].payload.empty());
+
+  // The codec does not judge the opcode (the master answers an unknown one with an error).
+  auto odd = read;
+  odd.status = 999;
+  EXPECT_FALSE(decode_all(encode_ok(odd, {}, false)).failed);
+
+  // A reply may not carry FUA; unknown flags are refused on both.
+  auto rep = header(FrameType::kIoReply);
+  rep.flags = kFlagFua;
+  std::vector<uint8_t> out;
+  EXPECT_FALSE(encode(rep, {}, false, out).ok());
+  auto bad = encode_ok(read, {}, false);
+  bad[kOffFlags] = uint8_t(kFlagLast);
+  reseal(bad);
+  EXPECT_EQ(decode_all(bad).code, WireErrc::kBadFlags);
+  auto reply_ok = encode_ok(header(FrameType::kIoReply), {}, false);
+  reply_ok[kOffFlags] = uint8_t(kFlagFua);
+  reseal(reply_ok);
+  EXPECT_EQ(decode_all(reply_ok).code, WireErrc::kBadFlags);
+
+  // RETRY belongs to replies only.
+  auto retry = header(FrameType::kIoReply);
+  retry.flags = kFlagRetry;
+  retry.status = uint32_t(core::IoStatus::kNotReady);
+  auto rd = decode_all(encode_ok(retry, {}, false));
+  ASSERT_EQ(rd.frames.size(), 1u);
+  EXPECT_EQ(rd.frames[0].header.flags, kFlagRetry);
+  auto req_retry = read;
+  req_retry.flags = kFlagRetry;
+  EXPECT_FALSE(encode(req_retry, {}, false, out).ok());
+
+  // Hostile lengths on either type are refused from the header alone.
+  for (FrameType t : {FrameType::kIoRequest, FrameType::kIoReply}) {
+    auto good = encode_ok(header(t), compressible(100), false);
+    for (uint32_t raw : {kMaxPayload + 1, 0xFFFFFFFFu}) {
+      auto big = good;
+      put32(big, kOffRawLen, raw);
+      put32(big, kOffWireLen, raw);
+      reseal(big, false);
+      FrameDecoder dec;
+      auto step = dec.feed(std::span<const uint8_t>(big).first(kHeaderSize));
+      ASSERT_FALSE(step.ok());
+      EXPECT_EQ(step.error().code, WireErrc::kTooLarge);
+      EXPECT_EQ(dec.buffered(), 0u);
+    }
+    auto lie = good;
+    put32(lie, kOffWireLen, 99);
+    reseal(lie, false);
+    EXPECT_EQ(decode_all(lie).code, WireErrc::kBadLength);
+  }
+  for (uint32_t op = 1; op <= kMaxIoOp; ++op) EXPECT_STRNE(to_string(IoOp(op)), "UNKNOWN");
+  EXPECT_STREQ(to_string(FrameType::kIoRequest), "IO_REQUEST");
+  EXPECT_STREQ(to_string(FrameType::kIoReply), "IO_REPLY");
+}
+
+TEST(Frame, ExtentPayloads) {
+  std::vector<core::LbaExtent> e = {{0, 8, true}, {8, 1000, false}, {~0ull - 5, 5, true}};
+  auto enc = encode_extents(e);
+  ASSERT_TRUE(enc.ok());
+  EXPECT_EQ(enc->size(), e.size() * kExtentSize);
+  auto dec = decode_extents(*enc);
+  ASSERT_TRUE(dec.ok());
+  ASSERT_EQ(dec->size(), e.size());
+  for (size_t i = 0; i < e.size(); ++i) {
+    EXPECT_EQ((*dec)[i].lba, e[i].lba);
+    EXPECT_EQ((*dec)[i].blocks, e[i].blocks);
+    EXPECT_EQ((*dec)[i].mapped, e[i].mapped);
+  }
+  EXPECT_TRUE(decode_extents({}).ok());
+  // Encoder refuses what the decoder would.
+  EXPECT_FALSE(encode_extents(std::vector<core::LbaExtent>{{0, 0, true}}).ok());
+  EXPECT_FALSE(encode_extents(std::vector<core::LbaExtent>{{~0ull, 2, true}}).ok());
+  EXPECT_FALSE(encode_extents(std::vector<core::LbaExtent>(kMaxExtents + 1, {0, 1, true})).ok());
+  // Hostile payloads.
+  auto good = *enc;
+  EXPECT_FALSE(decode_extents(std::span<const uint8_t>(good).first(kExtentSize - 1)).ok());
+  EXPECT_FALSE(decode_extents(std::vector<uint8_t>((kMaxExtents + 1) * kExtentSize, 0)).ok());
+  auto flags = good;
+  flags[16] = 2;  // unknown flag bit
+  EXPECT_FALSE(decode_extents(flags).ok());
+  auto reserved = good;
+  reserved[20] = 1;
+  EXPECT_FALSE(decode_extents(reserved).ok());
+  auto empty = good;
+  std::fill(empty.begin() + 8, empty.begin() + 16, 0);  // blocks = 0
+  EXPECT_FALSE(decode_extents(empty).ok());
+  auto wrap = good;
+  std::fill(wrap.begin(), wrap.begin() + 8, 0xFF);  // lba = 2^64-1, blocks = 8
+  EXPECT_FALSE(decode_extents(wrap).ok());
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    auto junk = random_bytes(seed * 3, seed);
+    (void)decode_extents(junk);  // must not crash
+  }
 }
 
 }  // namespace
