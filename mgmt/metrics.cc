@@ -29,7 +29,35 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                    .Name("tandem_capacity_bytes")
                    .Help("Capacity: provisioned volume bytes and this node's store size/free")
                    .Register(*registry_);
+  repl_bytes_ = &prometheus::BuildGauge()
+                     .Name("tandem_replication_sent_bytes")
+                     .Help("Replication bytes sent by this node: raw (uncompressed) and wire "
+                           "(after lz4); raw/wire is the compression gain")
+                     .Register(*registry_);
+  lag_bytes_ = &prometheus::BuildGauge()
+                    .Name("tandem_replica_lag_bytes")
+                    .Help("Bytes a replica is behind its master (queued, in flight, resync left)")
+                    .Register(*registry_);
+  lag_seq_ = &prometheus::BuildGauge()
+                  .Name("tandem_replica_lag_sequences")
+                  .Help("Writes the master sequenced that a replica has not acknowledged")
+                  .Register(*registry_);
+  static const prometheus::Histogram::BucketBoundaries kWriteBuckets{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+  repl_write_ = &prometheus::BuildHistogram()
+                     .Name("tandem_replicated_write_seconds")
+                     .Help("Round trip of replicated writes: local write and every in-sync "
+                           "replica's acknowledgement")
+                     .Register(*registry_)
+                     .Add({}, kWriteBuckets);
 }
+
+void Metrics::set_replication_source(std::function<ReplicationSample()> f) {
+  std::lock_guard lock(mu_);
+  replication_ = std::move(f);
+}
+
+void Metrics::observe_replicated_write(double seconds) { repl_write_->Observe(seconds); }
 
 Metrics::~Metrics() = default;
 
@@ -55,6 +83,24 @@ std::string Metrics::render(const std::vector<VolumeView>& volumes, uint64_t sto
   capacity_->Add({{"kind", "provisioned"}}).Set(provisioned);
   capacity_->Add({{"kind", "store_total"}}).Set(static_cast<double>(store_total_bytes));
   capacity_->Add({{"kind", "store_free"}}).Set(static_cast<double>(store_free_bytes));
+  std::function<ReplicationSample()> source;
+  {
+    std::lock_guard lock(mu_);
+    source = replication_;
+  }
+  if (source) {
+    ReplicationSample r = source();
+    repl_bytes_->Add({{"kind", "raw"}}).Set(static_cast<double>(r.sent_raw_bytes));
+    repl_bytes_->Add({{"kind", "wire"}}).Set(static_cast<double>(r.sent_wire_bytes));
+    std::map<std::string, uint64_t> head;  // the master's last sequence per volume
+    for (const auto& c : r.copies) head[c.volume_id] = std::max(head[c.volume_id], c.applied_seq);
+    for (const auto& c : r.copies) {
+      std::map<std::string, std::string> labels{{"volume_id", c.volume_id},
+                                                {"copy", std::to_string(c.number)}};
+      lag_bytes_->Add(labels).Set(static_cast<double>(c.behind_bytes));
+      lag_seq_->Add(labels).Set(static_cast<double>(head[c.volume_id] - c.applied_seq));
+    }
+  }
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 

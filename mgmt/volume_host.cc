@@ -59,6 +59,19 @@ std::string VolumeHost::start(Reporter reporter, RecordEvent record) {
   auto ctx = backend::transport::make_tls_context(*creds);
   if (!ctx) return ctx.error().message;
   tls_ = std::make_unique<boost::asio::ssl::context>(std::move(*ctx));
+  // I/O forwarded by other nodes runs on the volumes mastered here, never on a forwarder
+  // (which could loop back to another node).
+  forward_server_ = std::make_unique<backend::fwd::ForwardServer>(
+      [this](const std::string& id) -> std::shared_ptr<core::BlockVolume> {
+        std::lock_guard lock(mu_);
+        auto it = masters_.find(id);
+        return it == masters_.end() ? nullptr : it->second.volume;
+      });
+  replicas_->set_io_handler([this](const std::shared_ptr<backend::link::InboundConnection>& c,
+                                   const backend::wire::FrameHeader& h,
+                                   std::vector<uint8_t> payload) {
+    forward_server_->handle(c, h, std::move(payload));
+  });
   reconcile();
   worker_ = std::thread([this] { run(); });
   reporter_thread_ = std::thread([this] { run_reporter(); });
@@ -82,6 +95,8 @@ void VolumeHost::stop() {
   std::vector<std::string> keys;
   for (const auto& [k, r] : replicas_by_key_) keys.push_back(k);
   for (const auto& k : keys) close_replica(k, false);
+  for (auto& [id, f] : forwarders_) f.volume->close();
+  forwarders_.clear();
 }
 
 void VolumeHost::kick() {
@@ -131,6 +146,11 @@ void VolumeHost::reconcile_locked() {
   };
   std::map<std::string, Want> masters;
   std::map<std::string, Want> replicas;
+  struct Remote {
+    db::VolumeRow row;
+    db::NodeRow master;
+  };
+  std::map<std::string, Remote> remotes;
   auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
     auto nodes = tx.list_nodes();
     if (!nodes) return core::fail(nodes.error());
@@ -144,6 +164,12 @@ void VolumeHost::reconcile_locked() {
       const db::CopyRow* mine = nullptr;
       for (const auto& c : *copies) {
         if (c.node_id == opt_.node_id) mine = &c;
+      }
+      if (!mine || mine->role != "master") {
+        auto m = by_id.find(v.master_node);
+        if (m != by_id.end() && v.master_node != opt_.node_id) {
+          remotes.emplace(v.id, Remote{v, m->second});
+        }
       }
       if (!mine) continue;
       Want w{v, *mine, {}, compression_of(tx, v)};
@@ -198,6 +224,39 @@ void VolumeHost::reconcile_locked() {
   }
   for (auto& [k, w] : replicas) {
     if (!replicas_by_key_.count(k)) open_replica(w.row, w.me);
+  }
+  // Forwarders: one per volume mastered elsewhere; a new master is a retarget (pending I/O
+  // moves with it).
+  for (auto it = forwarders_.begin(); it != forwarders_.end();) {
+    if (remotes.count(it->first)) {
+      ++it;
+      continue;
+    }
+    it->second.volume->close();
+    it = forwarders_.erase(it);
+  }
+  for (auto& [id, r] : remotes) {
+    backend::fwd::ForwardingVolume::Target t{r.master.name, r.master.address, r.master.repl_port};
+    auto it = forwarders_.find(id);
+    if (it != forwarders_.end()) {
+      if (it->second.master_node != r.master.id) {
+        if (it->second.volume->retarget(t)) it->second.master_node = r.master.id;
+      }
+      continue;
+    }
+    backend::fwd::ForwardingVolume::Options fo;
+    fo.metrics = opt_.link_metrics;
+    backend::wire::Hello hello;
+    hello.node_id = opt_.node_id;
+    hello.address = opt_.address;
+    auto f = backend::fwd::ForwardingVolume::create(
+        io_, *tls_, id, r.row.block_size, r.row.size_bytes / r.row.block_size, t, hello, fo);
+    if (!f) {
+      spdlog::error("volume={} cannot forward to {}: {}", r.row.name, r.master.name,
+                    f.error().message);
+      continue;
+    }
+    forwarders_[id] = Forwarder{r.master.id, *f};
   }
 }
 
@@ -309,6 +368,8 @@ std::shared_ptr<core::BlockVolume> VolumeHost::open_volume(const std::string& vo
   std::lock_guard lock(mu_);
   auto it = masters_.find(volume_id);
   if (it != masters_.end()) return it->second.volume;
+  auto f = forwarders_.find(volume_id);
+  if (f != forwarders_.end()) return f->second.volume;
   return nullptr;
 }
 

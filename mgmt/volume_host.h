@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "backend/fwd/forward_server.h"
+#include "backend/fwd/forwarding_volume.h"
 #include "backend/link/link_types.h"
 #include "backend/replicated/replica_host.h"
 #include "backend/replicated/replicated_volume.h"
@@ -92,6 +94,11 @@ class VolumeHost {
     uint32_t number = 0;
     std::shared_ptr<backend::replicated::ReplicaCopy> copy;
   };
+  // A volume this node presents but does not master: its I/O goes to the master.
+  struct Forwarder {
+    std::string master_node;  // node id
+    std::shared_ptr<backend::fwd::ForwardingVolume> volume;
+  };
 
   void run();
   void reconcile_locked();
@@ -119,6 +126,8 @@ class VolumeHost {
   std::mutex mu_;  // guards the maps below and serialises reconciles
   std::map<std::string, Master> masters_;    // by volume id
   std::map<std::string, Replica> replicas_by_key_;  // "volume-id/number"
+  std::map<std::string, Forwarder> forwarders_;      // by volume id
+  std::unique_ptr<backend::fwd::ForwardServer> forward_server_;
 
   std::mutex work_mu_;
   std::condition_variable work_cv_;

@@ -622,7 +622,19 @@ ApiResult<std::vector<VolumeView>> VolumeService::list() {
   });
 }
 
+void VolumeService::set_volume_source(
+    std::function<std::shared_ptr<core::BlockVolume>(const std::string&)> f) {
+  std::lock_guard lock(mu_);
+  source_ = std::move(f);
+}
+
 std::shared_ptr<core::BlockVolume> VolumeService::open_volume(const std::string& volume_id) {
+  std::function<std::shared_ptr<core::BlockVolume>(const std::string&)> source;
+  {
+    std::lock_guard lock(mu_);
+    source = source_;
+  }
+  if (source) return source(volume_id);
   std::lock_guard lock(mu_);
   auto it = open_.find(volume_id);
   return it == open_.end() ? nullptr : it->second;

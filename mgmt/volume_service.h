@@ -79,6 +79,9 @@ class VolumeService {
 
   // The served volume (nullptr when not open on this node).
   std::shared_ptr<core::BlockVolume> open_volume(const std::string& volume_id);
+  // Where served volumes come from (the node's VolumeHost); without one, the files this
+  // service opened itself (single-process tests).
+  void set_volume_source(std::function<std::shared_ptr<core::BlockVolume>(const std::string&)> f);
   // Hook from the iSCSI target: true while an initiator is logged in to the volume.
   void set_in_use_check(std::function<bool(const std::string& volume_name)> f);
   // Called after a volume was deleted (to drop what was built on it).
@@ -109,6 +112,7 @@ class VolumeService {
   std::function<bool(const std::string&)> in_use_;
   std::function<void(const std::string&)> deleted_;
   std::function<void()> changed_;
+  std::function<std::shared_ptr<core::BlockVolume>(const std::string&)> source_;
 };
 
 }  // namespace tandem::mgmt

@@ -27,6 +27,7 @@
 #include "mgmt/http/server.h"
 #include "mgmt/iscsi_directory.h"
 #include "mgmt/metrics.h"
+#include "mgmt/volume_host.h"
 #include "mgmt/volume_service.h"
 
 namespace {
@@ -280,16 +281,67 @@ int run(int argc, char** argv) {
   }
   mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, cluster ? &*cluster : nullptr,
                        admin_token, o.node_name, {}};
+  asio::io_context ioc;
+
+  // The data plane: copies placed on this node, replication links, forwarders.
+  auto link_metrics = std::make_shared<backend::link::LinkMetrics>();
+  mgmt::VolumeHost::Options host_opts;
+  host_opts.node_id = node_id;
+  host_opts.node_name = o.node_name;
+  host_opts.address = o.bind;
+  host_opts.volumes_dir = o.data_dir + "/volumes";
+  host_opts.tls_dir = o.data_dir + "/tls";
+  host_opts.interval = std::chrono::milliseconds(o.heartbeat_ms);
+  host_opts.link_metrics = link_metrics;
+  host_opts.observe_write = [&metrics](double s) { metrics.observe_replicated_write(s); };
+  mgmt::VolumeHost host(ioc, catalogue, io_pool, host_opts);
+  volumes.set_volume_source([&host](const std::string& id) { return host.open_volume(id); });
+  metrics.set_replication_source([&host, link_metrics] {
+    return mgmt::Metrics::ReplicationSample{link_metrics->bytes_sent_raw.load(),
+                                            link_metrics->bytes_sent_wire.load(),
+                                            host.copy_reports()};
+  });
+
   if (!controller) {
     ctx.forward = [url = o.join, name = o.node_name](const mgmt::HttpRequest& r) {
       return mgmt::forward_to(url, r, name);
     };
     agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token,
                   &catalogue);
+    agent->set_copy_reporter([&host] { return host.copy_reports(); });
+    agent->set_state_applied_hook([&host] { host.kick(); });
     agent->start();
+  } else {
+    // API changes on the controller take effect here at once (the volume exists for iSCSI
+    // as soon as create answers); other nodes learn them from their next heartbeat.
+    volumes.set_changed_hook([&host] { host.kick(); });
+  }
+  auto record_event = [&](const std::string& volume, const std::string& kind,
+                          const std::string& message) {
+    if (agent) {
+      agent->report_event(kind, (volume.empty() ? "" : "volume " + volume + ": ") + message);
+      return;
+    }
+    auto r = catalogue.transact<int64_t>([&](db::Tx& tx) {
+      return tx.append_event({0, 0, volume, o.node_name, kind, message});
+    });
+    if (!r) spdlog::error("cannot record event {}: {}", kind, r.error().message);
+  };
+  mgmt::VolumeHost::Reporter reporter;
+  if (controller) {
+    reporter = [&cluster, node_id](const std::vector<mgmt::CopyReport>& reports) {
+      return cluster->apply_copy_reports(node_id, reports).ok();
+    };
+  } else {
+    reporter = [&agent](const std::vector<mgmt::CopyReport>& reports) {
+      return agent->report_copies_now(reports, std::chrono::milliseconds(5000));
+    };
+  }
+  if (auto err = host.start(reporter, record_event); !err.empty()) {
+    spdlog::critical("volumes: {}", err);
+    return 1;
   }
   mgmt::Router router(ctx);
-  asio::io_context ioc;
   mgmt::HttpServer http(ioc, router, metrics,
                         {o.bind, o.http_port, 1 << 20, 30, 30});
   if (auto err = http.start(); !err.empty()) {
@@ -314,16 +366,10 @@ int run(int argc, char** argv) {
 
   mgmt::ReplicationEndpoint replication(
       ioc, [&](const std::string& kind, const std::string& message) {
-        if (agent) {
-          agent->report_event(kind, message);
-          return;
-        }
-        auto r = catalogue.transact<int64_t>([&](db::Tx& tx) {
-          return tx.append_event({0, 0, "", o.node_name, kind, message});
-        });
-        if (!r) spdlog::error("cannot record event {}: {}", kind, r.error().message);
+        record_event("", kind, message);
       });
-  if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port);
+  if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port,
+                                   host.frame_handler(), link_metrics);
       !err.empty()) {
     spdlog::critical("replication: {}", err);
     return 1;
@@ -335,20 +381,35 @@ int run(int argc, char** argv) {
     heartbeat.async_wait([&](boost::system::error_code e) {
       if (e) return;
       if (auto r = register_node("online"); !r) spdlog::warn("heartbeat: {}", r.error().message);
-      if (cluster) cluster->check_liveness(db::now_ms());
+      if (cluster) {
+        cluster->check_liveness(db::now_ms());
+        // The controller's own copies report straight into its catalogue.
+        if (auto r = cluster->apply_copy_reports(node_id, host.copy_reports()); !r) {
+          spdlog::warn("copy reports: {}", r.error().message);
+        }
+      }
       beat();
     });
   };
   beat();
 
+  std::thread stopper;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code e, int sig) {
     if (e) return;
     spdlog::info("signal {}: stopping (finishing in-flight requests)", sig);
     heartbeat.cancel();
     iscsi.stop();
-    replication.stop();
-    http.stop([&] { ioc.stop(); });
+    // Volumes flush and close while the io_context still runs their links (the replicas
+    // must acknowledge the final flush), then the listeners go.
+    stopper = std::thread([&] {
+      host.flush_all();
+      host.stop();
+      asio::post(ioc, [&] {
+        replication.stop();
+        http.stop([&] { ioc.stop(); });
+      });
+    });
   });
 
   spdlog::info("node {} ({}) ready: API {}/api/v1, iSCSI {}:{}, replication {}:{} (TLS), data {}",
@@ -361,9 +422,9 @@ int run(int argc, char** argv) {
   for (unsigned i = 1; i < o.net_threads; ++i) threads.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : threads) t.join();
+  if (stopper.joinable()) stopper.join();
 
   if (agent) agent->stop();
-  volumes.flush_all();
   if (auto r = register_node("offline"); !r) spdlog::warn("catalogue: {}", r.error().message);
   catalogue.checkpoint();
   spdlog::info("stopped cleanly");

@@ -18,25 +18,6 @@ namespace tls = backend::transport;
 
 namespace {
 
-// No replica copies live here yet: refuse every frame for a copy, with the reason.
-class NoCopiesHandler : public link::FrameHandler {
- public:
-  void on_frame(const std::shared_ptr<link::InboundConnection>& conn,
-                const wire::FrameHeader& header, std::vector<uint8_t>) override {
-    if (header.type == wire::FrameType::kAck || header.type == wire::FrameType::kNack) return;
-    wire::FrameHeader nack = header;
-    nack.type = wire::FrameType::kNack;
-    nack.flags = 0;
-    nack.status = static_cast<uint32_t>(wire::NackReason::kUnknownCopy);
-    static constexpr std::string_view kWhy = "this node holds no replica copies";
-    std::vector<uint8_t> out;
-    if (wire::encode(nack,
-                     {reinterpret_cast<const uint8_t*>(kWhy.data()), kWhy.size()}, false, out)) {
-      (void)conn->reply(std::move(out));
-    }
-  }
-};
-
 const char* event_kind(link::ServerEvent::Kind k) {
   switch (k) {
     case link::ServerEvent::Kind::kPeerRefused: return "peer-refused";
@@ -63,7 +44,9 @@ ReplicationEndpoint::ReplicationEndpoint(boost::asio::io_context& io, RecordEven
 ReplicationEndpoint::~ReplicationEndpoint() = default;
 
 std::string ReplicationEndpoint::start(const std::string& tls_dir, const std::string& node_id,
-                                       const std::string& address, uint16_t port) {
+                                       const std::string& address, uint16_t port,
+                                       std::shared_ptr<link::FrameHandler> handler,
+                                       std::shared_ptr<link::LinkMetrics> metrics) {
   auto creds = tls::load_node_credentials(tls_dir);
   if (!creds) return "TLS credentials in " + tls_dir + ": " + creds.error().message;
   if (auto v = tls::verify_peer(creds->cert_pem, creds->ca_pem); !v) {
@@ -77,9 +60,10 @@ std::string ReplicationEndpoint::start(const std::string& tls_dir, const std::st
   opts.port = port;
   opts.hello.node_id = node_id;
   opts.hello.address = address + ":" + std::to_string(port);
+  opts.metrics = std::move(metrics);
   Impl* impl = impl_.get();
   auto server = link::LinkServer::start(
-      impl_->io, *impl_->ssl, opts, std::make_shared<NoCopiesHandler>(),
+      impl_->io, *impl_->ssl, opts, std::move(handler),
       [impl](const link::ServerEvent& e) {
         spdlog::warn("replication: {} from {} ({}): {}", link::to_string(e.kind), e.remote,
                      e.peer_name.empty() ? "no name" : e.peer_name, e.reason);

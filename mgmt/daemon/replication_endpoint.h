@@ -1,8 +1,7 @@
 // ReplicationEndpoint: tcp/5703 on this node: mutual TLS with the cluster CA (a peer without
 // a valid cluster certificate is refused, logged and recorded as an event), HELLO exchange,
-// frame decoding (backend/link). Until replication is wired into the daemon this node holds
-// no replica copies, so every frame for a copy is answered NACK kUnknownCopy. Runs on the
-// daemon's io_context.
+// frame decoding (backend/link); frames go to the node's handler (the volume host's replica
+// copies and forwarded I/O). Runs on the daemon's io_context.
 #pragma once
 
 #include <memory>
@@ -13,6 +12,10 @@
 namespace boost::asio {
 class io_context;
 }
+namespace tandem::backend::link {
+class FrameHandler;
+struct LinkMetrics;
+}  // namespace tandem::backend::link
 
 namespace tandem::mgmt {
 
@@ -25,7 +28,9 @@ class ReplicationEndpoint {
   ~ReplicationEndpoint();
   // Loads DATA_DIR/tls credentials and listens; returns an error message or "".
   std::string start(const std::string& tls_dir, const std::string& node_id,
-                    const std::string& address, uint16_t port);
+                    const std::string& address, uint16_t port,
+                    std::shared_ptr<backend::link::FrameHandler> handler,
+                    std::shared_ptr<backend::link::LinkMetrics> metrics);
   // Closes the listener and every connection (asynchronously, on the io_context).
   void stop();
 
