@@ -3,7 +3,8 @@
 // them) and get back a certificate from the cluster CA and a node token; they then
 // heartbeat with that token; a node silent for longer than the timeout is marked offline.
 // Heartbeats carry the master's copy reports and are answered with the cluster-state
-// snapshot (cluster_state.h) when the node's copy is stale. Thread-safe (all state is in the catalogue). The catalogue and CA must outlive it.
+// snapshot (cluster_state.h) when the node's copy is stale. Thread-safe (all state is in
+// the catalogue). The catalogue and CA (which may be null off the controller) must outlive it.
 #pragma once
 
 #include <chrono>

@@ -56,7 +56,8 @@ class Reader {
     core::Labels out;
     const json* v = get(key);
     if (!v) return out;
-    if (!v->is_object() || v->size() > 256) return fail(std::string(key) + " must be an object"), out;
+    if (!v->is_object() || v->size() > 256)
+      return fail(std::string(key) + " must be an object"), out;
     for (const auto& [k, val] : v->items()) {
       if (!val.is_string() || k.size() > kMaxText ||
           val.get_ref<const std::string&>().size() > kMaxText) {

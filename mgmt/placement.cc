@@ -6,8 +6,7 @@
 namespace tandem::mgmt {
 
 std::vector<std::string> place_replicas(std::span<const PlacementNode> nodes,
-                                        const std::set<std::string>& exclude_node_ids,
-                                        int count) {
+                                        const std::set<std::string>& exclude_node_ids, int count) {
   std::vector<const PlacementNode*> candidates;
   for (const auto& n : nodes) {
     if (n.online && !exclude_node_ids.count(n.id)) candidates.push_back(&n);

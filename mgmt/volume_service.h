@@ -2,7 +2,8 @@
 // the catalogue and the local file store, keeping the open BlockVolumes that the iSCSI
 // target serves. On the controller it also decides where copies go (placement.h): it writes
 // the master and replica rows; each owning node's data plane creates their files (this node
-// creates the master's file itself when it is the master). Every state change is one catalogue transaction with its event row.
+// creates the master's file itself when it is the master). Every state change is one
+// catalogue transaction with its event row.
 // Thread-safe (a mutex orders lifecycle calls); the Catalogue and IoPool must outlive it.
 #pragma once
 

@@ -59,6 +59,18 @@ function fill(table, rows) {
   }
 }
 
+// "2: n2 in-sync, n3 syncing 40%": where a volume's replicas are and how far along.
+function replicaSummary(v) {
+  const parts = (v.copies || []).filter((c) => c.role === "replica").map((c) => {
+    let text = c.node + " " + c.state;
+    if (c.state === "syncing" && c.sync_total_bytes > 0) {
+      text += " " + Math.min(100, Math.floor(100 * c.sync_done_bytes / c.sync_total_bytes)) + "%";
+    }
+    return text;
+  });
+  return String(v.replicas) + (parts.length ? ": " + parts.join(", ") : "");
+}
+
 async function refresh() {
   if (!token) { showError("Sign in with the admin token (DATA_DIR/admin.token)."); return; }
   try {
@@ -76,7 +88,7 @@ async function refresh() {
         if (!confirm("Delete volume " + v.name + " and its data?")) return;
         try { await api("DELETE", "/volumes/" + v.name); refresh(); } catch (e) { showError(e.message); }
       };
-      return [v.name, sizeText(v.size_bytes), String(v.replicas), v.failure_mode, v.state,
+      return [v.name, sizeText(v.size_bytes), replicaSummary(v), v.failure_mode, v.state,
               v.master, v.iqn, del];
     }));
     fill("#nodes", nodes.nodes.map((n) => [n.name, n.address, n.state, sizeText(n.free_bytes),

@@ -72,20 +72,22 @@ class NodeAgent {
   // Queues an event for the cluster's log; it rides on the next heartbeat (bounded: the
   // oldest are dropped past kMaxReportedEvents). Thread-safe.
   void report_event(std::string kind, std::string message);
-  // Called on the agent's thread at each heartbeat for the copies this node masters (at
-  // most kMaxCopyReports are sent). Set before start().
+  // Called on the agent's thread at each heartbeat for the copies this node masters. When
+  // they do not fit one heartbeat body, a moving window of them is sent each time.
   void set_copy_reporter(std::function<std::vector<CopyReport>()> f);
   // Called on the agent's thread after a cluster-state snapshot was applied locally. Set
   // before start().
   void set_state_applied_hook(std::function<void()> f);
   // POSTs the reports to the controller's copy-state route and waits for the answer: true
-  // only on 200 (committed there). Thread-safe; any thread may call it.
+  // only on 200 (committed there). Meant for the few copies that just changed: the body
+  // must stay under the controller's 1 MiB limit (about 5000 reports). Thread-safe.
   bool report_copies_now(const std::vector<CopyReport>& reports,
                          std::chrono::milliseconds timeout);
 
  private:
   void run();
   void apply_state(const nlohmann::json& snapshot);
+  nlohmann::json bounded_reports(const std::vector<CopyReport>& all);
 
   NodeIdentity me_;
   std::string controller_url_;
@@ -101,6 +103,7 @@ class NodeAgent {
   std::function<std::vector<CopyReport>()> copy_reporter_;
   std::function<void()> state_applied_;
   int64_t known_revision_ = -1;  // agent thread only
+  size_t report_cursor_ = 0;     // agent thread only
   std::thread thread_;
 };
 

@@ -349,5 +349,50 @@ TEST_F(ClusterTest, NodeAgentMirrorsStateAndReportsCopies) {
   agent.stop();
 }
 
+// More reports than one heartbeat body holds: the agent sends a moving window, so the
+// node stays online and the last report still reaches the controller.
+TEST_F(ClusterTest, NodeAgentSendsOversizedReportsInWindows) {
+  std::string addr = unique_loopback();
+  mgmt::NodeIdentity me{"n4", addr, "http://" + addr + ":8080", 3260, 5703,
+                        (dir_ / "n4").string()};
+  std::filesystem::create_directories(me.data_dir);
+  ASSERT_EQ(mgmt::join_cluster(me, controller_->url(), join_token()), "");
+  std::mutex mu;
+  std::vector<mgmt::CopyReport> reports;  // guarded by mu
+  mgmt::NodeAgent agent(me, controller_->url(), std::chrono::milliseconds(100),
+                        std::make_shared<mgmt::TokenHash>());
+  agent.set_copy_reporter([&] {
+    std::lock_guard lock(mu);
+    return reports;
+  });
+  agent.start();
+  auto n4_state = [&](const std::string& want) {
+    auto reply = controller_->http("GET", "/api/v1/nodes");
+    for (const auto& n : reply.body["nodes"]) {
+      if (n["name"] == "n4") return n["state"] == want;
+    }
+    return false;
+  };
+  ASSERT_TRUE(await([&] { return n4_state("online"); }));
+  auto r = controller_->http("POST", "/api/v1/volumes",
+                             R"({"name":"big","size":"8MiB","replicas":1,"node":"n4"})");
+  ASSERT_EQ(r.status, 201) << r.raw;
+  {
+    std::lock_guard lock(mu);
+    // Unknown volumes (ignored by the controller) first, the real report last.
+    for (int i = 0; i < 12000; ++i) {
+      reports.push_back({"00000000-0000-0000-0000-" + std::to_string(100000000000 + i), 2,
+                         "out-of-sync", UINT32_MAX, 1ull << 40, 1ull << 40, 1ull << 40});
+    }
+    reports.push_back({r.body["id"], r.body["copies"][1]["number"], "syncing", 1, 2, 3, 4});
+  }
+  EXPECT_TRUE(await([&] {
+    return controller_->http("GET", "/api/v1/volumes/big").body["copies"][1]["state"] ==
+           "syncing";
+  }, 15));
+  EXPECT_TRUE(n4_state("online"));
+  agent.stop();
+}
+
 }  // namespace
 }  // namespace tandem::testkit

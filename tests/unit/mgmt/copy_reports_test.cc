@@ -32,7 +32,8 @@ class CopyReportsTest : public ::testing::Test {
       v.master_node = "id-a";
       if (auto x = tx.insert_volume(v); !x) return x;
       if (auto x = tx.insert_copy({"c1", "vol-1", "id-a", "master", "in-sync", 0, 1}); !x) return x;
-      if (auto x = tx.insert_copy({"c2", "vol-1", "id-b", "replica", "in-sync", 0, 2}); !x) return x;
+      if (auto x = tx.insert_copy({"c2", "vol-1", "id-b", "replica", "in-sync", 0, 2}); !x)
+        return x;
       return tx.insert_copy({"c3", "vol-1", "id-c", "replica", "in-sync", 0, 3});
     });
     ASSERT_TRUE(r.ok()) << r.error().message;
@@ -51,13 +52,15 @@ class CopyReportsTest : public ::testing::Test {
     return (*v)->state;
   }
   std::vector<std::string> event_kinds() {
-    auto e = cat_->transact<std::vector<db::EventRow>>([](db::Tx& tx) { return tx.events(0, 100); });
+    auto e =
+        cat_->transact<std::vector<db::EventRow>>([](db::Tx& tx) { return tx.events(0, 100); });
     std::vector<std::string> out;
     for (const auto& ev : *e) out.push_back(ev.kind);
     return out;
   }
   db::CopyRow copy(uint32_t number) {
-    auto c = cat_->transact<std::vector<db::CopyRow>>([](db::Tx& tx) { return tx.copies_of("vol-1"); });
+    auto c =
+        cat_->transact<std::vector<db::CopyRow>>([](db::Tx& tx) { return tx.copies_of("vol-1"); });
     return (*c)[number - 1];
   }
 

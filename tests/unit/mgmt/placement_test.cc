@@ -56,8 +56,8 @@ TEST(PlaceReplicas, ExhaustiveSmallClusters) {
     for (int excl = 0; excl < (1 << 5); ++excl) {
       std::vector<PlacementNode> nodes;
       for (int i = 0; i < 5; ++i) {
-        nodes.push_back({"id" + std::to_string(i), "n" + std::to_string(i),
-                         (mask >> i & 1) != 0, static_cast<uint64_t>(rng() % 3)});
+        nodes.push_back({"id" + std::to_string(i), "n" + std::to_string(i), (mask >> i & 1) != 0,
+                         static_cast<uint64_t>(rng() % 3)});
       }
       std::set<std::string> ex;
       for (int i = 0; i < 5; ++i) {
@@ -91,11 +91,10 @@ TEST(ReplicasToRemove, NeverTheMaster) {
 }
 
 TEST(ReplicasToRemove, UnhealthyFirstThenLeastFree) {
-  std::vector<db::CopyRow> copies{copy("m", "a", "master", "in-sync", 1),
-                                  copy("r2", "b", "replica", "in-sync", 2),
-                                  copy("r3", "c", "replica", "in-sync", 3),
-                                  copy("r4", "d", "replica", "syncing", 4),
-                                  copy("r5", "e", "replica", "in-sync", 5)};
+  std::vector<db::CopyRow> copies{
+      copy("m", "a", "master", "in-sync", 1), copy("r2", "b", "replica", "in-sync", 2),
+      copy("r3", "c", "replica", "in-sync", 3), copy("r4", "d", "replica", "syncing", 4),
+      copy("r5", "e", "replica", "in-sync", 5)};
   std::vector<PlacementNode> nodes{{"a", "n-a", true, 0},
                                    {"b", "n-b", true, 10},
                                    {"c", "n-c", true, 500},

@@ -305,12 +305,14 @@ TEST_F(RouterTest, MasterNodeFromBodyOrOriginHeader) {
   EXPECT_EQ(body(unknown)["error"]["field"], "node");
   EXPECT_EQ(call("POST", "/api/v1/volumes", R"({"name":"b","size":"1GiB","node":5})").status,
             422);
-  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) { return tx.set_node_state("node-2", "offline"); })
-                  .ok());
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) {
+                    return tx.set_node_state("node-2", "offline");
+                  }).ok());
   auto off = call("POST", "/api/v1/volumes", R"({"name":"b","size":"1GiB","node":"n2"})");
   EXPECT_EQ(off.status, 422);
-  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) { return tx.set_node_state("node-2", "online"); })
-                  .ok());
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) {
+                    return tx.set_node_state("node-2", "online");
+                  }).ok());
   HttpRequest req;
   req.method = "POST";
   req.path = "/api/v1/volumes";
