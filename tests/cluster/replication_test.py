@@ -66,7 +66,10 @@ def online_nodes(node):
     p = node.ctl("--json", "node", "list", check=False)
     if p.returncode != 0:
         return []
-    return [n for n in json.loads(p.stdout) if n.get("state") == "online"]
+    nodes = json.loads(p.stdout)
+    if isinstance(nodes, dict):
+        nodes = nodes.get("nodes", [])
+    return [n for n in nodes if n.get("state") == "online"]
 
 
 def volume(node, name):
