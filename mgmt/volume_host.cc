@@ -11,6 +11,7 @@
 #include "backend/transport/tls_identity.h"
 #include "backend/transport/tls_stream.h"
 #include "core/volume_spec.h"
+#include "mgmt/verify.h"
 
 namespace tandem::mgmt {
 namespace {
@@ -84,19 +85,38 @@ void VolumeHost::stop() {
     if (stopping_) return;
     stopping_ = true;
   }
+  stopped_.store(true);
   work_cv_.notify_all();
   urgent_cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   if (reporter_thread_.joinable()) reporter_thread_.join();
-  std::lock_guard lock(mu_);
-  std::vector<std::string> ids;
-  for (const auto& [id, m] : masters_) ids.push_back(id);
-  for (const auto& id : ids) close_master(id, false);
-  std::vector<std::string> keys;
-  for (const auto& [k, r] : replicas_by_key_) keys.push_back(k);
-  for (const auto& k : keys) close_replica(k, false);
-  for (auto& [id, f] : forwarders_) f.volume->close();
-  forwarders_.clear();
+  std::lock_guard serial(reconcile_mu_);
+  std::map<std::string, Master> masters;
+  std::map<std::string, Replica> replicas;
+  std::map<std::string, Forwarder> forwarders;
+  {
+    std::lock_guard lock(mu_);
+    masters.swap(masters_);
+    replicas.swap(replicas_by_key_);
+    forwarders.swap(forwarders_);
+  }
+  // A clean stop: the last flush reaches every replica, maps are checkpointed, so a restart
+  // resyncs nothing that did not change. These waits need the io_context running.
+  for (auto& [id, m] : masters) {
+    (void)wait([&](auto done) { m.volume->flush(done); });
+    auto closed = std::make_shared<std::promise<void>>();
+    auto f = closed->get_future();
+    m.volume->close([closed] { closed->set_value(); });
+    f.wait_for(std::chrono::seconds(10));
+  }
+  for (auto& [k, r] : replicas) {
+    replicas_->remove(r.row.id, r.number);
+    auto closed = std::make_shared<std::promise<void>>();
+    auto f = closed->get_future();
+    r.copy->close([closed] { closed->set_value(); });
+    f.wait_for(std::chrono::seconds(10));
+  }
+  for (auto& [id, f] : forwarders) f.volume->close();
 }
 
 void VolumeHost::kick() {
@@ -120,6 +140,13 @@ void VolumeHost::run() {
 }
 
 void VolumeHost::reconcile() {
+  if (stopped_.load()) return;
+  std::unique_lock serial(reconcile_mu_, std::defer_lock);
+  if (!serial.try_lock_for(std::chrono::seconds(2))) {
+    kick();
+    return;
+  }
+  if (stopped_.load()) return;
   std::lock_guard lock(mu_);
   reconcile_locked();
 }
@@ -328,19 +355,22 @@ void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {
   replicas_by_key_[replica_key(v.id, me.number)] = Replica{v, me.number, *copy};
 }
 
+// Closing never waits: a removed copy's files go at once (its data is no longer wanted, and
+// I/O still in flight lands in an unlinked file); a kept one is flushed by close().
 void VolumeHost::close_master(const std::string& id, bool delete_files_too) {
   auto it = masters_.find(id);
   if (it == masters_.end()) return;
   auto vol = it->second.volume;
   std::string name = it->second.row.name;
   masters_.erase(it);
-  (void)wait([&](auto done) { vol->flush(done); });
-  std::promise<void> closed;
-  auto f = closed.get_future();
-  vol->close([&closed] { closed.set_value(); });
-  f.wait_for(std::chrono::seconds(10));
-  if (delete_files_too) delete_files(id);
-  spdlog::info("volume={} id={} master closed{}", name, id, delete_files_too ? ", files deleted" : "");
+  if (delete_files_too) {
+    vol->close({});
+    delete_files(id);
+  } else {
+    vol->flush([vol](core::IoResult) { vol->close({}); });
+  }
+  spdlog::info("volume={} id={} master closed{}", name, id,
+               delete_files_too ? ", files deleted" : "");
 }
 
 void VolumeHost::close_replica(const std::string& key, bool delete_files_too) {
@@ -349,10 +379,7 @@ void VolumeHost::close_replica(const std::string& key, bool delete_files_too) {
   Replica r = it->second;
   replicas_by_key_.erase(it);
   replicas_->remove(r.row.id, r.number);
-  std::promise<void> closed;
-  auto f = closed.get_future();
-  r.copy->close([&closed] { closed.set_value(); });
-  f.wait_for(std::chrono::seconds(10));
+  r.copy->close();
   if (delete_files_too) delete_files(r.row.id);
   spdlog::info("volume={} copy {} closed{}", r.row.name, r.number,
                delete_files_too ? ", files deleted" : "");
@@ -396,6 +423,25 @@ std::vector<CopyReport> VolumeHost::copy_reports() {
     }
   }
   return out;
+}
+
+core::Result<nlohmann::json, std::string> VolumeHost::local_checksums(
+    const std::string& volume_id) {
+  uint64_t size = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = masters_.find(volume_id); it != masters_.end()) {
+      size = it->second.row.size_bytes;
+    } else {
+      for (const auto& [k, r] : replicas_by_key_) {
+        if (r.row.id == volume_id) size = r.row.size_bytes;
+      }
+    }
+  }
+  if (size == 0) return core::fail("no copy of volume " + volume_id + " on this node");
+  auto sums = checksum_image(store_.path_of(volume_id), size);
+  if (!sums) return core::fail(sums.error());
+  return to_json(*sums);
 }
 
 void VolumeHost::flush_all() {

@@ -71,7 +71,10 @@ class VolumeHost {
   void stop();
   // The catalogue changed: reconcile soon.
   void kick();
-  // Reconciles now on the caller's thread (tests, start-up).
+  // Reconciles now on the caller's thread (start-up, and the controller's API so a volume is
+  // served as soon as its create answers). Never waits for I/O: closing a copy is
+  // asynchronous, so network threads may call it. Skipped (kick() instead) when another
+  // reconcile holds on for longer than a moment.
   void reconcile();
 
   // The FrameHandler for the node's tcp/5703 listener.
@@ -80,6 +83,8 @@ class VolumeHost {
   std::shared_ptr<core::BlockVolume> open_volume(const std::string& volume_id);
   // Every copy state this node knows as a master, for the heartbeat.
   std::vector<CopyReport> copy_reports();
+  // Region checksums of this node's copy of a volume (mgmt/verify.h JSON), or why not.
+  core::Result<nlohmann::json, std::string> local_checksums(const std::string& volume_id);
   // fdatasync every open image (clean shutdown).
   void flush_all();
 
@@ -123,7 +128,9 @@ class VolumeHost {
   Reporter reporter_;
   RecordEvent record_;
 
-  std::mutex mu_;  // guards the maps below and serialises reconciles
+  std::timed_mutex reconcile_mu_;  // serialises reconciles and stop()
+  std::atomic<bool> stopped_{false};
+  std::mutex mu_;  // guards the maps below (never held while waiting for I/O)
   std::map<std::string, Master> masters_;    // by volume id
   std::map<std::string, Replica> replicas_by_key_;  // "volume-id/number"
   std::map<std::string, Forwarder> forwarders_;      // by volume id

@@ -136,12 +136,14 @@ core::Result<std::shared_ptr<ReplicatedVolume>, std::string> ReplicatedVolume::o
     asio::io_context& io, asio::ssl::context& tls, std::shared_ptr<FileVolume> local,
     Options options) {
   auto impl = std::make_unique<Impl>(io, tls, std::move(local), std::move(options));
-  impl->seq_fd = ::open(impl->opt.seq_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (impl->seq_fd < 0) {
+  // The reservation file exists once the volume was ever replicated; solo volumes have none.
+  impl->seq_fd = ::open(impl->opt.seq_path.c_str(), O_RDWR | O_CLOEXEC);
+  if (impl->seq_fd < 0 && errno != ENOENT) {
     return core::fail("cannot open " + impl->opt.seq_path + ": " + std::strerror(errno));
   }
   uint64_t stored = 0;
-  ssize_t n = ::pread(impl->seq_fd, &stored, sizeof stored, 0);
+  ssize_t n = 0;
+  if (impl->seq_fd >= 0) n = ::pread(impl->seq_fd, &stored, sizeof stored, 0);
   if (n != 0 && n != static_cast<ssize_t>(sizeof stored)) {
     ::close(impl->seq_fd);
     return core::fail("sequence file " + impl->opt.seq_path + " is torn");
@@ -191,6 +193,14 @@ struct Strand {
   // Persists a new reservation before any sequence above the old one is used.
   bool reserve(uint64_t at_least) {
     uint64_t want = std::max(at_least, s.reserved) + kSeqBlock;
+    if (s.seq_fd < 0) {
+      s.seq_fd = ::open(s.opt.seq_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (s.seq_fd < 0) {
+        spdlog::error("volume={} cannot create {}: {}", s.opt.uuid, s.opt.seq_path,
+                      std::strerror(errno));
+        return false;
+      }
+    }
     if (::pwrite(s.seq_fd, &want, sizeof want, 0) != static_cast<ssize_t>(sizeof want) ||
         ::fdatasync(s.seq_fd) != 0) {
       spdlog::error("volume={} cannot persist sequence reservation: {}", s.opt.uuid,

@@ -1,5 +1,9 @@
 #include "mgmt/api/router.h"
 
+#include <thread>
+
+#include "mgmt/verify.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -543,6 +547,97 @@ HttpResponse post_heartbeat(const ApiContext& ctx, const HttpRequest& req, const
   return json_response(200, *r);
 }
 
+// This node's own copy of a volume, as region checksums (never forwarded: the controller's
+// verify asks each node holding a copy).
+HttpResponse get_local_checksums(const ApiContext& ctx, const HttpRequest&, const Params& p) {
+  if (!ctx.local_checksums) {
+    return error_response(ApiError{501, "not_implemented", "no volume host on this node"});
+  }
+  auto r = ctx.local_checksums(p[0]);
+  if (!r) return error_response(ApiError::not_found(r.error()));
+  return json_response(200, *r);
+}
+
+// Compares the region checksums of every in-sync copy. Copies are read one after another
+// while the volume keeps serving, so a region written in between can differ for a moment:
+// differing regions are checked again (up to 5 rounds) before they are reported.
+HttpResponse post_verify(const ApiContext& ctx, const HttpRequest& req, const Params& p) {
+  auto v = ctx.volumes->get(p[0]);
+  if (!v) return error_response(v.error());
+  auto nodes = nodes_of(ctx);
+  if (!nodes) return db_failure(nodes.error());
+  std::map<std::string, const db::NodeRow*> by_id;
+  for (const auto& n : *nodes) by_id[n.id] = &n;
+  json copies = json::array();
+  std::vector<std::pair<std::string, const db::NodeRow*>> targets;  // (label, node)
+  for (const auto& c : v->copies) {
+    auto n = by_id.find(c.node_id);
+    std::string node = n == by_id.end() ? c.node_id : n->second->name;
+    bool in_sync = c.state == db::kCopyInSync;
+    copies.push_back({{"number", c.number}, {"node", node}, {"role", c.role},
+                      {"state", c.state}, {"compared", in_sync && n != by_id.end()}});
+    if (in_sync && n != by_id.end()) {
+      targets.emplace_back(std::to_string(c.number) + "@" + node, n->second);
+    }
+  }
+  auto fetch = [&](const db::NodeRow* n) -> core::Result<RegionChecksums, std::string> {
+    core::Result<json, std::string> j = core::fail(std::string("unreachable"));
+    if (n->name == ctx.node_name) {
+      if (!ctx.local_checksums) return core::fail(std::string("no volume host"));
+      j = ctx.local_checksums(v->row.id);
+    } else {
+      if (!ctx.call_node) return core::fail(std::string("cannot reach other nodes"));
+      HttpRequest r;
+      r.method = "GET";
+      r.target = "/api/v1/local/copies/" + v->row.id + "/checksums";
+      r.path = r.target;
+      r.authorization = req.authorization;
+      auto resp = ctx.call_node(n->api_url, r);
+      if (resp.status != 200) {
+        return core::fail("node " + n->name + " answered " + std::to_string(resp.status));
+      }
+      json body = json::parse(resp.body, nullptr, false);
+      if (body.is_discarded()) return core::fail("node " + n->name + " sent bad JSON");
+      j = body;
+    }
+    if (!j) return core::fail(j.error());
+    return checksums_from_json(*j);
+  };
+  VerifyOutcome outcome;
+  std::map<std::string, RegionChecksums> sums;
+  int rounds = 0;
+  std::string error;
+  for (; rounds < 5; ++rounds) {
+    sums.clear();
+    for (const auto& [label, node] : targets) {
+      auto c = fetch(node);
+      if (!c) {
+        error = label + ": " + c.error();
+        break;
+      }
+      sums[label] = std::move(*c);
+    }
+    if (!error.empty()) break;
+    outcome = compare_checksums(sums);
+    if (outcome.identical || !outcome.error.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let in-flight writes land
+  }
+  if (!error.empty()) {
+    return error_response(ApiError{502, "copy_unreachable", "cannot read a copy: " + error});
+  }
+  json out{{"volume", v->row.name},
+           {"copies", copies},
+           {"compared", targets.size()},
+           {"identical", outcome.identical},
+           {"region_bytes", kVerifyRegionBytes},
+           {"regions", sums.empty() ? 0 : sums.begin()->second.crc.size()},
+           {"differing_count", outcome.differing_count},
+           {"differing_regions", outcome.differing_regions},
+           {"rounds", rounds + 1}};
+  if (!outcome.error.empty()) out["error"] = outcome.error;
+  return json_response(200, out);
+}
+
 // A master's copy reports, committed before the answer: a master that must record an
 // out-of-sync copy before acknowledging more writes waits for this 200.
 HttpResponse post_copy_state(const ApiContext& ctx, const HttpRequest& req, const Params&) {
@@ -581,6 +676,8 @@ const std::vector<Route>& table() {
       {{"GET", "/api/v1/volumes/{name}"}, get_volume},
       {{"PATCH", "/api/v1/volumes/{name}"}, patch_volume},
       {{"DELETE", "/api/v1/volumes/{name}"}, delete_volume},
+      {{"POST", "/api/v1/volumes/{name}/verify"}, post_verify},
+      {{"GET", "/api/v1/local/copies/{id}/checksums"}, get_local_checksums},
       {{"GET", "/api/v1/volumes/{name}/access"}, get_access},
       {{"PUT", "/api/v1/volumes/{name}/access"}, put_access},
       {{"GET", "/api/v1/classes"}, list_classes},
@@ -633,7 +730,8 @@ HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
     *route = "console";
     return *asset;
   }
-  if (ctx_.forward && req.path.rfind("/api/v1/", 0) == 0) {
+  if (ctx_.forward && req.path.rfind("/api/v1/", 0) == 0 &&
+      req.path.rfind("/api/v1/local/", 0) != 0) {
     *route = "forwarded";
     return ctx_.forward(req);
   }

@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "core/result.h"
 #include "mgmt/api/http_types.h"
 
 namespace tandem::db {
@@ -50,6 +53,12 @@ struct ApiContext {
   // Set on nodes that are not the controller: every /api/v1 call is passed to the
   // controller (clients may talk to any node) and its answer returned as is.
   std::function<HttpResponse(const HttpRequest&)> forward;
+  // This node's copy of a volume as region checksums (JSON of mgmt/verify.h) or an error
+  // message; for `volume verify`.
+  std::function<core::Result<nlohmann::json, std::string>(const std::string& volume_id)>
+      local_checksums;
+  // Sends a request to another node's API (its base URL) and returns the answer.
+  std::function<HttpResponse(const std::string& api_url, const HttpRequest&)> call_node;
 };
 
 // Who may call a route: the admin (bearer admin token), anyone, or the handler checks a

@@ -296,6 +296,10 @@ int run(int argc, char** argv) {
   host_opts.observe_write = [&metrics](double s) { metrics.observe_replicated_write(s); };
   mgmt::VolumeHost host(ioc, catalogue, io_pool, host_opts);
   volumes.set_volume_source([&host](const std::string& id) { return host.open_volume(id); });
+  ctx.local_checksums = [&host](const std::string& id) { return host.local_checksums(id); };
+  ctx.call_node = [](const std::string& url, const mgmt::HttpRequest& r) {
+    return mgmt::forward_to(url, r);
+  };
   metrics.set_replication_source([&host, link_metrics] {
     return mgmt::Metrics::ReplicationSample{link_metrics->bytes_sent_raw.load(),
                                             link_metrics->bytes_sent_wire.load(),
@@ -314,7 +318,7 @@ int run(int argc, char** argv) {
   } else {
     // API changes on the controller take effect here at once (the volume exists for iSCSI
     // as soon as create answers); other nodes learn them from their next heartbeat.
-    volumes.set_changed_hook([&host] { host.kick(); });
+    volumes.set_changed_hook([&host] { host.reconcile(); });
   }
   auto record_event = [&](const std::string& volume, const std::string& kind,
                           const std::string& message) {
