@@ -226,7 +226,10 @@ LinkResult<std::unique_ptr<PeerLink>> PeerLink::create(asio::io_context& io,
   auto impl =
       std::make_shared<Impl>(io, tls, std::move(options), std::move(on_frame), std::move(on_state));
   impl->hello_frame = std::move(hello_frame);
-  asio::co_spawn(impl->strand, impl->run(), rethrow);
+  // Started by a post, never inline: co_spawn would otherwise run the first steps (and maybe
+  // a state callback) inside create(), on a caller that may hold its own locks.
+  asio::post(impl->strand,
+             [impl] { asio::co_spawn(impl->strand, impl->run(), rethrow); });
   return std::unique_ptr<PeerLink>(new PeerLink(std::move(impl)));
 }
 
