@@ -46,7 +46,8 @@ struct Req {
   Clock::time_point not_before{};  // after a RETRY answer: send again from then
   bool sent = false;               // queued on the current link session, unanswered
   bool ever_sent = false;
-  size_t bytes = 0;  // encoded size while sent
+  uint32_t retries = 0;  // RETRY answers so far: the wait doubles, up to 8 x retry_interval
+  size_t bytes = 0;      // in-flight charge while sent
 
   bool mutating() const {
     return op == IoOp::kWrite || op == IoOp::kUnmap || op == IoOp::kCompareAndWrite;
@@ -341,7 +342,9 @@ void ForwardingVolume::Core::on_frame(uint64_t gen, const wire::FrameHeader& h,
     if ((h.flags & wire::kFlagRetry) != 0) {
       // The master did not take it (volume not there yet, or busy): ask again until the
       // deadline. A plain kNotReady is the volume's own answer (halted) and completes.
-      it->second.not_before = now + options.retry_interval;
+      Req& q = it->second;
+      q.not_before = now + options.retry_interval * (1u << std::min<uint32_t>(q.retries, 3));
+      ++q.retries;
       pump_locked(now, done);
       schedule_locked(now);
       if (!done.empty()) asio::post(io, [done = std::move(done)]() mutable { run(done); });
