@@ -224,20 +224,22 @@ void ForwardingVolume::Core::pump_locked(Clock::time_point now, Completions& don
       ++it;
       continue;
     }
+    // Charge what the request costs on the wire both ways (upper bounds, known before any
+    // encoding): the master's reply budget must hold every answer we can have outstanding,
+    // and a READ's data comes back in its reply.
+    const size_t request_payload = r.data.size() + r.compare.size();
+    const size_t reply_payload = r.op == IoOp::kRead        ? r.out.size()
+                                 : r.op == IoOp::kLbaStatus ? wire::kMaxExtents * wire::kExtentSize
+                                                            : 0;
+    const size_t cost = wire::max_frame_size(request_payload) + wire::max_frame_size(reply_payload);
+    if (inflight_bytes > 0 && inflight_bytes + cost > options.max_inflight_bytes) return;
     auto frame = encode_locked(it->first, r);
     if (frame.empty()) {  // arguments were checked at submission: a bug, fail the request
       done.push_back(completion(std::move(r), IoResult{IoStatus::kMediumError}));
       it = pending.erase(it);
       continue;
     }
-    // Charge what the request costs on the wire both ways: the master's reply budget must
-    // hold every answer we can have outstanding (a READ's data comes back in its reply).
     const size_t size = frame.size();
-    const size_t cost = size + wire::max_frame_size(
-                                   r.op == IoOp::kRead        ? r.out.size()
-                                   : r.op == IoOp::kLbaStatus ? wire::kMaxExtents * wire::kExtentSize
-                                                              : 0);
-    if (inflight_bytes > 0 && inflight_bytes + cost > options.max_inflight_bytes) return;
     switch (link->send(std::move(frame))) {
       case link::SendStatus::kQueued:
         r.sent = true;
