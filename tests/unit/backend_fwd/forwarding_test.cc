@@ -161,15 +161,18 @@ class Dispatch : public link::FrameHandler {
   }
   // Drops every connection (the network, not the master, failing).
   void drop_all() {
-    std::vector<std::shared_ptr<link::InboundConnection>> all;
+    std::vector<std::weak_ptr<link::InboundConnection>> all;
     {
       std::lock_guard lock(mu);
       all.swap(conns);
     }
-    for (auto& c : all) c->close("test: connection cut");
+    for (auto& w : all) {
+      if (auto c = w.lock()) c->close("test: connection cut");
+    }
   }
   std::mutex mu;
-  std::vector<std::shared_ptr<link::InboundConnection>> conns;
+  // Weak: a connection owns its handler, so strong references here would be a cycle.
+  std::vector<std::weak_ptr<link::InboundConnection>> conns;
   void on_frame(const std::shared_ptr<link::InboundConnection>& conn, const wire::FrameHeader& h,
                 std::vector<uint8_t> payload) override {
     if (h.type == wire::FrameType::kIoRequest) server->handle(conn, h, std::move(payload));
