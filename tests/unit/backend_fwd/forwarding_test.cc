@@ -2,7 +2,7 @@
 // talking to a real LinkServer + ForwardServer over a real FileVolume in a temp dir. Covers
 // every BlockVolume call, QD 32 with data checks and overlapping-write order, a server closed
 // and restarted on the same port mid-stream, retarget to a second master, timeouts, unknown
-// volumes and hostile request frames. Every wait is bounded (futures / condition variables);
+// volumes and hostile request frames (random ones: forward_server_test.cc). Every wait is bounded (futures / condition variables);
 // nothing sleeps to synchronise.
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -30,6 +30,7 @@
 #include "backend/store/io_pool.h"
 #include "backend/transport/tls_identity.h"
 #include "backend/transport/tls_stream.h"
+#include "tests/unit/backend_fwd/fwd_test_util.h"
 #include "tests/unit/backend_transport/test_pki.h"
 
 namespace tandem::backend::fwd {
@@ -40,116 +41,7 @@ namespace ssl = boost::asio::ssl;
 using namespace std::chrono_literals;
 using core::IoResult;
 using core::IoStatus;
-
-constexpr auto kWait = 5s;
-constexpr uint32_t kBs = 512;
-constexpr uint64_t kBlocks = 4096;
-const std::string kUuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-
-std::vector<std::byte> pattern(size_t blocks, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::byte> v(blocks * kBs);
-  for (auto& b : v) b = std::byte(rng());
-  return v;
-}
-
-// Waits (bounded) for one completion.
-template <class T>
-struct Waiter {
-  std::shared_ptr<std::promise<T>> p = std::make_shared<std::promise<T>>();
-  std::future<T> f = p->get_future();
-  auto cb() {
-    return [p = p](T r) { p->set_value(r); };
-  }
-  std::optional<T> get(std::chrono::milliseconds bound = kWait) {
-    if (f.wait_for(bound) != std::future_status::ready) return std::nullopt;
-    return f.get();
-  }
-};
-
-IoResult io(std::function<void(core::BlockVolume::Done)> start) {
-  Waiter<IoResult> w;
-  start(w.cb());
-  auto r = w.get();
-  EXPECT_TRUE(r.has_value()) << "no completion within the bound";
-  return r.value_or(IoResult{IoStatus::kMediumError});
-}
-
-// A BlockVolume over another that can hold every call (the master "stuck" with I/O in flight).
-class GatedVolume : public core::BlockVolume {
- public:
-  explicit GatedVolume(std::shared_ptr<core::BlockVolume> inner) : inner_(std::move(inner)) {}
-  const std::string& uuid() const override { return inner_->uuid(); }
-  uint32_t block_size() const override { return inner_->block_size(); }
-  uint64_t block_count() const override { return inner_->block_count(); }
-  core::VolumeState state() const override { return inner_->state(); }
-  void read(uint64_t lba, std::span<std::byte> out, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->read(lba, out, std::move(d)); });
-  }
-  void write(uint64_t lba, std::span<const std::byte> data, bool fua, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->write(lba, data, fua, std::move(d)); });
-  }
-  void flush(Done d) override {
-    gate([this, d = std::move(d)]() mutable { inner_->flush(std::move(d)); });
-  }
-  void unmap(uint64_t lba, uint64_t n, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->unmap(lba, n, std::move(d)); });
-  }
-  void compare_and_write(uint64_t lba, std::span<const std::byte> c,
-                         std::span<const std::byte> data, bool fua, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable {
-      inner_->compare_and_write(lba, c, data, fua, std::move(d));
-    });
-  }
-  void lba_status(uint64_t lba, uint64_t n, ExtentsDone d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->lba_status(lba, n, std::move(d)); });
-  }
-
-  void hold() {
-    std::lock_guard lock(mu_);
-    holding_ = true;
-  }
-  void release() {
-    std::vector<std::function<void()>> run;
-    {
-      std::lock_guard lock(mu_);
-      holding_ = false;
-      run.swap(held_);
-    }
-    for (auto& f : run) f();
-  }
-  bool wait_held(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kWait, [&] { return held_.size() >= n; });
-  }
-
- private:
-  void gate(std::function<void()> f) {
-    {
-      std::lock_guard lock(mu_);
-      if (holding_) {
-        held_.push_back(std::move(f));
-        cv_.notify_all();
-        return;
-      }
-    }
-    f();
-  }
-  std::shared_ptr<core::BlockVolume> inner_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool holding_ = false;
-  std::vector<std::function<void()>> held_;
-};
-
-// A master volume that is halted: writes answered NOT READY at once (inline, as doubles may).
-class HaltedVolume : public GatedVolume {
- public:
-  using GatedVolume::GatedVolume;
-  void write(uint64_t, std::span<const std::byte>, bool, Done d) override {
-    d(IoResult{IoStatus::kNotReady});
-  }
-};
+using namespace fwd::testing;
 
 // The daemon's dispatcher, reduced to forwarding.
 class Dispatch : public link::FrameHandler {
@@ -888,85 +780,6 @@ TEST_F(ForwardingTest, HostileRequestsGetErrorRepliesAndTheServerGoesOn) {
     std::unique_lock lock(mu);
     EXPECT_TRUE(cv.wait_for(lock, kWait, [&] { return closed; }));
   }
-}
-
-// An InboundConnection without a network: decodes and keeps every reply.
-class FakeConnection : public link::InboundConnection {
- public:
-  link::SendStatus reply(std::vector<uint8_t>&& frame) override {
-    wire::FrameDecoder dec;
-    auto step = dec.feed(frame);
-    std::lock_guard lock(mu);
-    if (!step || step->status != wire::FrameDecoder::Status::kFrame ||
-        step->consumed != frame.size()) {
-      ++bad;
-    } else {
-      replies.push_back(dec.take());
-    }
-    cv.notify_all();
-    return link::SendStatus::kQueued;
-  }
-  void close(std::string) override {}
-  uint64_t id() const override { return 1; }
-  const std::string& peer_name() const override { return name_; }
-  const std::string& remote() const override { return name_; }
-  const wire::Hello& peer_hello() const override { return hello_; }
-  size_t queued_bytes() const override { return 0; }
-
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<wire::Frame> replies;
-  size_t bad = 0;
-
- private:
-  std::string name_ = "fake";
-  wire::Hello hello_{"fake", ""};
-};
-
-// Seeded random requests straight into ForwardServer::handle: every one gets exactly one
-// well-formed reply for its id, with a status the forwarder understands. A failing seed replays.
-TEST_F(ForwardingTest, SeededRandomRequestsAlwaysGetOneWellFormedReply) {
-  auto file = file_volume("random.img", kUuid);
-  ForwardServer server([&](const std::string& uuid) -> std::shared_ptr<core::BlockVolume> {
-    return uuid == kUuid ? file : nullptr;
-  });
-  auto conn = std::make_shared<FakeConnection>();
-  wire::Uuid vol;
-  ASSERT_TRUE(wire::parse_uuid(kUuid, vol));
-  const uint64_t seed = 20261126;
-  std::mt19937_64 rng(seed);
-  constexpr size_t kN = 3000;
-  for (size_t i = 0; i < kN; ++i) {
-    wire::FrameHeader h;
-    h.type = wire::FrameType::kIoRequest;
-    h.volume = vol;
-    if (rng() % 16 == 0) h.volume[rng() % 16] ^= 1;  // some other volume
-    h.sequence = i;
-    h.status = uint32_t(rng() % 9);  // 0..8: valid ops and junk
-    h.flags = rng() % 2 ? wire::kFlagFua : 0;
-    const uint64_t pick[] = {0, 1, 2, 7, kBlocks - 1, kBlocks, kBlocks + 1, ~0ull, 1ull << 63,
-                             uint64_t(rng() % kBlocks)};
-    h.lba = pick[rng() % 10];
-    h.count = pick[rng() % 10];
-    const size_t sizes[] = {0, 1, kBs - 1, kBs, kBs + 1, 2 * kBs, size_t(h.count % 64) * kBs,
-                            2 * size_t(h.count % 64) * kBs};
-    std::vector<uint8_t> payload(sizes[rng() % 8], uint8_t(i));
-    server.handle(conn, h, std::move(payload));
-  }
-  std::unique_lock lock(conn->mu);
-  ASSERT_TRUE(conn->cv.wait_for(lock, kWait, [&] { return conn->replies.size() >= kN; }))
-      << "seed " << seed << ": " << conn->replies.size() << " replies";
-  EXPECT_EQ(conn->bad, 0u);
-  std::vector<int> seen(kN, 0);
-  for (const auto& f : conn->replies) {
-    ASSERT_EQ(f.header.type, wire::FrameType::kIoReply);
-    ASSERT_LT(f.header.sequence, kN);
-    ++seen[f.header.sequence];
-    EXPECT_LE(f.header.status, uint32_t(IoStatus::kNoSpace));
-  }
-  for (size_t i = 0; i < kN; ++i) EXPECT_EQ(seen[i], 1) << "request " << i << ", seed " << seed;
-  EXPECT_GT(server.stats().malformed.load(), 0u);
-  EXPECT_GT(server.stats().unknown_volume.load(), 0u);
 }
 
 }  // namespace
