@@ -19,7 +19,9 @@
 // Owner: the daemon, one per node (shared by all connections). Thread-safety: handle() from
 // any thread (connection strands), stats from any. handle() never blocks: the volume's calls
 // return at once. In-flight work keeps what it needs (connection, volume, buffers, the gate)
-// alive by shared_ptr, so the server may be destroyed with requests still running.
+// alive by shared_ptr, so the server may be destroyed with requests still running; but their
+// completions reply through the connection's io_context, so the daemon drains the storage
+// pool (IoPool) before destroying that io_context.
 #pragma once
 
 #include <atomic>

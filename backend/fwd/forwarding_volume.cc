@@ -46,7 +46,8 @@ struct Req {
   Clock::time_point not_before{};  // after a RETRY answer: send again from then
   bool sent = false;               // queued on the current link session, unanswered
   bool ever_sent = false;
-  size_t bytes = 0;  // encoded size while sent
+  uint32_t retries = 0;  // RETRY answers so far: the wait doubles, up to 8 x retry_interval
+  size_t bytes = 0;      // in-flight charge while sent
 
   bool mutating() const {
     return op == IoOp::kWrite || op == IoOp::kUnmap || op == IoOp::kCompareAndWrite;
@@ -223,20 +224,22 @@ void ForwardingVolume::Core::pump_locked(Clock::time_point now, Completions& don
       ++it;
       continue;
     }
+    // Charge what the request costs on the wire both ways (upper bounds, known before any
+    // encoding): the master's reply budget must hold every answer we can have outstanding,
+    // and a READ's data comes back in its reply.
+    const size_t request_payload = r.data.size() + r.compare.size();
+    const size_t reply_payload = r.op == IoOp::kRead        ? r.out.size()
+                                 : r.op == IoOp::kLbaStatus ? wire::kMaxExtents * wire::kExtentSize
+                                                            : 0;
+    const size_t cost = wire::max_frame_size(request_payload) + wire::max_frame_size(reply_payload);
+    if (inflight_bytes > 0 && inflight_bytes + cost > options.max_inflight_bytes) return;
     auto frame = encode_locked(it->first, r);
     if (frame.empty()) {  // arguments were checked at submission: a bug, fail the request
       done.push_back(completion(std::move(r), IoResult{IoStatus::kMediumError}));
       it = pending.erase(it);
       continue;
     }
-    // Charge what the request costs on the wire both ways: the master's reply budget must
-    // hold every answer we can have outstanding (a READ's data comes back in its reply).
     const size_t size = frame.size();
-    const size_t cost = size + wire::max_frame_size(
-                                   r.op == IoOp::kRead        ? r.out.size()
-                                   : r.op == IoOp::kLbaStatus ? wire::kMaxExtents * wire::kExtentSize
-                                                              : 0);
-    if (inflight_bytes > 0 && inflight_bytes + cost > options.max_inflight_bytes) return;
     switch (link->send(std::move(frame))) {
       case link::SendStatus::kQueued:
         r.sent = true;
@@ -341,7 +344,9 @@ void ForwardingVolume::Core::on_frame(uint64_t gen, const wire::FrameHeader& h,
     if ((h.flags & wire::kFlagRetry) != 0) {
       // The master did not take it (volume not there yet, or busy): ask again until the
       // deadline. A plain kNotReady is the volume's own answer (halted) and completes.
-      it->second.not_before = now + options.retry_interval;
+      Req& q = it->second;
+      q.not_before = now + options.retry_interval * (1u << std::min<uint32_t>(q.retries, 3));
+      ++q.retries;
       pump_locked(now, done);
       schedule_locked(now);
       if (!done.empty()) asio::post(io, [done = std::move(done)]() mutable { run(done); });

@@ -13,7 +13,8 @@
 // arrived before it finished, on whichever connection they came, so a stale copy from a
 // dropped connection lands before its re-sent twin and before anything newer.
 // An answer flagged RETRY (the master has no such volume yet, or is over its in-flight
-// bounds) is sent again after retry_interval until the deadline; every other answer, kNotReady
+// bounds) is sent again after retry_interval, doubling up to 8 x retry_interval, until the
+// deadline; every other answer, kNotReady
 // from a halted volume included, completes the request.
 //
 // Owner: whoever presents the volume (the daemon), by shared_ptr. Thread-safety: every
@@ -61,7 +62,7 @@ class ForwardingVolume final : public core::BlockVolume {
     // <= the master's LinkServer reply_budget_bytes (16 MiB by default), which closes a
     // connection whose unread replies exceed it.
     size_t max_inflight_bytes = 16u << 20;
-    std::chrono::milliseconds retry_interval{100};  // after an answer flagged RETRY
+    std::chrono::milliseconds retry_interval{100};  // first wait after an answer flagged RETRY
     // Link tuning (PeerLink::Options).
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds heartbeat_interval{1'000};

@@ -2,7 +2,7 @@
 // talking to a real LinkServer + ForwardServer over a real FileVolume in a temp dir. Covers
 // every BlockVolume call, QD 32 with data checks and overlapping-write order, a server closed
 // and restarted on the same port mid-stream, retarget to a second master, timeouts, unknown
-// volumes and hostile request frames. Every wait is bounded (futures / condition variables);
+// volumes and hostile request frames (random ones: forward_server_test.cc). Every wait is bounded (futures / condition variables);
 // nothing sleeps to synchronise.
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -30,6 +30,7 @@
 #include "backend/store/io_pool.h"
 #include "backend/transport/tls_identity.h"
 #include "backend/transport/tls_stream.h"
+#include "tests/unit/backend_fwd/fwd_test_util.h"
 #include "tests/unit/backend_transport/test_pki.h"
 
 namespace tandem::backend::fwd {
@@ -40,116 +41,7 @@ namespace ssl = boost::asio::ssl;
 using namespace std::chrono_literals;
 using core::IoResult;
 using core::IoStatus;
-
-constexpr auto kWait = 5s;
-constexpr uint32_t kBs = 512;
-constexpr uint64_t kBlocks = 4096;
-const std::string kUuid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-
-std::vector<std::byte> pattern(size_t blocks, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::byte> v(blocks * kBs);
-  for (auto& b : v) b = std::byte(rng());
-  return v;
-}
-
-// Waits (bounded) for one completion.
-template <class T>
-struct Waiter {
-  std::shared_ptr<std::promise<T>> p = std::make_shared<std::promise<T>>();
-  std::future<T> f = p->get_future();
-  auto cb() {
-    return [p = p](T r) { p->set_value(r); };
-  }
-  std::optional<T> get(std::chrono::milliseconds bound = kWait) {
-    if (f.wait_for(bound) != std::future_status::ready) return std::nullopt;
-    return f.get();
-  }
-};
-
-IoResult io(std::function<void(core::BlockVolume::Done)> start) {
-  Waiter<IoResult> w;
-  start(w.cb());
-  auto r = w.get();
-  EXPECT_TRUE(r.has_value()) << "no completion within the bound";
-  return r.value_or(IoResult{IoStatus::kMediumError});
-}
-
-// A BlockVolume over another that can hold every call (the master "stuck" with I/O in flight).
-class GatedVolume : public core::BlockVolume {
- public:
-  explicit GatedVolume(std::shared_ptr<core::BlockVolume> inner) : inner_(std::move(inner)) {}
-  const std::string& uuid() const override { return inner_->uuid(); }
-  uint32_t block_size() const override { return inner_->block_size(); }
-  uint64_t block_count() const override { return inner_->block_count(); }
-  core::VolumeState state() const override { return inner_->state(); }
-  void read(uint64_t lba, std::span<std::byte> out, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->read(lba, out, std::move(d)); });
-  }
-  void write(uint64_t lba, std::span<const std::byte> data, bool fua, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->write(lba, data, fua, std::move(d)); });
-  }
-  void flush(Done d) override {
-    gate([this, d = std::move(d)]() mutable { inner_->flush(std::move(d)); });
-  }
-  void unmap(uint64_t lba, uint64_t n, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->unmap(lba, n, std::move(d)); });
-  }
-  void compare_and_write(uint64_t lba, std::span<const std::byte> c,
-                         std::span<const std::byte> data, bool fua, Done d) override {
-    gate([=, this, d = std::move(d)]() mutable {
-      inner_->compare_and_write(lba, c, data, fua, std::move(d));
-    });
-  }
-  void lba_status(uint64_t lba, uint64_t n, ExtentsDone d) override {
-    gate([=, this, d = std::move(d)]() mutable { inner_->lba_status(lba, n, std::move(d)); });
-  }
-
-  void hold() {
-    std::lock_guard lock(mu_);
-    holding_ = true;
-  }
-  void release() {
-    std::vector<std::function<void()>> run;
-    {
-      std::lock_guard lock(mu_);
-      holding_ = false;
-      run.swap(held_);
-    }
-    for (auto& f : run) f();
-  }
-  bool wait_held(size_t n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, kWait, [&] { return held_.size() >= n; });
-  }
-
- private:
-  void gate(std::function<void()> f) {
-    {
-      std::lock_guard lock(mu_);
-      if (holding_) {
-        held_.push_back(std::move(f));
-        cv_.notify_all();
-        return;
-      }
-    }
-    f();
-  }
-  std::shared_ptr<core::BlockVolume> inner_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool holding_ = false;
-  std::vector<std::function<void()>> held_;
-};
-
-// A master volume that is halted: writes answered NOT READY at once (inline, as doubles may).
-class HaltedVolume : public GatedVolume {
- public:
-  using GatedVolume::GatedVolume;
-  void write(uint64_t, std::span<const std::byte>, bool, Done d) override {
-    d(IoResult{IoStatus::kNotReady});
-  }
-};
+using namespace fwd::testing;
 
 // The daemon's dispatcher, reduced to forwarding.
 class Dispatch : public link::FrameHandler {
@@ -161,15 +53,18 @@ class Dispatch : public link::FrameHandler {
   }
   // Drops every connection (the network, not the master, failing).
   void drop_all() {
-    std::vector<std::shared_ptr<link::InboundConnection>> all;
+    std::vector<std::weak_ptr<link::InboundConnection>> all;
     {
       std::lock_guard lock(mu);
       all.swap(conns);
     }
-    for (auto& c : all) c->close("test: connection cut");
+    for (auto& w : all) {
+      if (auto c = w.lock()) c->close("test: connection cut");
+    }
   }
   std::mutex mu;
-  std::vector<std::shared_ptr<link::InboundConnection>> conns;
+  // Weak: a connection owns its handler, so strong references here would be a cycle.
+  std::vector<std::weak_ptr<link::InboundConnection>> conns;
   void on_frame(const std::shared_ptr<link::InboundConnection>& conn, const wire::FrameHeader& h,
                 std::vector<uint8_t> payload) override {
     if (h.type == wire::FrameType::kIoRequest) server->handle(conn, h, std::move(payload));
@@ -227,6 +122,7 @@ class ForwardingTest : public ::testing::Test {
     for (auto& v : fwd_volumes_) v->close();
     fwd_volumes_.clear();
     for (auto& m : masters_) stop(*m);
+    pool_.reset();  // drains storage jobs whose replies post to server_io_
     // Let the links report closed (they hold their callbacks until then).
     server_guard_.reset();
     client_guard_.reset();
@@ -253,7 +149,7 @@ class ForwardingTest : public ::testing::Test {
       EXPECT_EQ(::ftruncate(fd, off_t(kBlocks * kBs)), 0);
       ::close(fd);
     }
-    auto v = FileVolume::open(path, uuid, kBs, pool_);
+    auto v = FileVolume::open(path, uuid, kBs, *pool_);
     EXPECT_TRUE(v);
     return v;
   }
@@ -324,7 +220,9 @@ class ForwardingTest : public ::testing::Test {
   static transport::NodeCredentials* creds_b_;
   static transport::NodeCredentials* creds_c_;
 
-  IoPool pool_{4};  // first: destroyed last, after every volume
+  // Reset in TearDown: storage jobs still finishing reply on connections of server_io_, so
+  // they must be drained before the io_contexts go.
+  std::unique_ptr<IoPool> pool_ = std::make_unique<IoPool>(4);
   ssl::context ctx_a_ = context_for(*creds_a_);
   ssl::context ctx_b_ = context_for(*creds_b_);
   ssl::context ctx_c_ = context_for(*creds_c_);
@@ -406,7 +304,8 @@ TEST_F(ForwardingTest, EveryCallRoundTrips) {
   // Checked locally, never sent.
   std::vector<std::byte> one(kBs);
   EXPECT_EQ(io([&](auto d) { v->read(kBlocks, one, d); }).status, IoStatus::kOutOfRange);
-  EXPECT_EQ(io([&](auto d) { v->write(kBlocks - 1, pattern(2, 3), false, d); }).status,
+  const auto two = pattern(2, 3);  // buffers outlive the call (core contract)
+  EXPECT_EQ(io([&](auto d) { v->write(kBlocks - 1, two, false, d); }).status,
             IoStatus::kOutOfRange);
   EXPECT_EQ(io([&](auto d) { v->unmap(kBlocks, 1, d); }).status, IoStatus::kOutOfRange);
   EXPECT_EQ(m->fwd->stats().malformed.load(), 0u);
@@ -495,7 +394,8 @@ TEST_F(ForwardingTest, ServerRestartMidStreamLosesNothing) {
   const uint16_t port = m->server->local_port();
   auto v = forwarder(port);
 
-  ASSERT_TRUE(io([&](auto d) { v->write(0, pattern(1, 1), false, d); }).ok());  // link up
+  const auto first = pattern(1, 1);
+  ASSERT_TRUE(io([&](auto d) { v->write(0, first, false, d); }).ok());  // link up
   gated->hold();
   constexpr size_t kN = 16;
   std::vector<std::vector<std::byte>> datas(kN);
@@ -521,6 +421,73 @@ TEST_F(ForwardingTest, ServerRestartMidStreamLosesNothing) {
   EXPECT_GE(v->resends(), kN);
   gated->release();  // the stale copies land too: same data, same place
   for (size_t i = 0; i < kN; ++i) EXPECT_EQ(read_back(*v, 100 + i * 4, 4), datas[i]) << i;
+}
+
+// Overlapping writes submitted back to back while the connection is cut again and again: the
+// image ends as if every write had been applied in submission order (seeded; prints the seed).
+TEST_F(ForwardingTest, OverlappingWritesKeepOrderAcrossRepeatedDrops) {
+  auto file = file_volume("drops.img", kUuid);
+  Master* m = start_master(ctx_a_, "uuid-node-a");
+  ASSERT_TRUE(m);
+  m->put(file);
+  auto v = forwarder(m->server->local_port());
+  constexpr size_t kN = 300, kSpan = 16;
+  const auto warm = pattern(1, 1);
+  ASSERT_TRUE(io([&](auto d) { v->write(kSpan, warm, false, d); }).ok());  // link up
+  const uint64_t seed = 7;
+  std::mt19937 rng(seed);
+  std::vector<std::vector<std::byte>> datas(kN);
+  std::vector<Waiter<IoResult>> waits(kN);
+  std::vector<std::byte> model(kSpan * kBs);
+  for (size_t i = 0; i < kN; ++i) {
+    const uint64_t lba = rng() % (kSpan - 4);
+    const size_t len = 1 + rng() % 4;
+    datas[i] = pattern(len, uint32_t(seed * 1000 + i));
+    std::memcpy(model.data() + lba * kBs, datas[i].data(), datas[i].size());
+    v->write(lba, datas[i], rng() % 8 == 0, waits[i].cb());
+    if (i % 50 == 25) m->dispatch->drop_all();
+  }
+  for (size_t i = 0; i < kN; ++i) {
+    auto r = waits[i].get();
+    ASSERT_TRUE(r.has_value()) << "write " << i << ", seed " << seed;
+    ASSERT_TRUE(r->ok()) << "write " << i << ", seed " << seed;
+  }
+  EXPECT_EQ(read_back(*file, 0, kSpan), model) << "seed " << seed;
+  EXPECT_GT(v->resends(), 0u);  // the drops did catch writes in flight
+}
+
+// A master over its in-flight bound refuses some requests (RETRY) and takes others: a refused
+// write must not be overtaken by a later overlapping one that the master did take.
+TEST_F(ForwardingTest, OverlappingWritesKeepOrderWhenTheMasterRefusesSome) {
+  auto file = file_volume("refuse.img", kUuid);
+  ForwardServer::Options fo;
+  fo.max_inflight_requests = 2;
+  Master* m = start_master(ctx_a_, "uuid-node-a", 0, nullptr, fo);
+  ASSERT_TRUE(m);
+  m->put(file);
+  ForwardingVolume::Options o;
+  o.retry_interval = 1ms;
+  auto v = forwarder(m->server->local_port(), "node-a", o);
+  constexpr size_t kN = 120, kSpan = 8;
+  std::vector<std::vector<std::byte>> datas(kN);
+  std::vector<Waiter<IoResult>> waits(kN);
+  std::vector<std::byte> model(kSpan * kBs);
+  std::mt19937 rng(11);
+  for (size_t i = 0; i < kN; ++i) {
+    // Every other write lands far away (filling the master's two slots); the rest overlap.
+    const bool far = i % 2 == 1;
+    const uint64_t lba = far ? 1000 + i * 8 : rng() % (kSpan - 2);
+    datas[i] = pattern(far ? 8 : 2, uint32_t(9000 + i));
+    if (!far) std::memcpy(model.data() + lba * kBs, datas[i].data(), datas[i].size());
+    v->write(lba, datas[i], false, waits[i].cb());
+  }
+  for (size_t i = 0; i < kN; ++i) {
+    auto r = waits[i].get();
+    ASSERT_TRUE(r.has_value()) << i;
+    ASSERT_TRUE(r->ok()) << i;
+  }
+  EXPECT_GT(m->fwd->stats().busy.load(), 0u);  // refusals did happen
+  EXPECT_EQ(read_back(*file, 0, kSpan), model);
 }
 
 // A COMPARE AND WRITE that ran on the master but whose answer was lost with the connection is
@@ -655,7 +622,8 @@ TEST_F(ForwardingTest, NoMasterTimesOutNotReady) {
   auto v = forwarder(1, "node-a", o);  // nobody listens on port 1
   ASSERT_TRUE(v);
   const auto start = std::chrono::steady_clock::now();
-  auto r = io([&](auto d) { v->write(0, pattern(1, 1), false, d); });
+  const auto one = pattern(1, 1);
+  auto r = io([&](auto d) { v->write(0, one, false, d); });
   EXPECT_EQ(r.status, IoStatus::kNotReady);
   EXPECT_GE(std::chrono::steady_clock::now() - start, 250ms);
   EXPECT_EQ(v->pending(), 0u);
@@ -674,7 +642,8 @@ TEST_F(ForwardingTest, HaltedMasterVolumeAnswersNotReadyAtOnce) {
   o.request_timeout = 3s;
   auto v = forwarder(m->server->local_port(), "node-a", o);
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(io([&](auto d) { v->write(0, pattern(1, 1), false, d); }).status,
+  const auto one = pattern(1, 1);
+  EXPECT_EQ(io([&](auto d) { v->write(0, one, false, d); }).status,
             IoStatus::kNotReady);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
   EXPECT_EQ(v->resends(), 0u);
@@ -690,6 +659,7 @@ TEST_F(ForwardingTest, UnknownVolumeIsRetriedThenNotReady) {
   EXPECT_EQ(io([&](auto d) { v->flush(d); }).status, IoStatus::kNotReady);
   EXPECT_GE(m->fwd->stats().unknown_volume.load(), 3u);  // asked again, not once
   EXPECT_GE(v->resends(), 2u);
+  EXPECT_LE(v->resends(), 8u);  // 20, 40, 80, 160, 160 ms apart: spaced, not spinning
 
   // The volume appears on the master while a request is retrying: it then succeeds.
   o.request_timeout = 5s;
