@@ -1,48 +1,67 @@
 #!/usr/bin/env bash
-# The embedded default in one command: installs what is missing, builds, starts one tandemd
-# on 127.0.0.1 (data in .cluster/n1) with a demo volume, and prints how to reach it.
-# Idempotent: a node already running is left alone; the demo volume is created once.
+# A working local cluster in one command: installs what is missing, builds, starts three
+# tandemd nodes on 127.0.0.1-3 (data in .cluster/n1..n3; n1 is the controller, n2 and n3 join
+# it) and a demo volume with two synchronous replicas, and prints how to reach it.
+# Idempotent: nodes already running are left alone; the demo volume is created once.
+# TANDEM_NODES=1 starts the controller alone (the embedded default) with a 0-replica demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-ADDR=${TANDEM_ADDR:-127.0.0.1}
-DATA=${TANDEM_DATA:-$ROOT/.cluster/n1}
-LOG=$DATA.log
-URL="http://$ADDR:8080"
+NODES=${TANDEM_NODES:-3}
+CLUSTER=$ROOT/.cluster
+URL="http://127.0.0.1:8080"
 
 scripts/install-deps.sh
 scripts/build.sh tandemd tandemctl >/dev/null
 
-mkdir -p "$DATA"
-ctl() { build/mgmt/tandemctl --server "$URL" --token-file "$DATA/admin.token" "$@"; }
+ctl() { build/mgmt/tandemctl --server "$URL" --token-file "$CLUSTER/n1/admin.token" "$@"; }
 
-if ! flock -n "$DATA/tandemd.lock" true 2>/dev/null; then
-  echo "tandemd is already running on $ADDR (data $DATA)"
-else
-  : >"$LOG"
-  nohup build/mgmt/tandemd --node-name n1 --bind "$ADDR" --data-dir "$DATA" >>"$LOG" 2>&1 &
-  pid=$!
-  # Wait for the daemon's ready line (or its exit), at most 30 s.
-  for _ in $(seq 300); do
-    grep -q " ready: " "$LOG" && break
-    kill -0 "$pid" 2>/dev/null || { cat "$LOG"; echo "tandemd failed to start" >&2; exit 1; }
+# start NAME ADDR [tandemd args...]: starts a node unless it already runs, waits for ready.
+start() {
+  local name=$1 addr=$2
+  shift 2
+  local data=$CLUSTER/$name log=$CLUSTER/$name.log
+  mkdir -p "$data"
+  if ! flock -n "$data/tandemd.lock" true 2>/dev/null; then
+    echo "$name is already running on $addr (data $data)"
+    return
+  fi
+  : >"$log"
+  nohup build/mgmt/tandemd --node-name "$name" --bind "$addr" --data-dir "$data" "$@" \
+    >>"$log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do  # the ready line (or the exit), at most 30 s
+    grep -q " ready: " "$log" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; echo "$name failed to start" >&2; exit 1; }
     sleep 0.1
   done
-  grep -q " ready: " "$LOG" || { cat "$LOG"; echo "tandemd did not become ready" >&2; exit 1; }
-  echo "started tandemd (pid $pid), log: $LOG"
-fi
+  grep -q " ready: " "$log" || { cat "$log"; echo "$name did not become ready" >&2; exit 1; }
+  echo "started $name (pid $pid) on $addr, log: $log"
+}
 
+start n1 127.0.0.1
+for i in $(seq 2 "$NODES"); do
+  start "n$i" "127.0.0.$i" --join "$URL" --join-token "$(cat "$CLUSTER/n1/join.token")"
+done
+
+replicas=$((NODES > 2 ? 2 : NODES - 1))
 if ! ctl volume get demo >/dev/null 2>&1; then
-  ctl volume create demo --size 1GiB >/dev/null
+  # Joined nodes count once their first heartbeat arrived (well under a second).
+  for _ in $(seq 100); do
+    [ "$(ctl --json node list | grep -c '"state": "online"')" -ge "$NODES" ] && break
+    sleep 0.1
+  done
+  ctl volume create demo --size 1GiB --node n1 --label "tandem/replicas=$replicas" >/dev/null
 fi
 
 cat <<MSG
 
-Tandem is running (one node, the embedded default).
-  Console:       $URL/   (sign in with the admin token)
+Tandem is running: $NODES node(s) on 127.0.0.1-$NODES (n1 is the controller).
+  Console:       $URL/   (sign in with the admin token; every node serves it)
   API:           $URL/api/v1   (OpenAPI at $URL/api/v1/openapi.json, metrics at $URL/metrics)
-  Admin token:   $(cat "$DATA/admin.token")   (also in $DATA/admin.token)
-  Demo volume:   iscsi://$ADDR:3260/iqn.2026-11.dev.tandem:demo/0
-  CLI:           build/mgmt/tandemctl --token-file $DATA/admin.token volume list
-  Stop:          kill \$(cat $DATA/tandemd.lock)
+  Admin token:   $(cat "$CLUSTER/n1/admin.token")   (also in $CLUSTER/n1/admin.token)
+  Demo volume:   iscsi://127.0.0.1:3260/iqn.2026-11.dev.tandem:demo/0   ($replicas replica(s);
+                 any node's address serves it too)
+  CLI:           build/mgmt/tandemctl --token-file $CLUSTER/n1/admin.token volume get demo
+  Stop:          for n in $CLUSTER/n*/tandemd.lock; do kill \$(cat \$n); done
 MSG
