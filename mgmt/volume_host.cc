@@ -244,6 +244,13 @@ void VolumeHost::reconcile_locked() {
       it = masters_.find(id);
       if (it == masters_.end()) continue;
     } else {
+      if (w.row.size_bytes > it->second.row.size_bytes) {
+        // Grown (only volumes without replicas can be): the file, then the served capacity.
+        if (auto g = store_.grow(id, w.row.size_bytes); !g) {
+          spdlog::error("volume={} cannot grow: {}", w.row.name, g.error().message);
+        }
+        it->second.volume->refresh_capacity();
+      }
       it->second.volume->set_peers(std::move(w.peers));
     }
     it->second.volume->set_compression(w.compress);
@@ -265,6 +272,11 @@ void VolumeHost::reconcile_locked() {
   for (auto& [id, r] : remotes) {
     backend::fwd::ForwardingVolume::Target t{r.master.name, r.master.address, r.master.repl_port};
     auto it = forwarders_.find(id);
+    if (it != forwarders_.end() && it->second.size_bytes != r.row.size_bytes) {
+      it->second.volume->close();  // sized at creation: new logins get a new one
+      forwarders_.erase(it);
+      it = forwarders_.end();
+    }
     if (it != forwarders_.end()) {
       if (it->second.master_node != r.master.id) {
         if (it->second.volume->retarget(t)) it->second.master_node = r.master.id;
@@ -283,7 +295,7 @@ void VolumeHost::reconcile_locked() {
                     f.error().message);
       continue;
     }
-    forwarders_[id] = Forwarder{r.master.id, *f};
+    forwarders_[id] = Forwarder{r.master.id, r.row.size_bytes, *f};
   }
 }
 

@@ -102,6 +102,7 @@ class VolumeHost {
   // A volume this node presents but does not master: its I/O goes to the master.
   struct Forwarder {
     std::string master_node;  // node id
+    uint64_t size_bytes = 0;
     std::shared_ptr<backend::fwd::ForwardingVolume> volume;
   };
 

@@ -374,8 +374,10 @@ ApiResult<VolumeView> VolumeService::create(const CreateVolume& spec) {
     return result;
   }
   if (file_created) {
-    auto vol = backend::FileVolume::open(store_.path_of(row.id), row.id, row.block_size, pool_);
-    if (vol) open_[row.id] = std::move(vol);
+    if (!source_) {
+      auto vol = backend::FileVolume::open(store_.path_of(row.id), row.id, row.block_size, pool_);
+      if (vol) open_[row.id] = std::move(vol);
+    }
   }
   spdlog::info("volume={} id={} created size={} block_size={} master={}", row.name, row.id,
                row.size_bytes, row.block_size, row.master_node);
@@ -435,6 +437,15 @@ ApiResult<VolumeView> VolumeService::update(const std::string& name, const Updat
       }
     }
     if (what.empty()) return after;
+    if (!grown_id.empty() && (settings->replicas > 0 || before->settings.replicas > 0)) {
+      // The replication engines and region maps are sized at start; resizing them under a
+      // live stream is not built yet. Say so instead of growing only some copies.
+      ApiError e{501, "not_implemented",
+                 "growing a volume with replicas is not supported yet: set tandem/replicas=0, "
+                 "grow it, then add the replicas back (they resync)"};
+      e.details["field"] = "size";
+      return core::fail(e);
+    }
     if (!grown_id.empty() && store_.exists(row.id)) {
       // Only a copy held here has a file to grow; other nodes grow theirs.
       if (auto r = store_.grow(row.id, row.size_bytes); !r) {
@@ -626,6 +637,7 @@ void VolumeService::set_volume_source(
     std::function<std::shared_ptr<core::BlockVolume>(const std::string&)> f) {
   std::lock_guard lock(mu_);
   source_ = std::move(f);
+  open_.clear();  // the source serves them now; no second handle on the same files
 }
 
 std::shared_ptr<core::BlockVolume> VolumeService::open_volume(const std::string& volume_id) {

@@ -755,6 +755,8 @@ void ReplicatedVolume::set_peers(std::vector<ReplicaPeer> peers) {
 
 void ReplicatedVolume::set_compression(bool on) { impl_->compress.store(on); }
 
+void ReplicatedVolume::refresh_capacity() { impl_->local->refresh_capacity(); }
+
 void ReplicatedVolume::confirm_out_of_sync(uint32_t copy) {
   auto self = shared_from_this();
   asio::post(impl_->strand, [self, copy] {

@@ -104,6 +104,8 @@ class ReplicatedVolume : public core::BlockVolume,
   // The replica set the catalogue wants now: adds links for new copies, removes the others.
   void set_peers(std::vector<ReplicaPeer> peers);
   void confirm_out_of_sync(uint32_t copy);
+  // The image file grew (volumes without replicas: the engine is sized at start).
+  void refresh_capacity();
   // The volume's tandem/compression label changed.
   void set_compression(bool on);
   // Snapshot for reports (thread-safe; refreshed on the strand every tick and on changes).

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 from tandem_node import Node, finish, loopback_addresses  # noqa: E402
@@ -174,6 +175,50 @@ def main():
         hashes = {name: sha256(p) for name, p in paths}
         record("r2: copies identical after forwarded writes", len(set(hashes.values())) == 1,
                json.dumps(hashes))
+
+        # --- Every node presents the same identity (VPD 0x83) for the volume.
+        inq = {}
+        for n in (n1, n2, cluster.node("n3")):
+            p = subprocess.run(["iscsi-inq", "-e", "1", "-c", "0x83",
+                                "iscsi://%s/%sr2/0" % (n.address, IQN)],
+                               capture_output=True, text=True, timeout=60)
+            inq[n.name] = p.stdout if p.returncode == 0 else "error: " + p.stderr
+        record("r2: VPD 0x83 identical on every node",
+               len(set(inq.values())) == 1 and "error" not in inq["n1"] and inq["n1"].strip(),
+               json.dumps(inq))
+
+        # --- Metrics: replication bytes raw and on the wire, write round trips, lag.
+        req = urllib.request.Request(n1.url + "/metrics",
+                                     headers={"Authorization": "Bearer " + n1.token})
+        text = urllib.request.urlopen(req, timeout=10).read().decode()
+        metric = {}
+        for line in text.splitlines():
+            for key in ('tandem_replication_sent_bytes{kind="raw"}',
+                        'tandem_replication_sent_bytes{kind="wire"}',
+                        "tandem_replicated_write_seconds_count"):
+                if line.startswith(key + " "):
+                    metric[key] = float(line.split()[1])
+        raw = metric.get('tandem_replication_sent_bytes{kind="raw"}', 0)
+        wire = metric.get('tandem_replication_sent_bytes{kind="wire"}', 0)
+        record("r2: metrics show raw >= wire > 0 replication bytes and write round trips",
+               raw >= 2 * (44 << 20) and 0 < wire <= raw and
+               metric.get("tandem_replicated_write_seconds_count", 0) > 0
+               and "tandem_replica_lag_bytes{" in text, json.dumps(metric))
+
+        # --- Growing: refused (501) with replicas, works without.
+        p = n1.ctl("volume", "update", "r2", "--size", "128MiB", check=False)
+        record("r2: growing a replicated volume is refused, not half done",
+               p.returncode != 0 and "not supported" in p.stdout + p.stderr, p.stdout + p.stderr)
+
+        n1.ctl("volume", "create", "g0", "--size", "64MiB", "--node", "n1")
+        n1.ctl("volume", "update", "g0", "--size", "96MiB")
+
+        def size_seen(node):
+            p = subprocess.run(["qemu-img", "info", "iscsi://%s/%sg0/0" % (node.address, IQN)],
+                               capture_output=True, text=True, timeout=60)
+            return "96 MiB" in p.stdout
+        record("g0: a volume without replicas grows, on its master and through n2",
+               wait_for(lambda: size_seen(n1), 10) and wait_for(lambda: size_seen(n2), 10))
 
         # --- Replica count 0 -> 2 -> 1 while a writer runs.
         n1.ctl("volume", "create", "rc", "--size", "64MiB", "--node", "n1")
