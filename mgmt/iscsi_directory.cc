@@ -92,14 +92,14 @@ std::shared_ptr<target::scsi::ScsiDevice> IscsiDirectory::device(std::string_vie
   if (!name) return nullptr;
   auto v = volumes_.get(*name);
   if (!v) return nullptr;
-  std::lock_guard lock(mu_);
-  auto it = units_.find(v->row.id);
-  if (it != units_.end()) return it->second;
   auto vol = volumes_.open_volume(v->row.id);
   if (!vol) return nullptr;
+  std::lock_guard lock(mu_);
+  auto it = units_.find(v->row.id);
+  if (it != units_.end() && it->second.volume == vol) return it->second.device;
   auto lu = std::make_shared<target::scsi::LogicalUnit>(
-      std::move(vol), std::make_shared<CataloguePrStore>(catalogue_, v->row.id));
-  units_[v->row.id] = lu;
+      vol, std::make_shared<CataloguePrStore>(catalogue_, v->row.id));
+  units_[v->row.id] = Unit{vol, lu};
   return lu;
 }
 

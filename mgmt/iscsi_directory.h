@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "core/block_volume.h"
 #include "target/net/iscsi_server.h"
 
 namespace tandem::db {
@@ -39,7 +40,13 @@ class IscsiDirectory : public target::net::TargetDirectory {
   db::Catalogue& catalogue_;
   std::string portal_;  // "ip:port,1" for SendTargets
   mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<target::scsi::ScsiDevice>> units_;  // by volume id
+  // By volume id: the unit and the volume it was built on. A unit is rebuilt when the node
+  // serves the volume through another object (a new forwarder after growth, a new master).
+  struct Unit {
+    std::shared_ptr<core::BlockVolume> volume;
+    std::shared_ptr<target::scsi::ScsiDevice> device;
+  };
+  std::map<std::string, Unit> units_;
 };
 
 }  // namespace tandem::mgmt
