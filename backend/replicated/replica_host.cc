@@ -11,6 +11,7 @@
 
 #include "backend/repl/region_map.h"
 #include "backend/repl/replica_engine.h"
+#include "backend/replicated/store_ops.h"
 
 namespace tandem::backend::replicated {
 namespace {
@@ -145,23 +146,8 @@ void run(const std::shared_ptr<ReplicaCopy>& self, ReplicaCopy::Impl& s) {
                     run(self, *impl);
                   });
                 };
-                switch (op.kind) {
-                  case repl::StoreKind::kWrite: {
-                    auto data = op.data;
-                    s.local->write(op.lba, std::as_bytes(std::span(*data)), op.fua,
-                                   [back, data](core::IoResult r) { back(r); });
-                    break;
-                  }
-                  case repl::StoreKind::kUnmap:
-                    s.local->unmap(op.lba, op.blocks, back);
-                    break;
-                  case repl::StoreKind::kFlush:
-                    s.local->flush(back);
-                    break;
-                  case repl::StoreKind::kRead:
-                    back(core::IoResult{core::IoStatus::kMediumError, 0});  // never issued
-                    break;
-                }
+                run_store_op(*s.local, op,
+                             [back](core::IoResult r, const repl::Payload&) { back(r); });
               },
               [&](repl::ReplicaSendFrame& sf) {
                 if (!s.conn) return;

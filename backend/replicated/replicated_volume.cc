@@ -18,6 +18,7 @@
 #include "backend/link/peer_link.h"
 #include "backend/repl/master_engine.h"
 #include "backend/repl/region_map.h"
+#include "backend/replicated/store_ops.h"
 
 namespace tandem::backend::replicated {
 namespace {
@@ -542,28 +543,7 @@ struct Strand {
         Strand{*impl, v}.run();
       });
     };
-    switch (op.kind) {
-      case repl::StoreKind::kWrite: {
-        auto data = op.data;
-        s.local->write(op.lba, std::as_bytes(std::span(*data)), op.fua,
-                    [back, data](core::IoResult r) { back(r, nullptr); });
-        break;
-      }
-      case repl::StoreKind::kUnmap:
-        s.local->unmap(op.lba, op.blocks, [back](core::IoResult r) { back(r, nullptr); });
-        break;
-      case repl::StoreKind::kFlush:
-        s.local->flush([back](core::IoResult r) { back(r, nullptr); });
-        break;
-      case repl::StoreKind::kRead: {
-        auto buf = std::make_shared<std::vector<uint8_t>>(op.blocks * s.local->block_size());
-        s.local->read(op.lba, std::as_writable_bytes(std::span(*buf)),
-                   [back, buf](core::IoResult r) {
-                     back(r, std::shared_ptr<const std::vector<uint8_t>>(buf));
-                   });
-        break;
-      }
-    }
+    run_store_op(*s.local, op, back);
   }
 
   void run() {
