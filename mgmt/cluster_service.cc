@@ -1,5 +1,7 @@
 #include "mgmt/cluster_service.h"
 
+#include <map>
+
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
@@ -346,6 +348,68 @@ core::Result<CopyReportOutcome, ApiError> ClusterService::apply_copy_reports(
   return *r;
 }
 
+// The node `lost` is offline (its lease expired: it stopped acknowledging writes before the
+// controller's timeout ran out). Every volume it mastered gets a new master: the in-sync
+// replica on an online node with the highest applied sequence. Every in-sync copy holds every
+// acknowledged write (the master records a copy out of sync before it acknowledges anything
+// without it), so none is lost. The generation goes up: frames of the old one are refused by
+// every copy once it learns the new one, so a deposed master can never get a write
+// acknowledged again. The old master's copy becomes an out-of-sync replica; when its node
+// returns, the new master resyncs it (regions it changed alone included).
+db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeRow& lost) {
+  auto vols = tx.list_volumes();
+  if (!vols) return core::fail(vols.error());
+  auto nodes = tx.list_nodes();
+  if (!nodes) return core::fail(nodes.error());
+  std::map<std::string, const db::NodeRow*> by_id;
+  for (const auto& n : *nodes) by_id[n.id] = &n;
+  for (auto v : *vols) {
+    if (v.master_node != lost.id) continue;
+    auto copies = tx.copies_of(v.id);
+    if (!copies) return core::fail(copies.error());
+    const db::CopyRow* best = nullptr;
+    for (const auto& c : *copies) {
+      if (c.role != "replica" || c.state != db::kCopyInSync) continue;
+      auto n = by_id.find(c.node_id);
+      if (n == by_id.end() || n->second->state != "online" || c.node_id == lost.id) continue;
+      if (!best || c.applied_seq > best->applied_seq) best = &c;
+    }
+    if (!best) {
+      if (!copies->empty() && copies->size() > 1) {
+        auto e = tx.append_event({0, 0, v.name, lost.name, "volume-master-lost",
+                                  "master node " + lost.name +
+                                      " is offline and no in-sync replica is online to take over"});
+        if (!e) return core::fail(e.error());
+      }
+      continue;
+    }
+    db::CopyRow winner = *best;
+    for (auto c : *copies) {
+      if (c.node_id == lost.id && c.role == "master") {
+        c.role = "replica";
+        c.state = db::kCopyOutOfSync;
+        if (auto u = tx.update_copy(c); !u) return u;
+      }
+    }
+    winner.role = "master";
+    if (auto u = tx.update_copy(winner); !u) return u;
+    v.generation += 1;
+    v.master_node = winner.node_id;
+    if (auto u = tx.update_volume(v); !u) return u;
+    std::string to = by_id.count(winner.node_id) ? by_id[winner.node_id]->name : winner.node_id;
+    auto e = tx.append_event({0, 0, v.name, to, "volume-promoted",
+                              "master " + lost.name + " lost: copy " +
+                                  std::to_string(winner.number) + " on " + to +
+                                  " is the new master (generation " +
+                                  std::to_string(v.generation) + ")"});
+    if (!e) return core::fail(e.error());
+    if (auto h = refresh_volume_health(tx, v.id, to); !h) return h;
+    spdlog::warn("cluster: volume {} promoted copy {} on {} (generation {})", v.name,
+                 winner.number, to, v.generation);
+  }
+  return {};
+}
+
 int ClusterService::check_liveness(int64_t now_ms) {
   int changed = 0;
   auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
@@ -361,6 +425,7 @@ int ClusterService::check_liveness(int64_t now_ms) {
       if (!e) return core::fail(e.error());
       spdlog::warn("cluster: node {} missed heartbeats; marked offline", n.name);
       ++changed;
+      if (auto p = promote_away_from(tx, n); !p) return p;
     }
     return {};
   });

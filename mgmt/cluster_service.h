@@ -132,6 +132,8 @@ class ClusterService {
   int check_liveness(int64_t now_ms);
 
  private:
+  db::DbResult<void> promote_away_from(db::Tx& tx, const db::NodeRow& lost);
+
   db::Catalogue& cat_;
   CertificateAuthority* ca_;
   std::string controller_name_;

@@ -227,7 +227,20 @@ void VolumeHost::reconcile_locked() {
   for (const auto& id : gone) {
     bool still_here = std::any_of(replicas.begin(), replicas.end(),
                                   [&](const auto& kv) { return kv.second.row.id == id; });
-    close_master(id, !still_here);
+    if (still_here) {
+      // Demoted (a new master was promoted while this node was away): the files stay and
+      // become a replica copy, which the new master resyncs.
+      begin_role_change(id);
+      close_master(id, false, [this, id] {
+        {
+          std::lock_guard lock(mu_);
+          closing_.erase(id);
+        }
+        kick();
+      });
+    } else {
+      close_master(id, true);
+    }
   }
   gone.clear();
   for (const auto& [k, rr] : replicas_by_key_) {
@@ -235,9 +248,23 @@ void VolumeHost::reconcile_locked() {
   }
   for (const auto& k : gone) {
     std::string id = replicas_by_key_[k].row.id;
-    close_replica(k, !masters.count(id));
+    if (masters.count(id)) {
+      // Promoted: the replica copy closes (flushed, map checkpointed), then the same files
+      // open as the master.
+      begin_role_change(id);
+      close_replica(k, false, [this, id] {
+        {
+          std::lock_guard lock(mu_);
+          closing_.erase(id);
+        }
+        kick();
+      });
+    } else {
+      close_replica(k, true);
+    }
   }
   for (auto& [id, w] : masters) {
+    if (closing_.count(id)) continue;
     auto it = masters_.find(id);
     if (it == masters_.end()) {
       open_master(w.row, w.me, std::move(w.peers));
@@ -257,12 +284,31 @@ void VolumeHost::reconcile_locked() {
     it->second.row = w.row;
   }
   for (auto& [k, w] : replicas) {
-    if (!replicas_by_key_.count(k)) open_replica(w.row, w.me);
+    if (closing_.count(w.row.id)) continue;
+    auto it = replicas_by_key_.find(k);
+    if (it == replicas_by_key_.end()) {
+      open_replica(w.row, w.me);
+    } else if (it->second.row.generation != w.row.generation) {
+      // A new master was promoted: frames of the old generation are refused from now on.
+      it->second.copy->set_generation(w.row.generation);
+      it->second.row = w.row;
+    }
   }
   // Forwarders: one per volume mastered elsewhere; a new master is a retarget (pending I/O
   // moves with it).
   for (auto it = forwarders_.begin(); it != forwarders_.end();) {
     if (remotes.count(it->first)) {
+      ++it;
+      continue;
+    }
+    if (masters.count(it->first)) {
+      // This node became the master: sessions that logged in through the forwarder keep it,
+      // now pointed at this node's own replication endpoint.
+      if (it->second.master_node != opt_.node_id) {
+        backend::fwd::ForwardingVolume::Target self{opt_.node_name, opt_.address,
+                                                    opt_.repl_port};
+        if (it->second.volume->retarget(self)) it->second.master_node = opt_.node_id;
+      }
       ++it;
       continue;
     }
@@ -315,6 +361,9 @@ void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
   rep::ReplicatedVolume::Options o;
   o.uuid = v.id;
   o.generation = v.generation;
+  // Generation g's master numbers its writes above g << 40: no two masters of the volume ever
+  // use the same sequence (region maps compare sequences to find what differs).
+  o.min_sequence = v.generation > 1 ? v.generation << 40 : 0;
   o.image_path = store_.path_of(v.id);
   o.map_path = opt_.volumes_dir + "/" + v.id + ".map";
   o.seq_path = opt_.volumes_dir + "/" + v.id + ".seq";
@@ -327,7 +376,13 @@ void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
     report_out_of_sync(vid, copy, reason);
   };
   o.on_change = [this] {
-    // Copy states reach the controller with the next heartbeat.
+    // A copy is in sync again (or changed otherwise): tell the controller now rather than
+    // with the next heartbeat, so it can count on the copy (e.g. to promote it) sooner.
+    {
+      std::lock_guard lock(work_mu_);
+      report_soon_ = true;
+    }
+    urgent_cv_.notify_all();
   };
   auto vol = rep::ReplicatedVolume::open(io_, *tls_, std::move(file), std::move(o));
   if (!vol) {
@@ -369,7 +424,12 @@ void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {
 
 // Closing never waits: a removed copy's files go at once (its data is no longer wanted, and
 // I/O still in flight lands in an unlinked file); a kept one is flushed by close().
-void VolumeHost::close_master(const std::string& id, bool delete_files_too) {
+void VolumeHost::begin_role_change(const std::string& volume_id) {
+  closing_.insert(volume_id);
+}
+
+void VolumeHost::close_master(const std::string& id, bool delete_files_too,
+                              std::function<void()> done) {
   auto it = masters_.find(id);
   if (it == masters_.end()) return;
   auto vol = it->second.volume;
@@ -378,20 +438,22 @@ void VolumeHost::close_master(const std::string& id, bool delete_files_too) {
   if (delete_files_too) {
     vol->close({});
     delete_files(id);
+    if (done) done();
   } else {
-    vol->flush([vol](core::IoResult) { vol->close({}); });
+    vol->flush([vol, done = std::move(done)](core::IoResult) { vol->close(done); });
   }
   spdlog::info("volume={} id={} master closed{}", name, id,
                delete_files_too ? ", files deleted" : "");
 }
 
-void VolumeHost::close_replica(const std::string& key, bool delete_files_too) {
+void VolumeHost::close_replica(const std::string& key, bool delete_files_too,
+                               std::function<void()> done) {
   auto it = replicas_by_key_.find(key);
   if (it == replicas_by_key_.end()) return;
   Replica r = it->second;
   replicas_by_key_.erase(it);
   replicas_->remove(r.row.id, r.number);
-  r.copy->close();
+  r.copy->close(std::move(done));
   if (delete_files_too) delete_files(r.row.id);
   spdlog::info("volume={} copy {} closed{}", r.row.name, r.number,
                delete_files_too ? ", files deleted" : "");
@@ -480,8 +542,16 @@ void VolumeHost::report_out_of_sync(const std::string& volume_id, uint32_t copy,
 void VolumeHost::run_reporter() {
   std::unique_lock lock(work_mu_);
   while (!stopping_) {
-    urgent_cv_.wait(lock, [&] { return stopping_ || !urgent_.empty(); });
+    urgent_cv_.wait(lock, [&] { return stopping_ || !urgent_.empty() || report_soon_; });
     if (stopping_) break;
+    if (urgent_.empty()) {
+      report_soon_ = false;
+      lock.unlock();
+      auto all = copy_reports();
+      if (reporter_ && !all.empty()) (void)reporter_(all);  // best effort: heartbeats follow
+      lock.lock();
+      continue;
+    }
     auto batch = std::move(urgent_);
     urgent_.clear();
     lock.unlock();

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,7 @@ class VolumeHost {
     std::string node_id;
     std::string node_name;
     std::string address;  // our replication address (HELLO)
+    uint16_t repl_port = 5703;
     std::string volumes_dir;
     std::string tls_dir;
     std::chrono::milliseconds interval{1000};
@@ -112,8 +114,12 @@ class VolumeHost {
   void open_master(const db::VolumeRow& v, const db::CopyRow& me,
                    std::vector<backend::replicated::ReplicaPeer> peers);
   void open_replica(const db::VolumeRow& v, const db::CopyRow& me);
-  void close_master(const std::string& id, bool delete_files);
-  void close_replica(const std::string& key, bool delete_files);
+  // `done` (may be empty) runs once the copy's files are free for another role.
+  void close_master(const std::string& id, bool delete_files, std::function<void()> done = {});
+  void close_replica(const std::string& key, bool delete_files, std::function<void()> done = {});
+  // A copy changing role on this node (promoted replica, demoted master) waits for the old
+  // object to close before the new one opens the same files.
+  void begin_role_change(const std::string& volume_id);
   void delete_files(const std::string& id);
   void report_out_of_sync(const std::string& volume_id, uint32_t copy, std::string reason);
   void run_reporter();
@@ -135,6 +141,7 @@ class VolumeHost {
   std::map<std::string, Master> masters_;    // by volume id
   std::map<std::string, Replica> replicas_by_key_;  // "volume-id/number"
   std::map<std::string, Forwarder> forwarders_;      // by volume id
+  std::set<std::string> closing_;                    // volume ids changing role
   std::unique_ptr<backend::fwd::ForwardServer> forward_server_;
 
   std::mutex work_mu_;
@@ -149,6 +156,7 @@ class VolumeHost {
     std::string reason;
   };
   std::vector<Urgent> urgent_;  // guarded by work_mu_
+  bool report_soon_ = false;     // a copy changed state: report all (best effort); work_mu_
   std::condition_variable urgent_cv_;
   std::thread reporter_thread_;
 };

@@ -35,6 +35,7 @@ template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
 constexpr uint64_t kSeqBlock = uint64_t{1} << 20;
+constexpr auto kWarmUp = std::chrono::seconds(3);  // at most, for the first links to come up
 
 core::IoResult not_ready() { return core::IoResult{core::IoStatus::kNotReady, 0}; }
 
@@ -115,6 +116,10 @@ struct ReplicatedVolume::Impl {
   uint64_t reserved = 0;  // every sequence ever used is <= this
   bool closed = false;
   bool ticking = false;
+  // Right after the switch to replication, requests wait (bounded) for the links to come up,
+  // so a fresh volume's first write does not knock its in-sync replicas out of sync.
+  bool warming = false;
+  Clock::time_point warm_until{};
 
   mutable std::mutex status_mu;
   std::vector<CopyStatus> status;  // guarded by status_mu
@@ -255,10 +260,10 @@ struct Strand {
       }
       map.emplace(std::move(*c));
       auto extents = data_extents();
-      if (extents.empty() && s.reserved == 0) {
+      if (extents.empty() && s.reserved == 0 && s.opt.min_sequence == 0) {
         s.virgin = true;
       } else if (!extents.empty()) {
-        if (!reserve(s.reserved)) return false;
+        if (!reserve(std::max(s.reserved, s.opt.min_sequence))) return false;
         uint64_t seq = s.reserved - kSeqBlock + 1;  // above every sequence ever used
         uint64_t bs = s.local->block_size();
         for (auto [off, len] : extents) {
@@ -277,7 +282,7 @@ struct Strand {
     repl::MasterConfig cfg;
     (void)wire::parse_uuid(s.opt.uuid, cfg.volume);
     cfg.generation = s.opt.generation;
-    cfg.last_sequence = s.reserved;
+    cfg.last_sequence = std::max(s.reserved, s.opt.min_sequence);
     cfg.block_size = s.local->block_size();
     cfg.block_count = s.local->block_count();
     if (s.virgin) cfg.last_sequence = 0;
@@ -343,12 +348,27 @@ struct Strand {
     s.mode = Mode::kReplicated;
     spdlog::info("volume={} replicated path on (sequence {})", s.opt.uuid,
                  s.engine->last_sequence());
+    s.warming = true;
+    s.warm_until = Clock::now() + kWarmUp;
     sync_copies();
+    start_ticking();
+    check_warm();
+  }
+
+  // Ends the warm-up once every copy's link is up (or the bound passed): held requests go.
+  void check_warm() {
+    if (!s.warming) return;
+    // Only copies that start in sync matter (a fresh volume): the others are not waited for.
+    bool waiting = std::any_of(s.copies.begin(), s.copies.end(), [&](const auto& kv) {
+      auto p = s.engine ? s.engine->copy_progress(kv.first) : std::nullopt;
+      return !kv.second.up && p && p->state == repl::CopyState::kInSync;
+    });
+    if (waiting && Clock::now() < s.warm_until) return;
+    s.warming = false;
     auto held = std::move(s.held);
     s.held.clear();
     for (auto& [req, p] : held) submit(std::move(req), std::move(p));
     run();
-    start_ticking();
   }
 
   void check_idle() {
@@ -451,6 +471,7 @@ struct Strand {
       // Delta sync at once if the copy is not in sync (the tick retries later otherwise).
       auto p = s.engine->copy_progress(copy);
       if (p && p->state == repl::CopyState::kOutOfSync) (void)s.engine->start_resync(copy);
+      check_warm();
     } else if (ch.state == link::PeerLink::State::kDown ||
                ch.state == link::PeerLink::State::kClosed) {
       if (c.up) {
@@ -608,6 +629,10 @@ struct Strand {
 
   void submit(repl::Request req, Impl::Pending p) {
     if (s.closed) return p.done(not_ready());
+    if (s.warming) {
+      s.held.emplace_back(std::move(req), std::move(p));
+      return;
+    }
     switch (s.mode) {
       case Mode::kSwitchingOn:
         s.held.emplace_back(std::move(req), std::move(p));
@@ -648,6 +673,7 @@ struct Strand {
 
   void tick() {
     if (s.closed) return;
+    check_warm();
     if (s.mode == Mode::kSolo && !s.desired.empty()) apply();  // a failed switch retries
     if (s.engine) {
       for (auto& [id, c] : s.copies) {

@@ -78,6 +78,9 @@ class ReplicatedVolume : public core::BlockVolume,
   struct Options {
     std::string uuid;  // catalogue id (text form)
     uint64_t generation = 1;
+    // Sequences this master assigns start above this (a promoted master starts above every
+    // sequence an earlier master could have used: the volume host passes generation << 40).
+    uint64_t min_sequence = 0;
     bool compress = true;
     std::string image_path;  // the FileVolume's file (read for allocated extents)
     std::string map_path;    // region map file

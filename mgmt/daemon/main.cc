@@ -46,8 +46,8 @@ struct Options {
   std::string log_level = "info";
   unsigned io_threads = 4;
   unsigned net_threads = 2;
-  int heartbeat_ms = 1000;
-  int node_timeout_ms = 5000;
+  int heartbeat_ms = 500;
+  int node_timeout_ms = 3000;
   uint32_t iscsi_queue_depth = 128;
   std::string join;        // controller API URL; empty: this node is the controller
   std::string join_token;
@@ -289,6 +289,7 @@ int run(int argc, char** argv) {
   host_opts.node_id = node_id;
   host_opts.node_name = o.node_name;
   host_opts.address = o.bind;
+  host_opts.repl_port = o.repl_port;
   host_opts.volumes_dir = o.data_dir + "/volumes";
   host_opts.tls_dir = o.data_dir + "/tls";
   host_opts.interval = std::chrono::milliseconds(o.heartbeat_ms);
