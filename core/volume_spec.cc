@@ -127,7 +127,7 @@ Result<void, InvalidValue> validate_label_keys(const Labels& labels) {
     }
     if (v.size() > 1024) return fail(bad("labels", "label value for '" + k + "' is too long"));
     if (k.rfind("tandem/", 0) == 0 && k != kLabelReplicas && k != kLabelFailureMode &&
-        k != kLabelFailureThreshold && k != kLabelCompression) {
+        k != kLabelFailureThreshold && k != kLabelCompression && k != kLabelFailureGrace) {
       return fail(bad("labels", "unknown tandem label '" + k + "'"));
     }
   }
@@ -180,6 +180,11 @@ Result<VolumeSettings, InvalidValue> resolve_settings(const Labels& eff) {
     } else {
       return fail(bad(std::string(kLabelCompression), "compression must be true or false"));
     }
+  }
+  if (auto it = eff.find(std::string(kLabelFailureGrace)); it != eff.end()) {
+    auto v = parse_small_int(it->second, 0, 86400);
+    if (!v) return fail(bad(std::string(kLabelFailureGrace), "failure grace must be 0-86400 seconds"));
+    s.grace_seconds = *v;
   }
   return s;
 }

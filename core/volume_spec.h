@@ -19,6 +19,7 @@ inline constexpr std::string_view kLabelReplicas = "tandem/replicas";
 inline constexpr std::string_view kLabelFailureMode = "tandem/failure-mode";
 inline constexpr std::string_view kLabelFailureThreshold = "tandem/failure-threshold";
 inline constexpr std::string_view kLabelCompression = "tandem/compression";
+inline constexpr std::string_view kLabelFailureGrace = "tandem/failure-grace";  // seconds
 inline constexpr std::string_view kIqnPrefix = "iqn.2026-11.dev.tandem:";
 
 inline constexpr uint64_t kMinVolumeBytes = 1ull << 20;   // 1 MiB
@@ -42,6 +43,7 @@ struct VolumeSettings {
   FailureMode failure_mode = FailureMode::kHard;
   int threshold = 0;  // only meaningful with kThreshold
   bool compression = true;
+  int grace_seconds = -1;  // tandem/failure-grace; -1: the cluster's --failure-grace
 };
 
 // `[a-z0-9][a-z0-9-]{0,62}`.

@@ -26,6 +26,10 @@ ApiError unauthorized(const std::string& what) {
   return ApiError{401, "unauthorized", what};
 }
 
+bool known_volume_state(const std::string& s) {
+  return s == "healthy" || s == "degraded" || s == "read-only" || s == "halted";
+}
+
 bool known_copy_state(const std::string& s) {
   return s == db::kCopyInSync || s == db::kCopySyncing || s == db::kCopyOutOfSync ||
          s == db::kCopyOffline;
@@ -62,6 +66,7 @@ nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports) {
                    {"sync_done_bytes", r.sync_done_bytes},
                    {"sync_total_bytes", r.sync_total_bytes},
                    {"behind_bytes", r.behind_bytes}});
+    if (!r.volume_state.empty()) out.back()["volume_state"] = r.volume_state;
   }
   return out;
 }
@@ -104,6 +109,12 @@ core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohman
       return bad("state must be in-sync, syncing, out-of-sync or offline");
     }
     r.state = st->get<std::string>();
+    if (auto vs = e.find("volume_state"); vs != e.end()) {
+      if (!vs->is_string() || !known_volume_state(vs->get<std::string>())) {
+        return bad("volume_state must be healthy, degraded, read-only or halted");
+      }
+      r.volume_state = vs->get<std::string>();
+    }
     if (!u64(e, "applied_seq", &r.applied_seq) ||
         !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
         !u64(e, "sync_total_bytes", &r.sync_total_bytes) ||
@@ -166,6 +177,18 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
       continue;
     }
     db::CopyRow c = *it;
+    if (c.role == "master" && !r.volume_state.empty() && known_volume_state(r.volume_state)) {
+      // The master applies the failure mode: its verdict is the volume's state.
+      db::VolumeRow v = **vol;
+      if (v.state != r.volume_state && v.state != "offline") {
+        std::string was = v.state;
+        v.state = r.volume_state;
+        if (auto u = tx.update_volume(v); !u) return core::fail(u.error());
+        auto e = tx.append_event({0, 0, v.name, node_name, "volume-" + r.volume_state,
+                                  "volume is " + r.volume_state + " (was " + was + ")"});
+        if (!e) return core::fail(e.error());
+      }
+    }
     bool state_changed = c.state != r.state;
     c.state = r.state;
     c.applied_seq = r.applied_seq;

@@ -66,6 +66,9 @@ struct CopyReport {
   uint64_t sync_done_bytes = 0;
   uint64_t sync_total_bytes = 0;
   uint64_t behind_bytes = 0;
+  // On the master's own copy only: what the volume may serve under its failure mode
+  // (healthy | degraded | read-only | halted); empty: leave it to the replica states.
+  std::string volume_state;
 };
 inline constexpr size_t kMaxCopyReports = 10000;
 

@@ -22,14 +22,23 @@ std::string replica_key(const std::string& volume_id, uint32_t number) {
   return volume_id + "/" + std::to_string(number);
 }
 
-bool compression_of(db::Tx& tx, const db::VolumeRow& v) {
+core::VolumeSettings settings_of(db::Tx& tx, const db::VolumeRow& v) {
   core::Labels class_labels;
   if (!v.class_name.empty()) {
     auto c = tx.class_by_name(v.class_name);
     if (c && *c) class_labels = (*c)->labels;
   }
   auto s = core::resolve_settings(core::merge_labels(class_labels, v.labels));
-  return s ? s->compression : true;
+  return s ? *s : core::VolumeSettings{};
+}
+
+const char* volume_state_name(core::VolumeState s) {
+  switch (s) {
+    case core::VolumeState::kReadOnly: return "read-only";
+    case core::VolumeState::kHalted: return "halted";
+    case core::VolumeState::kDegraded: return "degraded";
+    default: return "healthy";
+  }
 }
 
 // Waits for a BlockVolume completion (shutdown paths only).
@@ -169,7 +178,7 @@ void VolumeHost::reconcile_locked() {
     db::VolumeRow row;
     db::CopyRow me;
     std::vector<rep::ReplicaPeer> peers;
-    bool compress = true;
+    core::VolumeSettings settings;
   };
   std::map<std::string, Want> masters;
   std::map<std::string, Want> replicas;
@@ -199,7 +208,7 @@ void VolumeHost::reconcile_locked() {
         }
       }
       if (!mine) continue;
-      Want w{v, *mine, {}, compression_of(tx, v)};
+      Want w{v, *mine, {}, settings_of(tx, v)};
       if (mine->role == "master") {
         for (const auto& c : *copies) {
           if (c.role != "replica") continue;
@@ -280,7 +289,12 @@ void VolumeHost::reconcile_locked() {
       }
       it->second.volume->set_peers(std::move(w.peers));
     }
-    it->second.volume->set_compression(w.compress);
+    it->second.volume->set_compression(w.settings.compression);
+    auto grace = w.settings.grace_seconds >= 0
+                     ? std::chrono::milliseconds(int64_t{w.settings.grace_seconds} * 1000)
+                     : opt_.failure_grace;
+    it->second.volume->set_policy(w.settings.failure_mode, w.settings.replicas,
+                                  w.settings.threshold, grace);
     it->second.row = w.row;
   }
   for (auto& [k, w] : replicas) {
@@ -468,7 +482,10 @@ void VolumeHost::delete_files(const std::string& id) {
 std::shared_ptr<core::BlockVolume> VolumeHost::open_volume(const std::string& volume_id) {
   std::lock_guard lock(mu_);
   auto it = masters_.find(volume_id);
-  if (it != masters_.end()) return it->second.volume;
+  if (it != masters_.end()) {
+    it->second.volume->note_login();  // the target asks at each login
+    return it->second.volume;
+  }
   auto f = forwarders_.find(volume_id);
   if (f != forwarders_.end()) return f->second.volume;
   return nullptr;
@@ -483,6 +500,7 @@ std::vector<CopyReport> VolumeHost::copy_reports() {
     self.number = m.number;
     self.state = db::kCopyInSync;
     self.applied_seq = m.volume->last_sequence();
+    self.volume_state = volume_state_name(m.volume->state());
     out.push_back(self);
     for (const auto& c : m.volume->copy_status()) {
       CopyReport r;

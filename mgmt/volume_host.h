@@ -53,6 +53,7 @@ class VolumeHost {
     std::string volumes_dir;
     std::string tls_dir;
     std::chrono::milliseconds interval{1000};
+    std::chrono::milliseconds failure_grace{90'000};  // unless tandem/failure-grace says
     std::shared_ptr<backend::link::LinkMetrics> link_metrics;
     std::function<void(double)> observe_write;  // replicated write round trip (seconds)
   };

@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "backend/link/peer_link.h"
+#include "backend/repl/failure_policy.h"
 #include "backend/repl/master_engine.h"
 #include "backend/repl/region_map.h"
 #include "backend/replicated/store_ops.h"
@@ -116,6 +117,9 @@ struct ReplicatedVolume::Impl {
   uint64_t reserved = 0;  // every sequence ever used is <= this
   bool closed = false;
   bool ticking = false;
+  // Failure-mode policy (failure_policy.h): inputs, the grace clock and the hard-mode latch.
+  repl::PolicyInput policy;
+  std::optional<Clock::time_point> below_since;
   // Right after the switch to replication, requests wait (bounded) for the links to come up,
   // so a fresh volume's first write does not knock its in-sync replicas out of sync.
   bool warming = false;
@@ -128,6 +132,7 @@ struct ReplicatedVolume::Impl {
   std::atomic<bool> solo{true};
   std::atomic<uint64_t> direct{0};  // direct (solo) requests in flight
   std::atomic<bool> degraded{false};
+  std::atomic<core::VolumeState> health{core::VolumeState::kHealthy};  // the policy's verdict
   std::atomic<bool> closing{false};
   std::atomic<uint64_t> last_seq{0};
   std::atomic<bool> compress{true};
@@ -171,10 +176,10 @@ const ReplicatedStats& ReplicatedVolume::stats() const { return impl_->stats; }
 core::VolumeState ReplicatedVolume::state() const {
   if (impl_->closing.load(std::memory_order_acquire)) return core::VolumeState::kOffline;
   auto s = impl_->local->state();
-  if (s == core::VolumeState::kHealthy && impl_->degraded.load(std::memory_order_relaxed)) {
-    return core::VolumeState::kDegraded;
-  }
-  return s;
+  if (s != core::VolumeState::kHealthy) return s;
+  auto h = impl_->health.load(std::memory_order_relaxed);
+  if (h != core::VolumeState::kHealthy) return h;
+  return impl_->degraded.load(std::memory_order_relaxed) ? core::VolumeState::kDegraded : s;
 }
 
 std::vector<CopyStatus> ReplicatedVolume::copy_status() const {
@@ -707,6 +712,38 @@ struct Strand {
     });
   }
 
+  // Applies the failure mode to the in-sync count (solo volumes with no declared replicas are
+  // always healthy). A change is logged and reported at once.
+  void evaluate_policy() {
+    int in_sync = 0;
+    for (const auto& [id, c] : s.copies) {
+      auto p = s.engine ? s.engine->copy_progress(id) : std::nullopt;
+      if (p && p->state == repl::CopyState::kInSync) ++in_sync;
+    }
+    auto now = Clock::now();
+    s.policy.in_sync = in_sync;
+    s.policy.below_for =
+        s.below_since ? std::chrono::duration_cast<std::chrono::milliseconds>(now - *s.below_since)
+                      : std::chrono::milliseconds(0);
+    auto d = repl::evaluate(s.policy);
+    if (d.below_requirement) {
+      if (!s.below_since) s.below_since = now;
+    } else {
+      s.below_since.reset();
+    }
+    s.policy.sticky_read_only = d.sticky_read_only;
+    if (!d.sticky_read_only) s.policy.relogged_in = false;
+    auto state = repl::to_volume_state(d.health);
+    if (state == core::VolumeState::kDegraded) state = core::VolumeState::kHealthy;  // below
+    auto was = s.health.exchange(state);
+    if (was != state) {
+      spdlog::warn("volume={} failure mode {}: {} ({} of {} replicas in sync)", s.opt.uuid,
+                   core::to_string(s.policy.mode), core::to_string(state), in_sync,
+                   s.policy.replicas);
+      if (s.opt.on_change) s.opt.on_change();
+    }
+  }
+
   void publish() {
     std::vector<CopyStatus> out;
     bool any_behind = false;
@@ -736,6 +773,7 @@ struct Strand {
       out.push_back(std::move(cs));
     }
     s.degraded.store(any_behind, std::memory_order_relaxed);
+    evaluate_policy();
     std::lock_guard lock(s.status_mu);
     s.status = std::move(out);
   }
@@ -760,6 +798,32 @@ void ReplicatedVolume::set_peers(std::vector<ReplicaPeer> peers) {
 }
 
 void ReplicatedVolume::set_compression(bool on) { impl_->compress.store(on); }
+
+void ReplicatedVolume::set_policy(core::FailureMode mode, int replicas, int threshold,
+                                  std::chrono::milliseconds grace) {
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self, mode, replicas, threshold, grace] {
+    Impl& s = *self->impl_;
+    bool same = s.policy.mode == mode && s.policy.replicas == replicas &&
+                s.policy.threshold == threshold && s.policy.grace == grace;
+    s.policy.mode = mode;
+    s.policy.replicas = replicas;
+    s.policy.threshold = threshold;
+    s.policy.grace = grace;
+    if (!same) Strand{s, self}.evaluate_policy();
+  });
+}
+
+void ReplicatedVolume::note_login() {
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self] {
+    Impl& s = *self->impl_;
+    // The seed's "remount": a login counts only once the replicas are back in sync.
+    if (!s.policy.sticky_read_only || s.below_since) return;
+    s.policy.relogged_in = true;
+    Strand{s, self}.evaluate_policy();
+  });
+}
 
 void ReplicatedVolume::refresh_capacity() { impl_->local->refresh_capacity(); }
 
@@ -845,9 +909,27 @@ void ReplicatedVolume::lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone
   impl_->local->lba_status(lba, max_blocks, std::move(done));
 }
 
+namespace {
+
+// What the failure mode lets through: a read-only volume answers writes WRITE PROTECTED, a
+// halted one NOT READY (the target turns both into sense data).
+std::optional<core::IoResult> refused_write(const std::atomic<core::VolumeState>& health) {
+  switch (health.load(std::memory_order_relaxed)) {
+    case core::VolumeState::kReadOnly:
+      return core::IoResult{core::IoStatus::kWriteProtected, 0};
+    case core::VolumeState::kHalted:
+      return core::IoResult{core::IoStatus::kNotReady, 0};
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace
+
 void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua,
                              Done done) {
   if (impl_->closing.load()) return done(not_ready());
+  if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.write(lba, data, fua, std::move(d)); }, done)) {
     impl_->stats.direct_writes.fetch_add(1, std::memory_order_relaxed);
@@ -874,6 +956,7 @@ void ReplicatedVolume::flush(Done done) {
 
 void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
   if (impl_->closing.load()) return done(not_ready());
+  if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.unmap(lba, blocks, std::move(d)); }, done)) return;
   repl::Request r;
@@ -887,6 +970,7 @@ void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte
                                          std::span<const std::byte> data, bool fua,
                                          Done done) {
   if (impl_->closing.load()) return done(not_ready());
+  if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct(
           [&](Done d) { local.compare_and_write(lba, compare, data, fua, std::move(d)); },

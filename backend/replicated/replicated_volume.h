@@ -35,6 +35,7 @@
 #include "backend/wire/frame.h"
 #include "core/block_volume.h"
 #include "core/result.h"
+#include "core/volume_spec.h"
 
 namespace boost::asio {
 class io_context;
@@ -107,6 +108,14 @@ class ReplicatedVolume : public core::BlockVolume,
   // The replica set the catalogue wants now: adds links for new copies, removes the others.
   void set_peers(std::vector<ReplicaPeer> peers);
   void confirm_out_of_sync(uint32_t copy);
+  // The volume's failure mode (labels): with fewer in-sync replicas than it needs for longer
+  // than `grace`, writes are refused (hard: read-only, DATA PROTECT, until the replicas are
+  // back AND an initiator logs in again; soft/threshold: NOT READY until enough are back).
+  void set_policy(core::FailureMode mode, int replicas, int threshold,
+                  std::chrono::milliseconds grace);
+  // An initiator logged in to the volume (releases hard mode's read-only latch once the
+  // replicas are back).
+  void note_login();
   // The image file grew (volumes without replicas: the engine is sized at start).
   void refresh_capacity();
   // The volume's tandem/compression label changed.

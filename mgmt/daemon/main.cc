@@ -48,6 +48,7 @@ struct Options {
   unsigned net_threads = 2;
   int heartbeat_ms = 500;
   int node_timeout_ms = 3000;
+  int failure_grace_s = 90;
   uint32_t iscsi_queue_depth = 128;
   std::string join;        // controller API URL; empty: this node is the controller
   std::string join_token;
@@ -166,6 +167,11 @@ int run(int argc, char** argv) {
   app.add_option("--node-timeout-ms", o.node_timeout_ms,
                  "controller: a node silent this long is offline")
       ->check(CLI::Range(200, 600000))
+      ->capture_default_str();
+  app.add_option("--failure-grace", o.failure_grace_s,
+                 "seconds a volume may stay below its failure mode's replica requirement "
+                 "before writes stop (label tandem/failure-grace overrides)")
+      ->check(CLI::Range(0, 86400))
       ->capture_default_str();
   app.add_option("--iscsi-queue-depth", o.iscsi_queue_depth,
                  "commands an iSCSI session may have outstanding (CmdSN window)")
@@ -293,6 +299,7 @@ int run(int argc, char** argv) {
   host_opts.volumes_dir = o.data_dir + "/volumes";
   host_opts.tls_dir = o.data_dir + "/tls";
   host_opts.interval = std::chrono::milliseconds(o.heartbeat_ms);
+  host_opts.failure_grace = std::chrono::seconds(o.failure_grace_s);
   host_opts.link_metrics = link_metrics;
   host_opts.observe_write = [&metrics](double s) { metrics.observe_replicated_write(s); };
   mgmt::VolumeHost host(ioc, catalogue, io_pool, host_opts);

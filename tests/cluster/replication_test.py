@@ -295,6 +295,47 @@ def main():
         p = n1.ctl("volume", "verify", "fo", check=False)
         record("fo: volume verify: all copies identical after the failover",
                p.returncode == 0 and "identical" in p.stdout, p.stdout + p.stderr)
+        # --- Failure mode hard, 2 s grace: the replica's node dies -> degraded -> read-only
+        # (DATA PROTECT) after the grace; back in sync, a session that stayed logged in is
+        # still read-only, a new login writes again.
+        n1.ctl("volume", "create", "fm", "--size", "16MiB", "--label", "tandem/replicas=1",
+               "--label", "tandem/failure-grace=2", "--node", "n1")
+        record("fm: in sync", wait_for(lambda: copies_in_sync(n1, "fm", 2), 20))
+        urlm = "iscsi://%s/%sfm/0" % (n1.address, IQN)
+        run("fm: writes while healthy", ["qemu-io", "-f", "raw", "-c", "write -P 0x11 0 64k",
+                                         urlm])
+        rep = [c["node"] for c in volume(n1, "fm")["copies"] if c["role"] == "replica"][0]
+        # A session that logs in while healthy and writes again only after the replica has
+        # gone, the volume turned read-only and the replica came back.
+        session = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "write -P 0x12 0 4k", "-c",
+                                    "sleep 15000", "-c", "write -P 0x33 0 64k", urlm],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        session_start = time.time()
+        time.sleep(0.5)  # lets it log in (not a sync point: checked below)
+        cluster.node(rep).kill()
+        record("fm: read-only after the grace period",
+               wait_for(lambda: (volume(n1, "fm") or {}).get("state") == "read-only", 20),
+               json.dumps(volume(n1, "fm")))
+        p = subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 0x22 0 64k", urlm],
+                           capture_output=True, text=True, timeout=60)
+        record("fm: a new session cannot write (the LUN reports write protect)",
+               "write protected" in (p.stdout + p.stderr).lower() or
+               "failed" in (p.stdout + p.stderr).lower(), p.stdout + p.stderr)
+        run("fm: reads still work", ["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x12 0 4k",
+                                     urlm])
+        cluster.node(rep).start()
+        record("fm: the replica is back in sync", wait_for(lambda: copies_in_sync(n1, "fm", 2),
+                                                            30), json.dumps(volume(n1, "fm")))
+        back_in_sync = time.time()
+        out, _ = session.communicate(timeout=60)
+        record("fm: the session logged in before stays read-only after the replica is back",
+               back_in_sync < session_start + 15 and "wrote 4096/4096" in out and
+               "failed" in out.lower(), out)
+        run("fm: a new login writes again", ["qemu-io", "-f", "raw", "-c",
+                                             "write -P 0x44 0 64k", urlm])
+        record("fm: the volume is healthy again",
+               wait_for(lambda: (volume(n1, "fm") or {}).get("state") == "healthy", 10),
+               json.dumps(volume(n1, "fm")))
     finally:
         cluster.stop()
     return finish(results, work)
