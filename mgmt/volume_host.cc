@@ -138,10 +138,22 @@ void VolumeHost::kick() {
 
 void VolumeHost::run() {
   std::unique_lock lock(work_mu_);
+  // The lease is checked more often than heartbeats go, so a lapse fences within ~100 ms.
+  auto step = std::min(opt_.interval, std::chrono::milliseconds(100));
+  auto next_reconcile = std::chrono::steady_clock::now();
   while (!stopping_) {
-    work_cv_.wait_for(lock, opt_.interval, [&] { return kicked_ || stopping_; });
+    work_cv_.wait_for(lock, step, [&] { return kicked_ || stopping_; });
     if (stopping_) break;
+    lock.unlock();
+    if (opt_.lease_valid) {
+      bool ok = opt_.lease_valid();
+      std::lock_guard l(mu_);
+      for (auto& [id, m] : masters_) m.volume->set_fenced(!ok);
+    }
+    lock.lock();
+    if (!kicked_ && std::chrono::steady_clock::now() < next_reconcile) continue;
     kicked_ = false;
+    next_reconcile = std::chrono::steady_clock::now() + opt_.interval;
     lock.unlock();
     reconcile();
     lock.lock();

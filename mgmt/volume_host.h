@@ -56,6 +56,8 @@ class VolumeHost {
     std::chrono::milliseconds failure_grace{90'000};  // unless tandem/failure-grace says
     std::shared_ptr<backend::link::LinkMetrics> link_metrics;
     std::function<void(double)> observe_write;  // replicated write round trip (seconds)
+    // The master lease (joined nodes); empty: always valid (the controller's own node).
+    std::function<bool()> lease_valid;
   };
   // Records reports in the cluster's catalogue; true once they are committed there.
   // Called on the host's reporter thread; may block (a call to the controller).

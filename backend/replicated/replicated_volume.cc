@@ -136,6 +136,7 @@ struct ReplicatedVolume::Impl {
   std::atomic<bool> closing{false};
   std::atomic<uint64_t> last_seq{0};
   std::atomic<bool> compress{true};
+  std::atomic<bool> fenced{false};
   ReplicatedStats stats;
 };
 
@@ -624,6 +625,7 @@ struct Strand {
   void complete(uint64_t id, core::IoResult r) {
     auto it = s.pending.find(id);
     if (it == s.pending.end()) return;
+    if (s.fenced.load()) r = not_ready();  // never acknowledge without a lease
     Impl::Pending p = std::move(it->second);
     s.pending.erase(it);
     if (p.is_write && s.opt.observe_write) {
@@ -825,6 +827,19 @@ void ReplicatedVolume::note_login() {
   });
 }
 
+void ReplicatedVolume::set_fenced(bool fenced) {
+  // Without replicas nobody else can be promoted: no reason to stop serving.
+  if (impl_->solo.load()) fenced = false;
+  if (impl_->fenced.exchange(fenced) != fenced) {
+    if (fenced) {
+      spdlog::error("volume={} master lease lapsed: I/O answered NOT READY until renewed",
+                    impl_->opt.uuid);
+    } else {
+      spdlog::info("volume={} master lease renewed", impl_->opt.uuid);
+    }
+  }
+}
+
 void ReplicatedVolume::refresh_capacity() { impl_->local->refresh_capacity(); }
 
 void ReplicatedVolume::confirm_out_of_sync(uint32_t copy) {
@@ -901,6 +916,7 @@ repl::Payload copy_payload(std::span<const std::byte> data) {
 }  // namespace
 
 void ReplicatedVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
+  if (impl_->fenced.load()) return done(not_ready());
   // Reads are served by the master's own copy: every acknowledged write is in it.
   impl_->local->read(lba, out, std::move(done));
 }
@@ -929,6 +945,7 @@ std::optional<core::IoResult> refused_write(const std::atomic<core::VolumeState>
 void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua,
                              Done done) {
   if (impl_->closing.load()) return done(not_ready());
+  if (impl_->fenced.load()) return done(not_ready());
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.write(lba, data, fua, std::move(d)); }, done)) {
@@ -946,6 +963,7 @@ void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool
 }
 
 void ReplicatedVolume::flush(Done done) {
+  if (impl_->fenced.load()) return done(not_ready());
   if (impl_->closing.load()) return done(not_ready());
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.flush(std::move(d)); }, done)) return;
@@ -956,6 +974,7 @@ void ReplicatedVolume::flush(Done done) {
 
 void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
   if (impl_->closing.load()) return done(not_ready());
+  if (impl_->fenced.load()) return done(not_ready());
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.unmap(lba, blocks, std::move(d)); }, done)) return;
@@ -970,6 +989,7 @@ void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte
                                          std::span<const std::byte> data, bool fua,
                                          Done done) {
   if (impl_->closing.load()) return done(not_ready());
+  if (impl_->fenced.load()) return done(not_ready());
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct(

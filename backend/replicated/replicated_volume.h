@@ -116,6 +116,10 @@ class ReplicatedVolume : public core::BlockVolume,
   // An initiator logged in to the volume (releases hard mode's read-only latch once the
   // replicas are back).
   void note_login();
+  // The master lease lapsed (true) or was renewed (false): while fenced, every request is
+  // answered NOT READY (an initiator retries) and nothing is acknowledged, since another
+  // node may be promoted in the meantime.
+  void set_fenced(bool fenced);
   // The image file grew (volumes without replicas: the engine is sized at start).
   void refresh_capacity();
   // The volume's tandem/compression label changed.

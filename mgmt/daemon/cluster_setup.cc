@@ -206,6 +206,12 @@ void NodeAgent::report_event(std::string kind, std::string message) {
   while (pending_.size() > kMaxReportedEvents) pending_.pop_front();
 }
 
+bool NodeAgent::lease_valid() const {
+  int64_t until = lease_until_ns_.load();
+  if (until == 0) return true;  // no answer yet: nothing was mastered under a lease either
+  return std::chrono::steady_clock::now().time_since_epoch() < std::chrono::nanoseconds(until);
+}
+
 void NodeAgent::set_copy_reporter(std::function<std::vector<CopyReport>()> f) {
   std::lock_guard lock(mu_);
   copy_reporter_ = std::move(f);
@@ -296,6 +302,7 @@ void NodeAgent::run() {
       sent_events = pending_.size();
       report["events"] = std::move(evs);
     }
+    auto sent_at = std::chrono::steady_clock::now();
     auto client = HttpClient::make(controller_url_, token_, 5);
     bool ok = false;
     std::string why;
@@ -312,6 +319,13 @@ void NodeAgent::run() {
       }
       if (ok) {
         auto j = json::parse(r->body, nullptr, false);
+        if (j.is_object() && j.contains("node_timeout_ms") &&
+            j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
+          auto lease = std::chrono::milliseconds(j["node_timeout_ms"].get<int64_t>() * 2 / 3);
+          lease_until_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    (sent_at + lease).time_since_epoch())
+                                    .count());
+        }
         if (j.is_object() && !j.value("admin_token_sha256", "").empty()) {
           admin_token_->set(j.value("admin_token_sha256", ""));
         }

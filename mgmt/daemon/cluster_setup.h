@@ -78,6 +78,11 @@ class NodeAgent {
   // Called on the agent's thread after a cluster-state snapshot was applied locally. Set
   // before start().
   void set_state_applied_hook(std::function<void()> f);
+  // The master lease: true while the last heartbeat the controller answered was sent less
+  // than 2/3 of its node timeout ago. The controller declares a node offline (and promotes
+  // away from it) only after the full timeout, so a node stops acknowledging writes before
+  // another master can exist. Thread-safe.
+  bool lease_valid() const;
   // POSTs the reports to the controller's copy-state route and waits for the answer: true
   // only on 200 (committed there). Meant for the few copies that just changed: the body
   // must stay under the controller's 1 MiB limit (about 5000 reports). Thread-safe.
@@ -105,6 +110,7 @@ class NodeAgent {
   int64_t known_revision_ = -1;  // agent thread only
   size_t report_cursor_ = 0;     // agent thread only
   std::thread thread_;
+  std::atomic<int64_t> lease_until_ns_{0};  // steady_clock; 0: no answer yet
 };
 
 }  // namespace tandem::mgmt

@@ -302,6 +302,10 @@ int run(int argc, char** argv) {
   host_opts.failure_grace = std::chrono::seconds(o.failure_grace_s);
   host_opts.link_metrics = link_metrics;
   host_opts.observe_write = [&metrics](double s) { metrics.observe_replicated_write(s); };
+  if (!controller) {
+    // Set once the agent exists (below); the host only calls it after start().
+    host_opts.lease_valid = [&agent] { return !agent || agent->lease_valid(); };
+  }
   mgmt::VolumeHost host(ioc, catalogue, io_pool, host_opts);
   volumes.set_volume_source([&host](const std::string& id) { return host.open_volume(id); });
   ctx.local_checksums = [&host](const std::string& id) { return host.local_checksums(id); };

@@ -343,5 +343,58 @@ TEST_F(ReplicatedTest, UnknownCopyIsRefusedAndReported) {
   EXPECT_EQ(master_->state(), core::VolumeState::kDegraded);
 }
 
+TEST_F(ReplicatedTest, LapsedLeaseFencesTheMaster) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  std::vector<std::byte> d(kBlock, std::byte{3});
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+  master_->set_fenced(true);
+  EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
+            core::IoStatus::kNotReady);
+  std::vector<std::byte> out(kBlock);
+  EXPECT_EQ(wait_io([&](auto cb) { master_->read(0, out, cb); }).status,
+            core::IoStatus::kNotReady);
+  master_->set_fenced(false);
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+}
+
+TEST_F(ReplicatedTest, HardModeTurnsReadOnlyAfterGraceAndNeedsALoginAfterResync) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_policy(core::FailureMode::kHard, 1, 0, std::chrono::milliseconds(300));
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  EXPECT_EQ(master_->state(), core::VolumeState::kHealthy);
+  std::vector<std::byte> d(kBlock, std::byte{4});
+  ASSERT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+  // The replica goes: degraded at once, read-only once the grace has run out.
+  ca->close();
+  a.host->remove(id_, 2);
+  a.server->close();
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kDegraded; }));
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kReadOnly; }));
+  EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
+            core::IoStatus::kWriteProtected);
+  master_->note_login();  // a login while still out of sync does not count
+  // The replica returns and syncs: still read-only until an initiator logs in again.
+  link::LinkServer::Options o;
+  o.bind_address = "127.0.0.1";
+  o.port = a.port;
+  o.hello = wire::Hello{"id-rep-a", "127.0.0.1"};
+  auto srv = link::LinkServer::start(io_, *a.ctx, o, a.host, {});
+  ASSERT_TRUE(srv.ok());
+  a.server = std::move(srv).value();
+  ca = open_copy(a, 2, false);
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  EXPECT_EQ(master_->state(), core::VolumeState::kReadOnly);
+  master_->note_login();
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kHealthy; }));
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+}
+
 }  // namespace
 }  // namespace tandem::backend::replicated
