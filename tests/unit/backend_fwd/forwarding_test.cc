@@ -575,8 +575,9 @@ TEST_F(ForwardingTest, LargeReadsAtDepthStayWithinTheRepliesBudget) {
     EXPECT_TRUE(r->ok()) << i;
     EXPECT_EQ(outs[i], data) << i;
   }
-  EXPECT_EQ(metrics->connects.load(), 1u);  // no overflow, no reconnect
-  EXPECT_EQ(v->resends(), 0u);
+  // The master never had to close the connection for unread replies (a reconnect for
+  // another reason, e.g. a stall on a loaded machine, is allowed: the data is verified above).
+  EXPECT_EQ(m->server->metrics().reply_overflows.load(), 0u);
 }
 
 TEST_F(ForwardingTest, RetargetMovesPendingRequestsToTheNewMaster) {
