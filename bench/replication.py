@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import statistics
+import sys
 import subprocess
 import time
 import urllib.request
@@ -54,7 +55,7 @@ class ClusterError(Exception):
 
 
 def _log(msg):
-    print(f"[compare] {msg}", flush=True, file=__import__("sys").stderr)
+    print(f"[compare] {msg}", flush=True, file=sys.stderr)
 
 
 class Node:
@@ -344,20 +345,23 @@ class ReplicationBench:
                        for k in ("iops", "mb_per_s", "p50_us", "p99_us", "wire_over_raw",
                                  "sent_raw_bytes", "sent_wire_bytes", "master_rss_kib")}
                    for v in runs}
-            rat = [x for x in (_ratios(runs, "lz4-on/random", "lz4-off/random"),
-                               _ratios(runs, "lz4-on/compressible:2", "lz4-off/compressible:2"))
-                   if x]
+            rat = []
+            for data in ("random", "compressible:2"):
+                x = _ratios(runs, f"lz4-on/{data}", f"lz4-off/{data}")
+                if x:
+                    x["pair"] = f"on / off, {data}"
+                    rat.append(x)
             out.append({"name": wname, "args": wargs, "runs": runs, "median": med,
                         "ratios": rat})
         return out
 
-    def resync(self, volume, size):
+    def resync(self, volume, size, out):
+        """Appends one entry per share to `out` as it goes (a later failure keeps them)."""
         c = self.cluster
         reps = c.replica_copies(volume)
         if not reps:
             raise ClusterError(f"{volume}: no replica copy")
         node = c.node(reps[0]["node"])
-        out = []
         for pct in RESYNC_PERCENT:
             mib = max(1, size * pct // 100 // MIB)
             c.wait_in_sync(volume, 1, timeout=120)
@@ -397,7 +401,6 @@ class ReplicationBench:
                  f"{entry['sent_raw_bytes'] / MIB:.1f} MiB "
                  f"(x{entry['raw_over_changed']} of changed)")
             out.append(entry)
-        return out
 
 
 def _ratios(runs, num, den):
@@ -446,10 +449,12 @@ def run(args, runner, summarize, addrs, smoke=False):
         result["available"] = True
         result["cost"] = rb.cost()
         result["lz4"] = rb.lz4()
-        result["resync"] = rb.resync("rs", size)
-    except ClusterError as e:
-        result["reason"] = str(e)
-        errors.append(f"cluster: {e}")
+        result["resync"] = []
+        rb.resync("rs", size, result["resync"])
+    except (ClusterError, subprocess.SubprocessError, OSError, ValueError, KeyError,
+            StopIteration) as e:
+        result["reason"] = f"{type(e).__name__}: {e}"
+        errors.append(f"cluster: {result['reason']}")
         _log(f"replication: {e}")
     finally:
         result["seconds_total"] = round(time.monotonic() - t_begin, 1)
@@ -483,7 +488,7 @@ def markdown(r, cores, date):
               "| workload | replicas | IOPS | MB/s | p50 | p99 | master RSS | replica RSS |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     kib = lambda v: None if v is None else v / 1024
-    for w in r["cost"]:
+    for w in r.get("cost") or []:
         for v, m in w["median"].items():
             lines.append(f"| {w['name']} | {v[1]} | {_fmt(m['iops'])} | {_fmt(m['mb_per_s'], 1)} "
                          f"| {_fmt(m['p50_us'], 1)} | {_fmt(m['p99_us'], 1)} | "
@@ -493,7 +498,7 @@ def markdown(r, cores, date):
               "cost of replication):", "",
               "| workload | pair | IOPS | p50 | p99 | per-round IOPS |",
               "| --- | --- | ---: | ---: | ---: | --- |"]
-    for w in r["cost"]:
+    for w in r.get("cost") or []:
         for x in w["ratios"]:
             lines.append(f"| {w['name']} | {x['pair']} | {_fmt(x['iops'], 2)} | "
                          f"{_fmt(x['p50_us'], 2)} | {_fmt(x['p99_us'], 2)} | "
@@ -503,13 +508,13 @@ def markdown(r, cores, date):
               "payloads), from its /metrics around each run.", "",
               "| workload | compression / data | IOPS | MB/s | p99 | wire/raw | master RSS |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for w in r["lz4"]:
+    for w in r.get("lz4") or []:
         for v, m in w["median"].items():
             lines.append(f"| {w['name']} | {v} | {_fmt(m['iops'])} | {_fmt(m['mb_per_s'], 1)} | "
                          f"{_fmt(m['p99_us'], 1)} | {_fmt(m['wire_over_raw'], 3)} | "
                          f"{_fmt(kib(m['master_rss_kib']), 1)} |")
     lines += ["", "| workload | pair | IOPS | p99 |", "| --- | --- | ---: | ---: |"]
-    for w in r["lz4"]:
+    for w in r.get("lz4") or []:
         for x in w["ratios"]:
             lines.append(f"| {w['name']} | {x['pair']} | {_fmt(x['iops'], 2)} | "
                          f"{_fmt(x['p99_us'], 2)} |")
@@ -521,7 +526,7 @@ def markdown(r, cores, date):
               "",
               "| changed | MiB changed | seconds to in-sync | raw MiB sent | raw / changed | "
               "master RSS |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for e in r["resync"]:
+    for e in r.get("resync") or []:
         lines.append(f"| {e['percent']}% | {e['changed_bytes'] // MIB} | "
                      f"{_fmt(e.get('seconds'), 2)} ({_fmt(e.get('node_start_seconds'), 2)}) | "
                      f"{_fmt(e['sent_raw_bytes'] / MIB, 1)} | "
