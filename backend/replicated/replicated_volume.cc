@@ -36,7 +36,9 @@ template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
 constexpr uint64_t kSeqBlock = uint64_t{1} << 20;
-constexpr auto kWarmUp = std::chrono::seconds(3);  // at most, for the first links to come up
+constexpr auto kWarmUp = std::chrono::seconds(3);
+constexpr uint32_t kLz4MissesBeforeSkip = 8;
+constexpr uint32_t kLz4Skip = 256;  // at most, for the first links to come up
 
 core::IoResult not_ready() { return core::IoResult{core::IoStatus::kNotReady, 0}; }
 
@@ -120,6 +122,8 @@ struct ReplicatedVolume::Impl {
   // Failure-mode policy (failure_policy.h): inputs, the grace clock and the hard-mode latch.
   repl::PolicyInput policy;
   std::optional<Clock::time_point> below_since;
+  uint32_t lz4_misses = 0;  // data frames in a row that lz4 did not shrink
+  uint32_t lz4_skip = 0;    // data frames left to send without trying lz4
   // Right after the switch to replication, requests wait (bounded) for the links to come up,
   // so a fresh volume's first write does not knock its in-sync replicas out of sync.
   bool warming = false;
@@ -501,10 +505,26 @@ struct Strand {
                 h.type == wire::FrameType::kWriteSame;
     std::span<const uint8_t> body;
     if (payload) body = {payload->data(), payload->size()};
-    if (auto r = wire::encode(h, body, data && s.compress.load(std::memory_order_relaxed), out); !r) {
+    // lz4 on data that does not shrink costs CPU and is sent raw anyway: after a run of
+    // frames that did not compress, the next ones skip the attempt (then it tries again).
+    bool try_lz4 = data && !body.empty() && s.compress.load(std::memory_order_relaxed);
+    if (try_lz4 && s.lz4_skip > 0) {
+      --s.lz4_skip;
+      try_lz4 = false;
+    }
+    auto r = wire::encode(h, body, try_lz4, out);
+    if (!r) {
       spdlog::error("volume={} cannot encode {} frame: {}", s.opt.uuid, wire::to_string(h.type),
                     r.error().message);
       return;
+    }
+    if (try_lz4) {
+      bool shrank = *r < wire::kHeaderSize + body.size();
+      s.lz4_misses = shrank ? 0 : s.lz4_misses + 1;
+      if (s.lz4_misses >= kLz4MissesBeforeSkip) {
+        s.lz4_misses = 0;
+        s.lz4_skip = kLz4Skip;
+      }
     }
     if (!c.backlog.empty()) {
       c.backlog.push_back(std::move(out));

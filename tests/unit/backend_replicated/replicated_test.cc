@@ -396,5 +396,30 @@ TEST_F(ReplicatedTest, HardModeTurnsReadOnlyAfterGraceAndNeedsALoginAfterResync)
   EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
 }
 
+TEST_F(ReplicatedTest, Lz4PausesOnIncompressibleDataAndComesBack) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  std::mt19937_64 rng(9);
+  std::vector<std::byte> noise(kBlock);
+  for (int i = 0; i < 20; ++i) {  // incompressible: lz4 stops trying for a while
+    for (auto& b : noise) b = std::byte(rng());
+    ASSERT_TRUE(wait_io([&](auto cb) { master_->write(i, noise, false, cb); }).ok());
+  }
+  uint64_t raw0 = metrics_->bytes_sent_raw.load(), wire0 = metrics_->bytes_sent_wire.load();
+  std::vector<std::byte> text(kBlock, std::byte{'a'});
+  for (int i = 0; i < 600; ++i) {  // compressible again: after the pause it compresses
+    ASSERT_TRUE(wait_io([&](auto cb) { master_->write(100 + i, text, false, cb); }).ok());
+  }
+  uint64_t raw = metrics_->bytes_sent_raw.load() - raw0;
+  uint64_t wire = metrics_->bytes_sent_wire.load() - wire0;
+  // At most the 256 skipped frames go raw; the other ~344 shrink to almost nothing.
+  EXPECT_LT(wire, raw * 6 / 10) << "raw " << raw << " wire " << wire;
+  EXPECT_GT(wire, raw / 4) << "the pause did not happen";
+  expect_identical(a);
+}
+
 }  // namespace
 }  // namespace tandem::backend::replicated
