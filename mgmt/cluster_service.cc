@@ -12,6 +12,7 @@
 #include "core/volume_spec.h"
 #include "mgmt/api/router.h"
 #include "mgmt/cluster_state.h"
+#include "mgmt/placement.h"
 
 namespace tandem::mgmt {
 namespace {
@@ -433,6 +434,120 @@ db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeR
   return {};
 }
 
+namespace {
+
+core::VolumeSettings settings_in(db::Tx& tx, const db::VolumeRow& v) {
+  core::Labels class_labels;
+  if (!v.class_name.empty()) {
+    auto c = tx.class_by_name(v.class_name);
+    if (c && *c) class_labels = (*c)->labels;
+  }
+  auto s = core::resolve_settings(core::merge_labels(class_labels, v.labels));
+  return s ? *s : core::VolumeSettings{};
+}
+
+// What is left to copy to a replica: nothing when in sync, the resync's remainder while
+// syncing, everything (unknown) when out of sync or offline.
+uint64_t left_to_copy(const db::CopyRow& c, uint64_t volume_bytes) {
+  if (c.state == db::kCopyInSync) return 0;
+  if (c.state == db::kCopySyncing && c.sync_total_bytes >= c.sync_done_bytes &&
+      c.sync_total_bytes > 0) {
+    return c.sync_total_bytes - c.sync_done_bytes + c.behind_bytes;
+  }
+  return volume_bytes + c.behind_bytes + 1;
+}
+
+}  // namespace
+
+// Keeps each volume at its declared replica count (seed: "Replica loss"):
+//  - fewer replicas that can serve than declared (a replica's node is offline): a new one is
+//    placed on an online node with the most free space that holds no copy of the volume; it
+//    syncs while the volume keeps serving;
+//  - more than declared (the lost replica's node came back while the new one exists): keep the
+//    ones with the least left to copy ("smallest difference") and drop the others. A copy in
+//    sync always beats one that is not; a master is never dropped.
+db::DbResult<void> ClusterService::restore_replica_counts(db::Tx& tx) {
+  auto vols = tx.list_volumes();
+  if (!vols) return core::fail(vols.error());
+  auto nodes = tx.list_nodes();
+  if (!nodes) return core::fail(nodes.error());
+  std::map<std::string, const db::NodeRow*> by_id;
+  for (const auto& n : *nodes) by_id[n.id] = &n;
+  auto online = [&](const std::string& id) {
+    auto it = by_id.find(id);
+    return it != by_id.end() && it->second->state == "online";
+  };
+  for (const auto& v : *vols) {
+    int want = settings_in(tx, v).replicas;
+    auto copies = tx.copies_of(v.id);
+    if (!copies) return core::fail(copies.error());
+    std::vector<db::CopyRow> replicas;
+    std::set<std::string> holders;
+    for (const auto& c : *copies) {
+      holders.insert(c.node_id);
+      if (c.role == "replica") replicas.push_back(c);
+    }
+    int serving = 0;  // replicas on online nodes
+    for (const auto& c : replicas) serving += online(c.node_id);
+    if (serving < want && static_cast<int>(replicas.size()) < want + want) {
+      auto placed = place_replicas(placement_nodes(*nodes), holders, want - serving);
+      for (const auto& node_id : placed) {
+        auto number = tx.next_copy_number(v.id);
+        if (!number) return core::fail(number.error());
+        db::CopyRow c;
+        c.id = core::new_uuid();
+        c.volume_id = v.id;
+        c.node_id = node_id;
+        c.role = "replica";
+        c.state = db::kCopySyncing;
+        c.number = *number;
+        if (auto r = tx.insert_copy(c); !r) return r;
+        auto e = tx.append_event({0, 0, v.name, by_id[node_id]->name, "copy-added",
+                                  "replica copy " + std::to_string(c.number) + " placed on " +
+                                      by_id[node_id]->name + " to replace a lost one"});
+        if (!e) return core::fail(e.error());
+        replicas.push_back(c);
+      }
+      if (!placed.empty()) {
+        if (auto h = refresh_volume_health(tx, v.id, controller_name_); !h) return h;
+      }
+      continue;
+    }
+    // Too many that can serve: drop the ones with the most left to copy.
+    if (serving > want) {
+      std::vector<db::CopyRow> live;
+      int in_sync = 0;
+      bool unknown = false;  // a returned copy whose resync has not reported its size yet
+      for (const auto& c : replicas) {
+        if (!online(c.node_id)) continue;
+        live.push_back(c);
+        in_sync += c.state == db::kCopyInSync;
+        unknown |= c.state != db::kCopyInSync && c.state != db::kCopySyncing;
+      }
+      // Enough are in sync: the others go at once. Otherwise wait until every candidate's
+      // resync has measured what it has left (the master reports it), then compare.
+      if (in_sync < want && unknown) continue;
+      std::sort(live.begin(), live.end(), [&](const db::CopyRow& a, const db::CopyRow& b) {
+        uint64_t la = left_to_copy(a, v.size_bytes), lb = left_to_copy(b, v.size_bytes);
+        return la != lb ? la < lb : a.number < b.number;
+      });
+      // Only once the kept ones are decided: never drop an in-sync copy for a syncing one.
+      for (size_t i = static_cast<size_t>(want); i < live.size(); ++i) {
+        const auto& c = live[i];
+        if (auto d = tx.delete_copy(c.id); !d) return d;
+        auto e = tx.append_event(
+            {0, 0, v.name, by_id[c.node_id]->name, "copy-removed",
+             "replica copy " + std::to_string(c.number) + " on " + by_id[c.node_id]->name +
+                 " dropped: " + std::to_string(want) + " replicas declared and the others have "
+                 "less left to copy (smallest difference)"});
+        if (!e) return core::fail(e.error());
+      }
+      if (auto h = refresh_volume_health(tx, v.id, controller_name_); !h) return h;
+    }
+  }
+  return {};
+}
+
 int ClusterService::check_liveness(int64_t now_ms) {
   int changed = 0;
   auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
@@ -450,6 +565,7 @@ int ClusterService::check_liveness(int64_t now_ms) {
       ++changed;
       if (auto p = promote_away_from(tx, n); !p) return p;
     }
+    if (auto r = restore_replica_counts(tx); !r) return r;
     return {};
   });
   if (!r) spdlog::error("cluster: liveness check failed: {}", r.error().message);

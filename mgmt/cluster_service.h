@@ -136,6 +136,7 @@ class ClusterService {
 
  private:
   db::DbResult<void> promote_away_from(db::Tx& tx, const db::NodeRow& lost);
+  db::DbResult<void> restore_replica_counts(db::Tx& tx);
 
   db::Catalogue& cat_;
   CertificateAuthority* ca_;

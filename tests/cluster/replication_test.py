@@ -298,13 +298,14 @@ def main():
         # --- Failure mode hard, 2 s grace: the replica's node dies -> degraded -> read-only
         # (DATA PROTECT) after the grace; back in sync, a session that stayed logged in is
         # still read-only, a new login writes again.
-        n1.ctl("volume", "create", "fm", "--size", "16MiB", "--label", "tandem/replicas=1",
+        # Two replicas on three nodes: no spare node to place a new one on.
+        n1.ctl("volume", "create", "fm", "--size", "16MiB", "--label", "tandem/replicas=2",
                "--label", "tandem/failure-grace=2", "--node", "n1")
-        record("fm: in sync", wait_for(lambda: copies_in_sync(n1, "fm", 2), 20))
+        record("fm: in sync", wait_for(lambda: copies_in_sync(n1, "fm", 3), 20))
         urlm = "iscsi://%s/%sfm/0" % (n1.address, IQN)
         run("fm: writes while healthy", ["qemu-io", "-f", "raw", "-c", "write -P 0x11 0 64k",
                                          urlm])
-        rep = [c["node"] for c in volume(n1, "fm")["copies"] if c["role"] == "replica"][0]
+        rep = "n3"
         # A session that logs in while healthy and writes again only after the replica has
         # gone, the volume turned read-only and the replica came back.
         session = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "write -P 0x12 0 4k", "-c",
@@ -324,7 +325,7 @@ def main():
         run("fm: reads still work", ["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x12 0 4k",
                                      urlm])
         cluster.node(rep).start()
-        record("fm: the replica is back in sync", wait_for(lambda: copies_in_sync(n1, "fm", 2),
+        record("fm: the replica is back in sync", wait_for(lambda: copies_in_sync(n1, "fm", 3),
                                                             30), json.dumps(volume(n1, "fm")))
         back_in_sync = time.time()
         out, _ = session.communicate(timeout=60)
@@ -336,6 +337,29 @@ def main():
         record("fm: the volume is healthy again",
                wait_for(lambda: (volume(n1, "fm") or {}).get("state") == "healthy", 10),
                json.dumps(volume(n1, "fm")))
+        # --- Replica loss with a spare node: a new replica is placed and synced; when the lost
+        # one returns, the extra copy with more left to copy is dropped (smallest difference).
+        n1.ctl("volume", "create", "rp", "--size", "16MiB", "--label", "tandem/replicas=1",
+               "--label", "tandem/failure-mode=soft", "--node", "n1")
+        record("rp: in sync", wait_for(lambda: copies_in_sync(n1, "rp", 2), 20))
+        run("rp: data written", ["qemu-io", "-f", "raw", "-c", "write -P 0x5e 0 4M", "iscsi://%s/%srp/0" % (n1.address, IQN)])
+        lost = [c["node"] for c in volume(n1, "rp")["copies"] if c["role"] == "replica"][0]
+        cluster.node(lost).kill()
+
+        def replaced():
+            v = volume(n1, "rp") or {}
+            live = [c for c in v.get("copies", []) if c["node"] != lost]
+            return len(live) == 2 and all(c["state"] == "in-sync" for c in live)
+        record("rp: a new replica is placed on the spare node and synced", wait_for(replaced, 30),
+               json.dumps(volume(n1, "rp")))
+        cluster.node(lost).start()
+        record("rp: when the lost replica returns, the copy with more left to copy is dropped",
+               wait_for(lambda: copies_in_sync(n1, "rp", 2) and
+                        lost not in [c["node"] for c in volume(n1, "rp")["copies"]], 30),
+               json.dumps(volume(n1, "rp")))
+        p = n1.ctl("volume", "verify", "rp", check=False)
+        record("rp: volume verify: identical", p.returncode == 0 and "identical" in p.stdout,
+               p.stdout + p.stderr)
     finally:
         cluster.stop()
     return finish(results, work)
