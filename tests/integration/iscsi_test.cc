@@ -16,6 +16,7 @@ extern "C" {
 #include <numeric>
 #include <random>
 #include <set>
+#include <fstream>
 #include <thread>
 
 #include "tests/integration/daemon_fixture.h"
@@ -54,7 +55,10 @@ class IscsiTest : public ::testing::Test {
     if (!HasFailure()) std::filesystem::remove_all(dir_);
   }
 
-  std::string portal() const { return daemon_->address() + ":3260"; }
+  std::string portal() const {
+    return (portal_address_.empty() ? daemon_->address() : portal_address_) + ":3260";
+  }
+  std::string portal_address_;  // another node's portal (cluster tests); empty: daemon_
 
   // Logs in; returns nullptr (and the error in *err) on failure.
   std::unique_ptr<Ctx> login(const std::string& volume = "vol",
@@ -300,6 +304,87 @@ TEST_F(IscsiTest, ManySessionsToOneAndManyTargets) {
 
 // Persistent reservations are kept in the catalogue: a registration and a reservation made
 // before a restart are there after it.
+// A cluster: the controller (daemon_), the volume's master n2 and n3, where the initiators
+// log in. A reservation taken through n3 holds across the death of the master: the replica
+// promoted in its place serves the writes, and the reservation (kept by the presenting node)
+// still admits its holder and refuses everyone else.
+TEST_F(IscsiTest, ReservationsThroughAPresentingNodeSurviveAChangeOfMaster) {
+  ASSERT_EQ(daemon_->stop(), 0);
+  ASSERT_TRUE(daemon_->start({"--node-timeout-ms", "1500", "--heartbeat-ms", "200"}));
+  std::string token;
+  {
+    std::ifstream f(dir_ / "n1" / "join.token");
+    std::getline(f, token);
+  }
+  std::vector<std::string> join{"--join", daemon_->url(), "--join-token", token,
+                                "--heartbeat-ms", "200"};
+  Daemon n2((dir_ / "n2").string(), unique_loopback(), "n2");
+  Daemon n3((dir_ / "n3").string(), unique_loopback(), "n3");
+  ASSERT_TRUE(n2.start(join)) << n2.last_output();
+  ASSERT_TRUE(n3.start(join)) << n3.last_output();
+  auto eventually = [](auto pred) {
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling, with a deadline
+    }
+    return false;
+  };
+  ASSERT_TRUE(eventually([&] {
+    return daemon_->http("POST", "/api/v1/volumes",
+                         R"({"name":"prv","size":"16MiB","node":"n2",)"
+                         R"("labels":{"tandem/replicas":"2"}})")
+               .status == 201;
+  }));
+  portal_address_ = n3.address();
+  std::unique_ptr<Ctx> a;
+  ASSERT_TRUE(eventually([&] { return (a = login("prv")) != nullptr; }));  // n3 learns of it
+  scsi_persistent_reserve_out_basic reg{};
+  reg.service_action_reservation_key = 0x5eed;
+  scsi_task* t = iscsi_persistent_reserve_out_sync(
+      a->c, 0, SCSI_PERSISTENT_RESERVE_REGISTER, SCSI_PERSISTENT_RESERVE_SCOPE_LU, 0, &reg);
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->status, SCSI_STATUS_GOOD) << iscsi_get_error(a->c);
+  scsi_free_scsi_task(t);
+  scsi_persistent_reserve_out_basic res{};
+  res.reservation_key = 0x5eed;
+  t = iscsi_persistent_reserve_out_sync(a->c, 0, SCSI_PERSISTENT_RESERVE_RESERVE,
+                                        SCSI_PERSISTENT_RESERVE_SCOPE_LU,
+                                        SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE, &res);
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->status, SCSI_STATUS_GOOD);
+  scsi_free_scsi_task(t);
+  auto d = pattern(4096, 21);
+  ASSERT_TRUE(write(a->c, 8, d));
+
+  n2.kill9();  // the master dies
+  ASSERT_TRUE(eventually([&] {
+    auto v = daemon_->http("GET", "/api/v1/volumes/prv");
+    return v.status == 200 && v.body.value("master", "") != "n2" &&
+           v.body.value("generation", 1) >= 2;
+  }));
+  // The holder's session stayed up (n3 re-routed its I/O), still holds the reservation and
+  // writes through the new master; another initiator is refused.
+  t = iscsi_persistent_reserve_in_sync(a->c, 0, SCSI_PERSISTENT_RESERVE_READ_RESERVATION, 256);
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->status, SCSI_STATUS_GOOD);
+  auto* rr = static_cast<scsi_persistent_reserve_in_read_reservation*>(scsi_datain_unmarshall(t));
+  ASSERT_NE(rr, nullptr);
+  EXPECT_EQ(rr->reserved, 1);
+  EXPECT_EQ(rr->reservation_key, 0x5eedu);
+  scsi_free_scsi_task(t);
+  auto d2 = pattern(4096, 22);
+  EXPECT_TRUE(write(a->c, 16, d2));
+  EXPECT_EQ(read(a->c, 8, 4096), d);
+  EXPECT_EQ(read(a->c, 16, 4096), d2);
+  auto other = login("prv", std::string(kInitiator) + "-other");
+  ASSERT_TRUE(other);
+  scsi_task* w = iscsi_write16_sync(other->c, 0, 0, d.data(), 4096, 512, 0, 0, 0, 0, 0);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->status, SCSI_STATUS_RESERVATION_CONFLICT);
+  scsi_free_scsi_task(w);
+}
+
 TEST_F(IscsiTest, PersistentReservationsSurviveARestart) {
   {
     auto s = login();
