@@ -397,6 +397,7 @@ void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
   o.hello.address = opt_.address;
   o.link_metrics = opt_.link_metrics;
   o.observe_write = opt_.observe_write;
+  o.resync_bytes_per_second = opt_.resync_bytes_per_second;
   std::string vid = v.id;
   o.on_out_of_sync = [this, vid](uint32_t copy, const std::string& reason) {
     report_out_of_sync(vid, copy, reason);

@@ -54,6 +54,7 @@ class VolumeHost {
     std::string tls_dir;
     std::chrono::milliseconds interval{1000};
     std::chrono::milliseconds failure_grace{90'000};  // unless tandem/failure-grace says
+    uint64_t resync_bytes_per_second = 0;             // 0: unlimited
     std::shared_ptr<backend::link::LinkMetrics> link_metrics;
     std::function<void(double)> observe_write;  // replicated write round trip (seconds)
     // The master lease (joined nodes); empty: always valid (the controller's own node).

@@ -122,6 +122,7 @@ struct ReplicatedVolume::Impl {
   // Failure-mode policy (failure_policy.h): inputs, the grace clock and the hard-mode latch.
   repl::PolicyInput policy;
   std::optional<Clock::time_point> below_since;
+  Clock::time_point resync_free_at{};  // the resync rate limit's next free moment
   uint32_t lz4_misses = 0;  // data frames in a row that lz4 did not shrink
   uint32_t lz4_skip = 0;    // data frames left to send without trying lz4
   // Right after the switch to replication, requests wait (bounded) for the links to come up,
@@ -590,6 +591,24 @@ struct Strand {
         Strand{*impl, v}.run();
       });
     };
+    // Pacing: a resync read waits until the rate limit allows its bytes (the engine keeps
+    // overlapping writes ordered behind it, so only the resync slows down).
+    if (op.kind == repl::StoreKind::kRead && op.resync && s.opt.resync_bytes_per_second > 0) {
+      auto now = Clock::now();
+      auto bytes = op.blocks * s.local->block_size();
+      auto start = std::max(now, s.resync_free_at);
+      s.resync_free_at = start + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(
+                                         double(bytes) / double(s.opt.resync_bytes_per_second)));
+      if (start > now) {
+        auto timer = std::make_shared<asio::steady_timer>(s.strand, start);
+        auto local = s.local;
+        timer->async_wait([timer, local, op, back](boost::system::error_code) {
+          run_store_op(*local, op, back);
+        });
+        return;
+      }
+    }
     run_store_op(*s.local, op, back);
   }
 

@@ -98,6 +98,9 @@ class ReplicatedVolume : public core::BlockVolume,
     // Round trip of each replicated write (seconds), for the latency histogram.
     std::function<void(double)> observe_write;
     std::chrono::milliseconds tick{250};  // resync starts, status snapshots
+    // Resync reads (what a syncing replica is sent) at most this many bytes per second, so
+    // a resync leaves room for application I/O; 0: unlimited.
+    uint64_t resync_bytes_per_second = 0;
   };
 
   static core::Result<std::shared_ptr<ReplicatedVolume>, std::string> open(

@@ -49,6 +49,7 @@ struct Options {
   int heartbeat_ms = 500;
   int node_timeout_ms = 3000;
   int failure_grace_s = 90;
+  uint64_t resync_mib_s = 0;
   uint32_t iscsi_queue_depth = 128;
   std::string join;        // controller API URL; empty: this node is the controller
   std::string join_token;
@@ -172,6 +173,11 @@ int run(int argc, char** argv) {
                  "seconds a volume may stay below its failure mode's replica requirement "
                  "before writes stop (label tandem/failure-grace overrides)")
       ->check(CLI::Range(0, 86400))
+      ->capture_default_str();
+  app.add_option("--resync-rate", o.resync_mib_s,
+                 "MiB/s a resync may read and send per volume, leaving room for application "
+                 "I/O (0: unlimited)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{100000}))
       ->capture_default_str();
   app.add_option("--iscsi-queue-depth", o.iscsi_queue_depth,
                  "commands an iSCSI session may have outstanding (CmdSN window)")
@@ -300,6 +306,7 @@ int run(int argc, char** argv) {
   host_opts.tls_dir = o.data_dir + "/tls";
   host_opts.interval = std::chrono::milliseconds(o.heartbeat_ms);
   host_opts.failure_grace = std::chrono::seconds(o.failure_grace_s);
+  host_opts.resync_bytes_per_second = o.resync_mib_s << 20;
   host_opts.link_metrics = link_metrics;
   host_opts.observe_write = [&metrics](double s) { metrics.observe_replicated_write(s); };
   if (!controller) {

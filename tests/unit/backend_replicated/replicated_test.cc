@@ -137,7 +137,7 @@ class ReplicatedTest : public ::testing::Test {
     return *c;
   }
 
-  void open_master() {
+  void open_master(uint64_t resync_bytes_per_second = 0) {
     auto vol = FileVolume::open(master_store_->path_of(id_), id_, kBlock, pool_);
     ASSERT_TRUE(vol);
     ReplicatedVolume::Options o;
@@ -147,6 +147,7 @@ class ReplicatedTest : public ::testing::Test {
     o.seq_path = (tmp_.path() / "master" / (id_ + ".seq")).string();
     o.hello = wire::Hello{"id-master", "127.0.0.1"};
     o.link_metrics = metrics_;
+    o.resync_bytes_per_second = resync_bytes_per_second;
     o.on_out_of_sync = [this](uint32_t copy, const std::string&) {
       out_of_sync_reports_.fetch_add(1);
       // The control plane records it (here: at once) and confirms off the strand.
@@ -418,6 +419,25 @@ TEST_F(ReplicatedTest, Lz4PausesOnIncompressibleDataAndComesBack) {
   // At most the 256 skipped frames go raw; the other ~344 shrink to almost nothing.
   EXPECT_LT(wire, raw * 6 / 10) << "raw " << raw << " wire " << wire;
   EXPECT_GT(wire, raw / 4) << "the pause did not happen";
+  expect_identical(a);
+}
+
+TEST_F(ReplicatedTest, ResyncIsPacedByTheRateLimit) {
+  open_master(4u << 20);  // 4 MiB/s
+  std::vector<std::byte> data(64 * 1024, std::byte{0x6d});
+  for (uint64_t r = 0; r < 8; ++r) {  // 8 written regions of 1 MiB
+    ASSERT_TRUE(wait_io([&](auto cb) { master_->write(r * 256, data, false, cb); }).ok());
+  }
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, false);
+  auto start = std::chrono::steady_clock::now();
+  master_->set_peers({peer(a, 2, false)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }, std::chrono::seconds(30)));
+  // 8 MiB at 4 MiB/s: the first read goes at once, the other 7 MiB wait at least 1.75 s. A
+  // lower bound only (a loaded machine is slower, never faster).
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1700));
+  // Application writes go on meanwhile, and the copy ends identical.
+  write_load(50, 11);
   expect_identical(a);
 }
 
