@@ -441,5 +441,54 @@ TEST_F(ReplicatedTest, ResyncIsPacedByTheRateLimit) {
   expect_identical(a);
 }
 
+TEST_F(ReplicatedTest, SoftModeHaltsAfterGraceAndResumesByItself) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_policy(core::FailureMode::kSoft, 1, 0, std::chrono::milliseconds(300));
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  std::vector<std::byte> d(kBlock, std::byte{5});
+  ASSERT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+  ca->close();
+  a.host->remove(id_, 2);
+  a.server->close();
+  // Soft with one replica needs max(1, N-1) = 1 in sync: halted (NOT READY) after the grace.
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kHalted; }));
+  EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
+            core::IoStatus::kNotReady);
+  std::vector<std::byte> out(kBlock);
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->read(0, out, cb); }).ok());  // reads go on
+  // The replica returns: writes resume by themselves, no login needed.
+  link::LinkServer::Options o;
+  o.bind_address = "127.0.0.1";
+  o.port = a.port;
+  o.hello = wire::Hello{"id-rep-a", "127.0.0.1"};
+  auto srv = link::LinkServer::start(io_, *a.ctx, o, a.host, {});
+  ASSERT_TRUE(srv.ok());
+  a.server = std::move(srv).value();
+  ca = open_copy(a, 2, false);
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kHealthy; }));
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+}
+
+TEST_F(ReplicatedTest, AlwaysOnNeverStopsAndModeChangesApplyAtRunTime) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_policy(core::FailureMode::kHard, 1, 0, std::chrono::milliseconds(200));
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  ca->close();
+  a.host->remove(id_, 2);
+  a.server->close();
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kReadOnly; }));
+  // The operator switches the volume to alwayson: it serves writes again, degraded.
+  master_->set_policy(core::FailureMode::kAlwaysOn, 1, 0, std::chrono::milliseconds(200));
+  ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kDegraded; }));
+  std::vector<std::byte> d(kBlock, std::byte{6});
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+}
+
 }  // namespace
 }  // namespace tandem::backend::replicated
