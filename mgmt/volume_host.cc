@@ -252,13 +252,7 @@ void VolumeHost::reconcile_locked() {
       // Demoted (a new master was promoted while this node was away): the files stay and
       // become a replica copy, which the new master resyncs.
       begin_role_change(id);
-      close_master(id, false, [this, id] {
-        {
-          std::lock_guard lock(mu_);
-          closing_.erase(id);
-        }
-        kick();
-      });
+      close_master(id, false, role_change_done(id));
     } else {
       close_master(id, true);
     }
@@ -273,13 +267,7 @@ void VolumeHost::reconcile_locked() {
       // Promoted: the replica copy closes (flushed, map checkpointed), then the same files
       // open as the master.
       begin_role_change(id);
-      close_replica(k, false, [this, id] {
-        {
-          std::lock_guard lock(mu_);
-          closing_.erase(id);
-        }
-        kick();
-      });
+      close_replica(k, false, role_change_done(id));
     } else {
       close_replica(k, true);
     }
@@ -453,6 +441,16 @@ void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {
 // I/O still in flight lands in an unlinked file); a kept one is flushed by close().
 void VolumeHost::begin_role_change(const std::string& volume_id) {
   closing_.insert(volume_id);
+}
+
+std::function<void()> VolumeHost::role_change_done(const std::string& volume_id) {
+  return [this, volume_id] {
+    {
+      std::lock_guard lock(mu_);
+      closing_.erase(volume_id);
+    }
+    kick();  // the next reconcile opens the copy in its new role
+  };
 }
 
 void VolumeHost::close_master(const std::string& id, bool delete_files_too,

@@ -124,6 +124,8 @@ class VolumeHost {
   // A copy changing role on this node (promoted replica, demoted master) waits for the old
   // object to close before the new one opens the same files.
   void begin_role_change(const std::string& volume_id);
+  // Runs when the old object closed: the volume may open in its new role.
+  std::function<void()> role_change_done(const std::string& volume_id);
   void delete_files(const std::string& id);
   void report_out_of_sync(const std::string& volume_id, uint32_t copy, std::string reason);
   void run_reporter();

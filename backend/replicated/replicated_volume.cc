@@ -80,7 +80,6 @@ struct ReplicatedVolume::Impl {
     bool up = false;
     std::deque<std::vector<uint8_t>> backlog;  // encoded frames refused for back-pressure
     bool waiting_writable = false;
-    bool awaiting_confirm = false;
   };
 
   Impl(asio::io_context& io, asio::ssl::context& tls, std::shared_ptr<FileVolume> l, Options o)
@@ -100,7 +99,6 @@ struct ReplicatedVolume::Impl {
   asio::strand<asio::io_context::executor_type> strand;
   Options opt;
   asio::steady_timer timer;
-  std::weak_ptr<ReplicatedVolume> owner;
 
   // Strand state.
   Mode mode = Mode::kSolo;
@@ -169,7 +167,6 @@ core::Result<std::shared_ptr<ReplicatedVolume>, std::string> ReplicatedVolume::o
   impl->last_seq.store(impl->reserved);
   impl->compress.store(impl->opt.compress);
   auto vol = std::shared_ptr<ReplicatedVolume>(new ReplicatedVolume(std::move(impl)));
-  vol->impl_->owner = vol;
   return vol;
 }
 
@@ -644,10 +641,8 @@ struct Strand {
   void out_of_sync(const repl::CopyOutOfSync& o) {
     spdlog::warn("volume={} copy {} out of sync (applied through {}): {}", s.opt.uuid, o.copy,
                  o.acked_through, o.reason);
-    auto it = s.copies.find(o.copy);
     if (o.needs_confirm) {
-      if (s.opt.on_out_of_sync && it != s.copies.end()) {
-        it->second.awaiting_confirm = true;
+      if (s.opt.on_out_of_sync && s.copies.count(o.copy)) {
         s.opt.on_out_of_sync(o.copy, o.reason);
       } else {
         s.engine->confirm_out_of_sync(o.copy);
@@ -885,8 +880,6 @@ void ReplicatedVolume::confirm_out_of_sync(uint32_t copy) {
   auto self = shared_from_this();
   asio::post(impl_->strand, [self, copy] {
     Impl& s = *self->impl_;
-    auto it = s.copies.find(copy);
-    if (it != s.copies.end()) it->second.awaiting_confirm = false;
     if (!s.engine) return;
     s.engine->confirm_out_of_sync(copy);
     Strand{s, self}.run();

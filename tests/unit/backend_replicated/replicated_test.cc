@@ -108,16 +108,29 @@ class ReplicatedTest : public ::testing::Test {
     n->ctx = std::make_unique<ssl::context>(context_for(creds));
     n->store = std::make_unique<FileStore>(n->dir.string());
     EXPECT_TRUE(n->store->init());
-    link::LinkServer::Options o;
-    o.bind_address = "127.0.0.1";
-    o.port = 0;
-    o.hello = wire::Hello{"id-" + name, "127.0.0.1"};
-    auto s = link::LinkServer::start(io_, *n->ctx, o, n->host, {});
-    EXPECT_TRUE(s.ok());
-    n->server = std::move(s).value();
+    EXPECT_TRUE(restart_server(*n));
     n->port = n->server->local_port();
     nodes_.push_back(std::move(n));
     return *nodes_.back();
+  }
+
+  // (Re)starts a replica node's listener, on its old port once it had one.
+  bool restart_server(ReplicaNode& n) {
+    link::LinkServer::Options o;
+    o.bind_address = "127.0.0.1";
+    o.port = n.port;
+    o.hello = wire::Hello{"id-" + n.name, "127.0.0.1"};
+    auto s = link::LinkServer::start(io_, *n.ctx, o, n.host, {});
+    if (!s) return false;
+    n.server = std::move(s).value();
+    return true;
+  }
+
+  // The replica node "goes away": its copy closes, its listener stops.
+  void lose_copy(ReplicaNode& n, const std::shared_ptr<ReplicaCopy>& copy, uint32_t number) {
+    copy->close();
+    n.host->remove(id_, number);
+    n.server->close();
   }
 
   std::shared_ptr<ReplicaCopy> open_copy(ReplicaNode& n, uint32_t copy, bool in_sync) {
@@ -292,13 +305,7 @@ TEST_F(ReplicatedTest, WritesDuringResyncAndReplicaRestart) {
   uint64_t sent_before = metrics_->bytes_sent_raw.load();
   write_load(20, 5);  // degraded: acknowledged without the copy (after the confirm)
   EXPECT_GE(out_of_sync_reports_.load(), 1);
-  link::LinkServer::Options o;
-  o.bind_address = "127.0.0.1";
-  o.port = a.port;
-  o.hello = wire::Hello{"id-rep-a", "127.0.0.1"};
-  auto s = link::LinkServer::start(io_, *a.ctx, o, a.host, {});
-  ASSERT_TRUE(s.ok());
-  a.server = std::move(s).value();
+  ASSERT_TRUE(restart_server(a));
   ca = open_copy(a, 2, false);
   ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
   expect_identical(a);
@@ -373,22 +380,14 @@ TEST_F(ReplicatedTest, HardModeTurnsReadOnlyAfterGraceAndNeedsALoginAfterResync)
   std::vector<std::byte> d(kBlock, std::byte{4});
   ASSERT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
   // The replica goes: degraded at once, read-only once the grace has run out.
-  ca->close();
-  a.host->remove(id_, 2);
-  a.server->close();
+  lose_copy(a, ca, 2);
   ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kDegraded; }));
   ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kReadOnly; }));
   EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
             core::IoStatus::kWriteProtected);
   master_->note_login();  // a login while still out of sync does not count
   // The replica returns and syncs: still read-only until an initiator logs in again.
-  link::LinkServer::Options o;
-  o.bind_address = "127.0.0.1";
-  o.port = a.port;
-  o.hello = wire::Hello{"id-rep-a", "127.0.0.1"};
-  auto srv = link::LinkServer::start(io_, *a.ctx, o, a.host, {});
-  ASSERT_TRUE(srv.ok());
-  a.server = std::move(srv).value();
+  ASSERT_TRUE(restart_server(a));
   ca = open_copy(a, 2, false);
   ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
   EXPECT_EQ(master_->state(), core::VolumeState::kReadOnly);
@@ -450,9 +449,7 @@ TEST_F(ReplicatedTest, SoftModeHaltsAfterGraceAndResumesByItself) {
   ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
   std::vector<std::byte> d(kBlock, std::byte{5});
   ASSERT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
-  ca->close();
-  a.host->remove(id_, 2);
-  a.server->close();
+  lose_copy(a, ca, 2);
   // Soft with one replica needs max(1, N-1) = 1 in sync: halted (NOT READY) after the grace.
   ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kHalted; }));
   EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
@@ -460,13 +457,7 @@ TEST_F(ReplicatedTest, SoftModeHaltsAfterGraceAndResumesByItself) {
   std::vector<std::byte> out(kBlock);
   EXPECT_TRUE(wait_io([&](auto cb) { master_->read(0, out, cb); }).ok());  // reads go on
   // The replica returns: writes resume by themselves, no login needed.
-  link::LinkServer::Options o;
-  o.bind_address = "127.0.0.1";
-  o.port = a.port;
-  o.hello = wire::Hello{"id-rep-a", "127.0.0.1"};
-  auto srv = link::LinkServer::start(io_, *a.ctx, o, a.host, {});
-  ASSERT_TRUE(srv.ok());
-  a.server = std::move(srv).value();
+  ASSERT_TRUE(restart_server(a));
   ca = open_copy(a, 2, false);
   ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kHealthy; }));
   EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
@@ -479,9 +470,7 @@ TEST_F(ReplicatedTest, AlwaysOnNeverStopsAndModeChangesApplyAtRunTime) {
   master_->set_policy(core::FailureMode::kHard, 1, 0, std::chrono::milliseconds(200));
   master_->set_peers({peer(a, 2, true)});
   ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
-  ca->close();
-  a.host->remove(id_, 2);
-  a.server->close();
+  lose_copy(a, ca, 2);
   ASSERT_TRUE(eventually([&] { return master_->state() == core::VolumeState::kReadOnly; }));
   // The operator switches the volume to alwayson: it serves writes again, degraded.
   master_->set_policy(core::FailureMode::kAlwaysOn, 1, 0, std::chrono::milliseconds(200));
