@@ -12,6 +12,7 @@
 #include "core/volume_spec.h"
 #include "mgmt/api/router.h"
 #include "mgmt/cluster_state.h"
+#include "mgmt/controller_policy.h"
 #include "mgmt/placement.h"
 
 namespace tandem::mgmt {
@@ -222,7 +223,8 @@ ClusterService::ClusterService(db::Catalogue& cat, CertificateAuthority* ca,
     : cat_(cat),
       ca_(ca),
       controller_name_(std::move(controller_name)),
-      node_timeout_(node_timeout) {}
+      node_timeout_(node_timeout),
+      started_ms_(db::now_ms()) {}
 
 core::Result<JoinGrant, ApiError> ClusterService::join(const JoinRequest& req,
                                                        const std::string& bearer) {
@@ -391,14 +393,15 @@ db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeR
     if (v.master_node != lost.id) continue;
     auto copies = tx.copies_of(v.id);
     if (!copies) return core::fail(copies.error());
-    const db::CopyRow* best = nullptr;
+    std::vector<PromotionCandidate> candidates;
     for (const auto& c : *copies) {
-      if (c.role != "replica" || c.state != db::kCopyInSync) continue;
       auto n = by_id.find(c.node_id);
-      if (n == by_id.end() || n->second->state != "online" || c.node_id == lost.id) continue;
-      if (!best || c.applied_seq > best->applied_seq) best = &c;
+      candidates.push_back({c.number, c.role == "replica", c.state == db::kCopyInSync,
+                            n != by_id.end() && n->second->state == "online",
+                            c.node_id == lost.id, c.applied_seq});
     }
-    if (!best) {
+    auto pick = pick_new_master(candidates);
+    if (!pick) {
       if (!copies->empty() && copies->size() > 1) {
         auto e = tx.append_event({0, 0, v.name, lost.name, "volume-master-lost",
                                   "master node " + lost.name +
@@ -407,7 +410,7 @@ db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeR
       }
       continue;
     }
-    db::CopyRow winner = *best;
+    db::CopyRow winner = (*copies)[*pick];
     for (auto c : *copies) {
       if (c.node_id == lost.id && c.role == "master") {
         c.role = "replica";
@@ -444,17 +447,6 @@ core::VolumeSettings settings_in(db::Tx& tx, const db::VolumeRow& v) {
   }
   auto s = core::resolve_settings(core::merge_labels(class_labels, v.labels));
   return s ? *s : core::VolumeSettings{};
-}
-
-// What is left to copy to a replica: nothing when in sync, the resync's remainder while
-// syncing, everything (unknown) when out of sync or offline.
-uint64_t left_to_copy(const db::CopyRow& c, uint64_t volume_bytes) {
-  if (c.state == db::kCopyInSync) return 0;
-  if (c.state == db::kCopySyncing && c.sync_total_bytes >= c.sync_done_bytes &&
-      c.sync_total_bytes > 0) {
-    return c.sync_total_bytes - c.sync_done_bytes + c.behind_bytes;
-  }
-  return volume_bytes + c.behind_bytes + 1;
 }
 
 }  // namespace
@@ -516,23 +508,20 @@ db::DbResult<void> ClusterService::restore_replica_counts(db::Tx& tx) {
     // Too many that can serve: drop the ones with the most left to copy.
     if (serving > want) {
       std::vector<db::CopyRow> live;
-      int in_sync = 0;
-      bool unknown = false;  // a returned copy whose resync has not reported its size yet
+      std::vector<DropCandidate> candidates;
       for (const auto& c : replicas) {
         if (!online(c.node_id)) continue;
         live.push_back(c);
-        in_sync += c.state == db::kCopyInSync;
-        unknown |= c.state != db::kCopyInSync && c.state != db::kCopySyncing;
+        candidates.push_back({c.number,
+                              c.state == db::kCopyInSync   ? CopySyncState::kInSync
+                              : c.state == db::kCopySyncing ? CopySyncState::kSyncing
+                                                            : CopySyncState::kOther,
+                              c.sync_total_bytes, c.sync_done_bytes, c.behind_bytes});
       }
-      // Enough are in sync: the others go at once. Otherwise wait until every candidate's
-      // resync has measured what it has left (the master reports it), then compare.
-      if (in_sync < want && unknown) continue;
-      std::sort(live.begin(), live.end(), [&](const db::CopyRow& a, const db::CopyRow& b) {
-        uint64_t la = left_to_copy(a, v.size_bytes), lb = left_to_copy(b, v.size_bytes);
-        return la != lb ? la < lb : a.number < b.number;
-      });
       // Only once the kept ones are decided: never drop an in-sync copy for a syncing one.
-      for (size_t i = static_cast<size_t>(want); i < live.size(); ++i) {
+      auto drop = replicas_to_drop(candidates, want, v.size_bytes);
+      if (drop.empty()) continue;
+      for (size_t i : drop) {
         const auto& c = live[i];
         if (auto d = tx.delete_copy(c.id); !d) return d;
         auto e = tx.append_event(
@@ -555,7 +544,7 @@ int ClusterService::check_liveness(int64_t now_ms) {
     if (!nodes) return core::fail(nodes.error());
     for (const auto& n : *nodes) {
       if (n.name == controller_name_ || n.state != "online") continue;
-      if (now_ms - n.last_heartbeat_ms <= node_timeout_.count()) continue;
+      if (!node_expired(n.last_heartbeat_ms, started_ms_, now_ms, node_timeout_.count())) continue;
       if (auto s = tx.set_node_state(n.id, "offline"); !s) return s;
       auto e = tx.append_event({0, 0, "", n.name, "node-offline",
                                 "no heartbeat from " + n.name + " for " +

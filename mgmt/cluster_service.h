@@ -143,6 +143,9 @@ class ClusterService {
   std::string controller_name_;
   std::chrono::milliseconds node_timeout_;
   std::function<void()> changed_;
+  // When this controller started watching: a node's timeout runs from here at the earliest
+  // (node_expired), so a restart does not declare the nodes dead for its own absence.
+  int64_t started_ms_;
 };
 
 }  // namespace tandem::mgmt
