@@ -50,13 +50,22 @@ MasterEngine::MasterEngine(const MasterConfig& config, RegionMap* map)
 
 // ---- Control inputs ----
 
-ReplResult<void> MasterEngine::add_copy(uint32_t copy, bool in_sync, bool link_up) {
+ReplResult<void> MasterEngine::add_copy(uint32_t copy, bool in_sync, bool link_up,
+                                        bool recorded_in_sync) {
   if (copies_.count(copy)) return fail(err(ReplErrc::kInvalid, "copy already present"));
   Copy& c = copies_[copy];
   c.id = copy;
   c.link_up = link_up;
   c.acked_through = next_seq_ - 1;
-  if (in_sync && link_up) c.state = CopyState::kInSync;
+  if (in_sync && link_up) {
+    c.state = CopyState::kInSync;
+  } else if (recorded_in_sync) {
+    // The catalogue still counts the copy as holding every acknowledged write, so it could be
+    // promoted: nothing is acknowledged without it until the controller recorded otherwise.
+    unconfirmed_.insert(copy);
+    actions_.push_back(
+        CopyOutOfSync{copy, "not in sync with this master yet", c.acked_through, true});
+  }
   return {};
 }
 

@@ -136,7 +136,11 @@ class MasterEngine {
 
   // A copy joins the replica set. in_sync: it holds exactly the master's data now (a fresh
   // volume, or the controller's catalogue says so at start-up); otherwise it is kOutOfSync.
-  ReplResult<void> add_copy(uint32_t copy, bool in_sync, bool link_up);
+  // recorded_in_sync: the controller's catalogue counts it in sync (so it could be promoted)
+  // although it is added out of sync (a restarted or newly promoted master): CopyOutOfSync
+  // {needs_confirm} is emitted and nothing completes until confirm_out_of_sync().
+  ReplResult<void> add_copy(uint32_t copy, bool in_sync, bool link_up,
+                            bool recorded_in_sync = false);
   // The controller removed the copy: it is no longer waited for (no confirmation needed).
   ReplResult<void> remove_copy(uint32_t copy);
   void on_link_up(uint32_t copy);

@@ -78,8 +78,10 @@ wire::FrameHeader ReplicaEngine::reply(FrameType type) const {
   return h;
 }
 
-void ReplicaEngine::nack(const wire::FrameHeader& in, NackReason reason, const char* text) {
+void ReplicaEngine::nack(const wire::FrameHeader& in, NackReason reason, const char* text,
+                         uint64_t generation) {
   wire::FrameHeader h = reply(FrameType::kNack);
+  if (generation != 0) h.generation = generation;
   h.volume = in.volume;
   h.copy_id = in.copy_id;
   h.sequence = in.sequence;
@@ -124,7 +126,11 @@ void ReplicaEngine::on_frame(const wire::Frame& f) {
     return;
   }
   if (h.generation > cfg_.generation) {
-    nack(h, NackReason::kNotReady, "newer generation not announced by the controller");
+    // Answered in the sender's generation: a NACK in our older one would be ignored by the new
+    // master, whose copy would then wait for a REGION_SUMMARY forever. This way the copy drops
+    // out of sync there and the resync is retried once the controller announced the generation.
+    nack(h, NackReason::kNotReady, "newer generation not announced by the controller",
+         h.generation);
     return;
   }
   if (state_ == ReplicaState::kFailed) {

@@ -101,7 +101,9 @@ class ReplicaEngine {
   void drain_held();
   void add_local(Pending p, bool barrier);
   void advance(uint64_t seq);
-  void nack(const wire::FrameHeader& h, wire::NackReason reason, const char* text);
+  // generation: the one the NACK carries (0: this copy's own).
+  void nack(const wire::FrameHeader& h, wire::NackReason reason, const char* text,
+            uint64_t generation = 0);
   void ack(uint64_t seq, uint32_t status);
   void send_summary();
   void fail_store(const wire::FrameHeader& h);

@@ -415,7 +415,7 @@ struct Strand {
         s.copies.erase(it);
       }
       bool in_sync = p.in_sync && s.virgin && s.engine->last_sequence() == 0;
-      if (auto r = s.engine->add_copy(p.copy, in_sync, false); !r) {
+      if (auto r = s.engine->add_copy(p.copy, in_sync, false, p.in_sync); !r) {
         spdlog::error("volume={} add copy {}: {}", s.opt.uuid, p.copy, r.error().message);
         continue;
       }

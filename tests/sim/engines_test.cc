@@ -259,6 +259,72 @@ TEST(MasterEngine, OutOfRangeFailsWithoutASequence) {
   EXPECT_EQ(done[0].result.status, core::IoStatus::kOutOfRange);
   EXPECT_EQ(m.engine->last_sequence(), 0u);
 }
+// A new master's SYNC_REQUEST reaching a replica that has not heard of the promotion yet:
+// the copy drops out of sync (a later resync is retried) instead of waiting for a
+// REGION_SUMMARY that never comes (sim_cluster seed 73).
+TEST(MasterEngine, NotReadyNackFromAReplicaBehindOnGenerationsEndsTheSession) {
+  MasterFixture m;
+  ASSERT_TRUE(m.engine->add_copy(2, false, true).ok());
+  ASSERT_TRUE(m.engine->start_resync(2).ok());
+  (void)m.engine->take_actions();
+  EXPECT_EQ(m.engine->copy_state(2), CopyState::kSyncing);
+  ReplicaConfig rc;
+  rc.volume = kVol;
+  rc.copy_id = 2;
+  rc.generation = 4;  // still the old one
+  rc.block_size = kBs;
+  rc.block_count = kBlocks;
+  RegionMap rmap = std::move(*RegionMap::in_memory(geo()));
+  ReplicaEngine replica(rc, &rmap);
+  wire::Frame req;
+  req.header.type = wire::FrameType::kSyncRequest;
+  req.header.volume = kVol;
+  req.header.copy_id = 2;
+  req.header.generation = 5;
+  replica.on_frame(req);
+  auto sends = only<ReplicaSendFrame>(replica.take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  m.engine->on_frame(2, wire::Frame{sends[0].header, {}});
+  auto oos = only<CopyOutOfSync>(m.engine->take_actions());
+  ASSERT_EQ(oos.size(), 1u);
+  EXPECT_FALSE(oos[0].needs_confirm);
+  EXPECT_EQ(m.engine->copy_state(2), CopyState::kOutOfSync);
+  EXPECT_TRUE(m.engine->start_resync(2).ok());
+}
+
+// A restarted or newly promoted master adds every other copy out of sync; one the catalogue
+// still counts in sync could be promoted, so nothing is acknowledged without it until the
+// controller recorded it out of sync (sim_cluster seed 1154 lost an acknowledged write).
+TEST(MasterEngine, CopyRecordedInSyncButAddedOutOfSyncGatesUntilConfirmed) {
+  MasterConfig c;
+  c.volume = kVol;
+  c.generation = 6;
+  c.last_sequence = uint64_t{6} << 40;
+  c.block_size = kBs;
+  c.block_count = kBlocks;
+  RegionMap map = std::move(*RegionMap::in_memory(geo()));
+  MasterEngine engine(c, &map);
+  ASSERT_TRUE(engine.add_copy(1, false, true, /*recorded_in_sync=*/true).ok());
+  ASSERT_TRUE(engine.add_copy(2, false, true, /*recorded_in_sync=*/false).ok());
+  auto oos = only<CopyOutOfSync>(engine.take_actions());
+  ASSERT_EQ(oos.size(), 1u);
+  EXPECT_EQ(oos[0].copy, 1u);
+  EXPECT_TRUE(oos[0].needs_confirm);
+  Request r;
+  r.id = 9;
+  r.kind = OpKind::kWrite;
+  r.blocks = 1;
+  r.data = block_data(1, 0x11);
+  engine.submit(r);
+  auto stores = only<IssueStore>(engine.take_actions());
+  ASSERT_EQ(stores.size(), 1u);
+  engine.on_store_done(stores[0].op.tag, {});
+  EXPECT_TRUE(only<CompleteOp>(engine.take_actions()).empty());
+  engine.confirm_out_of_sync(1);
+  auto done = only<CompleteOp>(engine.take_actions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].result.ok());
+}
 
 // ---- Replica ----
 
@@ -340,6 +406,8 @@ TEST(ReplicaEngine, GenerationRules) {
   sends = only<ReplicaSendFrame>(r.engine->take_actions());
   ASSERT_EQ(sends.size(), 1u);
   EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kNotReady));
+  // In the sender's generation, or the new master would ignore it (sim_cluster seed 73).
+  EXPECT_EQ(sends[0].header.generation, 6u);
   ASSERT_TRUE(r.engine->set_generation(6).ok());
   EXPECT_FALSE(r.engine->set_generation(5).ok());
   // The new master starts its stream with SYNC_REQUEST.
