@@ -136,6 +136,29 @@ void VolumeHost::kick() {
   work_cv_.notify_all();
 }
 
+void VolumeHost::fence_superseded() {
+  std::map<std::string, std::pair<std::string, uint64_t>> named;  // id -> (master, generation)
+  auto r = cat_.transact<void>([&](db::Tx& tx) -> db::DbResult<void> {
+    auto vols = tx.list_volumes();
+    if (!vols) return core::fail(vols.error());
+    for (const auto& v : *vols) named[v.id] = {v.master_node, v.generation};
+    return {};
+  });
+  if (!r) return;  // the reconcile that follows retries the read
+  std::lock_guard lock(mu_);
+  for (auto& [id, m] : masters_) {
+    auto it = named.find(id);
+    if (m.superseded || (it != named.end() && it->second.first == opt_.node_id &&
+                         it->second.second == m.row.generation)) {
+      continue;
+    }
+    m.superseded = true;
+    m.volume->set_fenced(true);
+    spdlog::warn("volume={} no longer mastered here at generation {}: fenced until closed",
+                 m.row.name, m.row.generation);
+  }
+}
+
 void VolumeHost::run() {
   std::unique_lock lock(work_mu_);
   // The lease is checked more often than heartbeats go, so a lapse fences within ~100 ms.
@@ -148,7 +171,7 @@ void VolumeHost::run() {
     if (opt_.lease_valid) {
       bool ok = opt_.lease_valid();
       std::lock_guard l(mu_);
-      for (auto& [id, m] : masters_) m.volume->set_fenced(!ok);
+      for (auto& [id, m] : masters_) m.volume->set_fenced(!ok || m.superseded);
     }
     lock.lock();
     if (!kicked_ && std::chrono::steady_clock::now() < next_reconcile) continue;
@@ -279,6 +302,13 @@ void VolumeHost::reconcile_locked() {
       open_master(w.row, w.me, std::move(w.peers));
       it = masters_.find(id);
       if (it == masters_.end()) continue;
+    } else if (it->second.superseded || it->second.row.generation != w.row.generation) {
+      // Mastered here again at a newer generation while the old object still ran (the
+      // snapshots in between were never seen): reopen it, so it numbers above the new
+      // generation and resyncs every copy, instead of being deposed by them forever.
+      begin_role_change(id);
+      close_master(id, false, role_change_done(id));
+      continue;
     } else {
       if (w.row.size_bytes > it->second.row.size_bytes) {
         // Grown (only volumes without replicas can be): the file, then the served capacity.
@@ -406,7 +436,7 @@ void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
   }
   spdlog::info("volume={} id={} master here ({} replicas)", v.name, v.id, peers.size());
   (*vol)->set_peers(std::move(peers));
-  masters_[v.id] = Master{v, me.number, *vol};
+  masters_[v.id] = Master{v, me.number, false, *vol};
 }
 
 void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {

@@ -77,6 +77,10 @@ class VolumeHost {
   void stop();
   // The catalogue changed: reconcile soon.
   void kick();
+  // The catalogue mirror changed: a master it no longer names here at the generation it runs
+  // stops acknowledging at once (fenced until the reconcile closes it), before the node's
+  // lease is renewed by the same heartbeat answer.
+  void fence_superseded();
   // Reconciles now on the caller's thread (start-up, and the controller's API so a volume is
   // served as soon as its create answers). Never waits for I/O: closing a copy is
   // asynchronous, so network threads may call it. Skipped (kick() instead) when another
@@ -98,6 +102,7 @@ class VolumeHost {
   struct Master {
     db::VolumeRow row;
     uint32_t number = 1;
+    bool superseded = false;  // fence_superseded(): fenced whatever the lease says
     std::shared_ptr<backend::replicated::ReplicatedVolume> volume;
   };
   struct Replica {

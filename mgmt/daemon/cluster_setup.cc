@@ -11,6 +11,7 @@
 
 #include "backend/store/file_store.h"
 #include "backend/transport/tls_identity.h"
+#include "mgmt/controller_policy.h"
 #include "mgmt/api/router.h"
 #include "mgmt/cli/http_client.h"
 #include "mgmt/cluster_state.h"
@@ -207,9 +208,10 @@ void NodeAgent::report_event(std::string kind, std::string message) {
 }
 
 bool NodeAgent::lease_valid() const {
-  int64_t until = lease_until_ns_.load();
-  if (until == 0) return true;  // no answer yet: nothing was mastered under a lease either
-  return std::chrono::steady_clock::now().time_since_epoch() < std::chrono::nanoseconds(until);
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count();
+  return lease_holds(lease_until_ns_.load(), now);
 }
 
 void NodeAgent::set_copy_reporter(std::function<std::vector<CopyReport>()> f) {
@@ -241,13 +243,13 @@ bool NodeAgent::report_copies_now(const std::vector<CopyReport>& reports,
   return true;
 }
 
-void NodeAgent::apply_state(const json& snapshot) {
-  if (!local_) return;
+bool NodeAgent::apply_state(const json& snapshot) {
+  if (!local_) return true;
   auto r = local_->transact<void>(
       [&](db::Tx& tx) { return apply_cluster_snapshot(tx, snapshot); });
   if (!r) {
     spdlog::error("cluster state from {} not applied: {}", controller_url_, r.error().message);
-    return;
+    return false;
   }
   known_revision_ = snapshot.value("revision", int64_t{-1});
   spdlog::debug("cluster state revision {} applied", known_revision_);
@@ -257,6 +259,7 @@ void NodeAgent::apply_state(const json& snapshot) {
     hook = state_applied_;
   }
   if (hook) hook();
+  return true;
 }
 
 json NodeAgent::bounded_reports(const std::vector<CopyReport>& all) {
@@ -319,21 +322,26 @@ void NodeAgent::run() {
       }
       if (ok) {
         auto j = json::parse(r->body, nullptr, false);
-        if (j.is_object() && j.contains("node_timeout_ms") &&
-            j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
-          auto lease = std::chrono::milliseconds(j["node_timeout_ms"].get<int64_t>() * 2 / 3);
-          lease_until_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                    (sent_at + lease).time_since_epoch())
-                                    .count());
-        }
         if (j.is_object() && !j.value("admin_token_sha256", "").empty()) {
           admin_token_->set(j.value("admin_token_sha256", ""));
         }
+        // The state first: its hook fences the masters it no longer names
+        // (VolumeHost::fence_superseded), so renewing the lease after it never lets a
+        // deposed master acknowledge in the moment before it is closed (found by sim_cluster).
+        bool state_ok = true;
         if (j.is_object() && j.contains("state") && local_) {
-          apply_state(j["state"]);
+          state_ok = apply_state(j["state"]);
         } else if (j.is_object() && !local_ && j.contains("revision") &&
                    j["revision"].is_number_integer()) {
           known_revision_ = j["revision"].get<int64_t>();  // no mirror: just stop the resends
+        }
+        if (state_ok && j.is_object() && j.contains("node_timeout_ms") &&
+            j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
+          auto sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             sent_at.time_since_epoch())
+                             .count();
+          lease_until_ns_.store(
+              lease_until(sent_ns, j["node_timeout_ms"].get<int64_t>() * 1'000'000));
         }
       }
     }

@@ -81,7 +81,8 @@ class NodeAgent {
   // The master lease: true while the last heartbeat the controller answered was sent less
   // than 2/3 of its node timeout ago. The controller declares a node offline (and promotes
   // away from it) only after the full timeout, so a node stops acknowledging writes before
-  // another master can exist. Thread-safe.
+  // another master can exist. False until a heartbeat was answered (a restarted node does
+  // not master anything before the controller heard from it). Thread-safe.
   bool lease_valid() const;
   // POSTs the reports to the controller's copy-state route and waits for the answer: true
   // only on 200 (committed there). Meant for the few copies that just changed: the body
@@ -91,7 +92,8 @@ class NodeAgent {
 
  private:
   void run();
-  void apply_state(const nlohmann::json& snapshot);
+  // Mirrors the snapshot into the local catalogue and runs the hook; false if not applied.
+  bool apply_state(const nlohmann::json& snapshot);
   nlohmann::json bounded_reports(const std::vector<CopyReport>& all);
 
   NodeIdentity me_;
@@ -110,7 +112,7 @@ class NodeAgent {
   int64_t known_revision_ = -1;  // agent thread only
   size_t report_cursor_ = 0;     // agent thread only
   std::thread thread_;
-  std::atomic<int64_t> lease_until_ns_{0};  // steady_clock; 0: no answer yet
+  std::atomic<int64_t> lease_until_ns_{0};  // steady_clock ns; 0: no answer yet (no lease)
 };
 
 }  // namespace tandem::mgmt

@@ -332,7 +332,10 @@ int run(int argc, char** argv) {
     agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token,
                   &catalogue);
     agent->set_copy_reporter([&host] { return host.copy_reports(); });
-    agent->set_state_applied_hook([&host] { host.kick(); });
+    agent->set_state_applied_hook([&host] {
+      host.fence_superseded();
+      host.kick();
+    });
     agent->start();
   } else {
     // API changes on the controller take effect here at once (the volume exists for iSCSI
