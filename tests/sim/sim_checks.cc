@@ -376,21 +376,16 @@ SimSummary World::run() {
       drain_master();
       continue;
     }
-    if (events_.empty()) {
+    if (quiescing_ && now_ > quiesce_start_ + kQuiesceLimitUs) {
+      fail("resync did not terminate within 10 s of simulated time");  // I7
+      break;
+    }
+    if (!step()) {
       fail(std::string(quiescing_ ? "stuck at quiesce: copies not in sync and nothing scheduled"
                                   : "stuck: requests outstanding and nothing scheduled") +
            "\n" + master_->debug_string());
       break;
     }
-    if (quiescing_ && now_ > quiesce_start_ + kQuiesceLimitUs) {
-      fail("resync did not terminate within 10 s of simulated time");  // I7
-      break;
-    }
-    Event e = events_.top();
-    events_.pop();
-    now_ = e.time;
-    ++event_count_;
-    e.fn();
   }
   if (!failed_) final_checks();
   summary_.ok = !failed_;
@@ -399,9 +394,7 @@ SimSummary World::run() {
   summary_.events = event_count_;
   summary_.sync_regions_sent = master_->stats().sync_regions_sent;
   summary_.budget_waits = master_->stats().frames_queued_for_budget;
-  if (trace_) {
-    for (const std::string& l : trace_lines_) summary_.trace += l + "\n";
-  }
+  if (trace_) summary_.trace = trace_text();
   return summary_;
 }
 

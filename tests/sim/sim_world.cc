@@ -10,8 +10,8 @@
 
 namespace tandem::sim::detail {
 World::World(uint64_t seed, bool trace)
-    : seed_(seed),
-      trace_(trace),
+    : SimLoop(trace),
+      seed_(seed),
       rng_(seed * 0x2545F4914F6CDD1Dull + 1),
       p_(rng_),
       master_disk_(kBlockSize, p_.blocks),
@@ -52,17 +52,6 @@ World::World(uint64_t seed, bool trace)
   faults_left_ = p_.faults;
   summary_.params = p_.str();
   summary_.volume_regions = master_map_->region_count();
-}
-
-void World::log(const char* fmt, ...) {
-  if (!trace_) return;
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  std::vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  trace_lines_.push_back(std::to_string(now_) + " " + buf);
-  if (trace_lines_.size() > 400) trace_lines_.pop_front();
 }
 
 // ---- Master side ----

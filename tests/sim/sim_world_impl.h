@@ -38,19 +38,13 @@
 #include "backend/repl/replica_engine.h"
 #include "backend/wire/frame.h"
 #include "tests/sim/sim_disk.h"
+#include "tests/sim/sim_loop.h"
 #include "tests/sim/sim_world.h"
 
 namespace tandem::sim::detail {
 
 namespace repl = backend::repl;
 namespace wire = backend::wire;
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 inline constexpr uint32_t kBlockSize = 512;
 inline constexpr uint64_t kFinalFlushId = uint64_t{1} << 40;
@@ -97,7 +91,7 @@ struct WriteInfo {
   repl::Payload data;
 };
 
-class World {
+class World : public SimLoop {
  public:
   World(uint64_t seed, bool trace);
   SimSummary run();
@@ -132,26 +126,6 @@ class World {
     bool fua = false;
     std::vector<uint64_t> floor;  // FLUSH: acked seq per block at submission
   };
-  struct Event {
-    uint64_t time, order;
-    std::function<void()> fn;
-  };
-  struct Later {
-    bool operator()(const Event& a, const Event& b) const {
-      return a.time != b.time ? a.time > b.time : a.order > b.order;
-    }
-  };
-
-  void at(uint64_t delay, std::function<void()> fn) {
-    events_.push(Event{now_ + delay, order_++, std::move(fn)});
-  }
-  void fail(const std::string& msg) {
-    if (!failed_) {
-      failed_ = true;
-      failure_ = "t=" + std::to_string(now_) + "us: " + msg;
-    }
-  }
-  void log(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
   uint64_t store_latency() { return rng_.chance(5) ? rng_.range(1000, 3000) : rng_.range(20, 400); }
   uint64_t net_latency() { return rng_.chance(5) ? rng_.range(800, 2000) : rng_.range(30, 300); }
 
@@ -183,14 +157,8 @@ class World {
   void final_checks();
 
   uint64_t seed_;
-  bool trace_;
   Rng rng_;
   Params p_;
-  uint64_t now_ = 0, order_ = 0, event_count_ = 0;
-  std::priority_queue<Event, std::vector<Event>, Later> events_;
-  bool failed_ = false;
-  std::string failure_;
-  std::deque<std::string> trace_lines_;
   SimSummary summary_;
 
   repl::RegionGeometry geo_;
