@@ -13,25 +13,20 @@
 namespace tandem::sim::cluster {
 ClusterWorld::ClusterWorld(uint64_t seed, bool trace)
     : SimLoop(trace, 600), seed_(seed), rng_(seed * 0x9E3779B97F4A7C15ull + 7), p_(rng_) {
+  // Drawn apart from rng_ so that seeds without a spare run as they did before spares existed.
+  p_.spares = Rng(seed ^ 0x5EED5EEDull).chance(50) ? 1 : 0;
   geo_ = repl::RegionGeometry{p_.blocks * kBlockSize, kBlockSize, p_.region_shift};
   for (size_t i = 0; i < volume_.size(); ++i) volume_[i] = uint8_t(seed >> (i % 8) * 8) ^ uint8_t(i);
   acked_floor_.assign(p_.blocks, 0);
   durable_floor_.assign(p_.blocks, 0);
   flushable_floor_.assign(p_.blocks, 0);
-  nodes_.resize(p_.nodes);
-  for (uint32_t id = 1; id <= p_.nodes; ++id) {
+  nodes_.resize(p_.count());
+  for (uint32_t id = 1; id <= p_.count(); ++id) {
     Node& n = node(id);
     n.id = id;
-    n.disk = std::make_unique<Disk>(kBlockSize, p_.blocks);
-    n.mstore = std::make_unique<SimRegionStore>();
-    auto m = repl::RegionMap::create(n.mstore.get(), geo_);
-    if (!m) {
-      fail("map create: " + m.error().message);
-      return;
-    }
-    n.map.emplace(std::move(*m));
-    for (uint32_t k = 1; k <= p_.nodes; ++k) n.in_sync.insert(k);
-    ctl_.copies[id] = CopyRec{};
+    fresh_copy(n);
+    for (uint32_t k = 1; k <= p_.nodes; ++k) n.in_sync.insert(k), n.copies.insert(k);
+    if (id <= p_.nodes) ctl_.copies[id] = CopyRec{};
     ctl_.nodes[id] = NodeRec{};
   }
   // A fresh volume: every copy is identical (all zeros) and in sync at sequence 0.
@@ -48,6 +43,7 @@ ClusterWorld::ClusterWorld(uint64_t seed, bool trace)
     r.stream_owner = 1;
     link(1, k).up = true;
     if (!m.master->add_copy(k, true, true)) fail("add_copy");
+    m.engine_copies.insert(k);
   }
   faults_left_ = p_.faults;
   summary_.params = p_.str();
@@ -73,7 +69,7 @@ void ClusterWorld::drop_engine(Node& n) {
   n.inflight.clear();
   if (n.master) {
     n.reserved = std::max(n.reserved, n.master->last_sequence());
-    for (uint32_t k = 1; k <= p_.nodes; ++k) {
+    for (uint32_t k = 1; k <= p_.count(); ++k) {
       if (k != n.id) link_break(n.id, k);
     }
     for (auto& [req, s] : n.serving) {
@@ -86,8 +82,59 @@ void ClusterWorld::drop_engine(Node& n) {
   }
   n.master.reset();
   n.replica.reset();
+  n.engine_copies.clear();
   n.stream_owner = 0;
   ++n.epoch;
+}
+
+// The copy was dropped from the catalogue: its files are deleted.
+void ClusterWorld::wipe(Node& n) {
+  drop_engine(n);
+  fresh_copy(n);
+  n.reserved = 0;
+  log("node %u: copy removed, files deleted", n.id);
+}
+
+// Empty files: zeros and a map with every region at sequence 0.
+void ClusterWorld::fresh_copy(Node& n) {
+  n.disk = std::make_unique<Disk>(kBlockSize, p_.blocks);
+  n.mstore = std::make_unique<SimRegionStore>();
+  auto m = repl::RegionMap::create(n.mstore.get(), geo_);
+  if (!m) {
+    fail("map create: " + m.error().message);
+    return;
+  }
+  n.map.emplace(std::move(*m));
+}
+
+// ReplicatedVolume::set_peers: the engine's copies follow the catalogue's.
+void ClusterWorld::sync_copy_set(Node& n) {
+  for (auto it = n.engine_copies.begin(); it != n.engine_copies.end();) {
+    const uint32_t k = *it;
+    if (n.copies.count(k)) {
+      ++it;
+      continue;
+    }
+    (void)n.master->remove_copy(k);
+    link_break(n.id, k);
+    n.unconfirmed.erase(k);
+    it = n.engine_copies.erase(it);
+    log("node %u: copy %u removed", n.id, k);
+  }
+  for (uint32_t k : n.copies) {
+    if (k == n.id || n.engine_copies.count(k)) continue;
+    Link& l = link(n.id, k);
+    if (!l.up && link_possible(n.id, k)) {
+      l.up = true;
+      l.to_replica = wire::FrameDecoder();
+      l.to_master = wire::FrameDecoder();
+      l.last_mk = l.last_km = now_;
+    }
+    if (!n.master->add_copy(k, false, l.up, n.in_sync.count(k) != 0)) fail("add_copy");
+    n.engine_copies.insert(k);
+    log("node %u: copy %u added", n.id, k);
+  }
+  drain_master(n);
 }
 
 void ClusterWorld::become_master(Node& n) {
@@ -99,7 +146,7 @@ void ClusterWorld::become_master(Node& n) {
   mc.block_size = kBlockSize;
   mc.block_count = p_.blocks;
   n.master = std::make_unique<repl::MasterEngine>(mc, &*n.map);
-  for (uint32_t k = 1; k <= p_.nodes; ++k) {
+  for (uint32_t k : n.copies) {
     if (k == n.id) continue;
     Link& l = link(n.id, k);
     l.up = link_possible(n.id, k);
@@ -110,6 +157,7 @@ void ClusterWorld::become_master(Node& n) {
     }
     // Not a fresh volume: every other copy is resynced from this one (ReplicatedVolume).
     if (!n.master->add_copy(k, false, l.up, n.in_sync.count(k) != 0)) fail("add_copy");
+    n.engine_copies.insert(k);
   }
   n.fenced = !mgmt::lease_holds(n.lease_until, now()) || superseded(n);
   log("node %u is master at generation %llu from sequence %llu", n.id,
@@ -128,7 +176,13 @@ void ClusterWorld::become_replica(Node& n) {
 void ClusterWorld::reconcile(Node& n) {
   if (!n.alive || failed_) return;
   if (n.master_id == n.id) {
-    if (!n.master || n.master->generation() != n.gen) become_master(n);
+    if (!n.master || n.master->generation() != n.gen) {
+      become_master(n);
+    } else {
+      sync_copy_set(n);
+    }
+  } else if (!n.copies.count(n.id)) {
+    if (n.master || n.replica) wipe(n);
   } else if (n.master || !n.replica) {
     become_replica(n);
   } else if (n.replica->generation() < n.gen) {
@@ -379,10 +433,17 @@ void ClusterWorld::heartbeat(uint32_t id) {
   if (!n.alive) return;
   std::vector<CopyReport> reports;
   if (n.master) {
-    for (uint32_t k = 1; k <= p_.nodes; ++k) {
-      if (k == id) continue;
+    const uint64_t region = n.map->region_bytes();
+    for (uint32_t k : n.engine_copies) {
       auto pr = n.master->copy_progress(k);
-      if (pr) reports.push_back({k, pr->state == repl::CopyState::kInSync, pr->acked_through});
+      if (!pr) continue;
+      CopyReport r{k, pr->state == repl::CopyState::kInSync, pr->acked_through};
+      r.state = pr->state == repl::CopyState::kInSync    ? mgmt::CopySyncState::kInSync
+                : pr->state == repl::CopyState::kOutOfSync ? mgmt::CopySyncState::kOther
+                                                           : mgmt::CopySyncState::kSyncing;
+      r.sync_total = pr->sync_planned * region;
+      r.sync_done = pr->sync_acked * region;
+      reports.push_back(r);
     }
   }
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
@@ -402,8 +463,8 @@ void ClusterWorld::tick(uint32_t id) {
   at(kTickUs, [this, id] { tick(id); });
   Node& n = node(id);
   if (!n.alive || !n.master) return;
-  for (uint32_t k = 1; k <= p_.nodes; ++k) {
-    if (k == id || !link(id, k).up) continue;
+  for (uint32_t k : n.engine_copies) {
+    if (!link(id, k).up) continue;
     if (n.master->copy_state(k) == repl::CopyState::kOutOfSync) {
       if (auto s = n.master->start_resync(k); s) log("node %u: resync copy %u", id, k);
     }
@@ -418,7 +479,7 @@ void ClusterWorld::report_out_of_sync(Node& n, uint32_t copy) {
   at(ctl_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch, copy, cinc = ctl_.inc] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
     // apply_copy_reports: only the catalogue's master is listened to; the answer is 200 anyway.
-    if (ctl_.master == id) ctl_.copies[copy].in_sync = false;
+    if (ctl_.master == id && ctl_.copies.count(copy)) ctl_.copies[copy].in_sync = false;
     at(ctl_latency(), [this, id, inc, ep, copy] {
       Node& n = node(id);
       if (!n.alive || n.inc != inc || n.epoch != ep || n.cut || !n.master) return;
@@ -440,18 +501,24 @@ void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, int64_t sent_at,
   nr.online = true;
   if (ctl_.master == id) {  // apply_copy_reports: a deposed master's view is stale
     for (const CopyReport& r : reports) {
-      ctl_.copies[r.copy].in_sync = r.in_sync;
-      ctl_.copies[r.copy].applied = r.applied;
+      auto it = ctl_.copies.find(r.copy);
+      if (it == ctl_.copies.end()) continue;
+      it->second.in_sync = r.in_sync;
+      it->second.applied = r.applied;
+      it->second.state = r.state;
+      it->second.sync_total = r.sync_total;
+      it->second.sync_done = r.sync_done;
     }
   }
   const uint64_t gen = ctl_.gen;
   const uint32_t master = ctl_.master;
-  std::set<uint32_t> in_sync;
+  std::set<uint32_t> in_sync, copies;
   for (const auto& [k, c] : ctl_.copies) {
+    copies.insert(k);
     if (c.in_sync) in_sync.insert(k);
   }
   if (rng_.chance(p_.ctl_loss_percent)) return;
-  at(ctl_latency(), [this, id, inc, sent_at, gen, master, in_sync] {
+  at(ctl_latency(), [this, id, inc, sent_at, gen, master, in_sync, copies] {
     Node& n = node(id);
     if (!n.alive || n.inc != inc || n.cut) return;
     // NodeAgent: the snapshot is mirrored and a master it no longer names is fenced at once
@@ -461,6 +528,7 @@ void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, int64_t sent_at,
       n.gen = gen;
       n.master_id = master;
       n.in_sync = in_sync;
+      n.copies = copies;
       if (superseded(n)) n.fenced = true;
     }
     n.lease_until = mgmt::lease_until(sent_at, kTimeoutUs);
@@ -479,6 +547,46 @@ void ClusterWorld::ctl_liveness() {
     nr.online = false;
     log("controller: node %u offline", id);
     if (ctl_.master == id) promote_away_from(id);
+  }
+  restore_replica_count();
+}
+
+// ClusterService::restore_replica_counts: a lost replica is replaced on a node without a
+// copy; when it returns and too many can serve, the ones with the most left to copy go
+// (smallest difference, mgmt::replicas_to_drop).
+void ClusterWorld::restore_replica_count() {
+  const int want = int(p_.replicas());
+  std::vector<uint32_t> live;
+  int total = 0;
+  for (const auto& [k, c] : ctl_.copies) {
+    if (k == ctl_.master) continue;
+    ++total;
+    if (ctl_.nodes[k].online) live.push_back(k);
+  }
+  int serving = int(live.size());
+  if (serving < want && total < want + want) {
+    for (uint32_t id = 1; id <= p_.count() && serving < want; ++id) {
+      if (ctl_.copies.count(id) || !ctl_.nodes[id].online) continue;
+      CopyRec c;
+      c.in_sync = false;
+      c.state = mgmt::CopySyncState::kSyncing;
+      ctl_.copies[id] = c;
+      ++serving;
+      ++summary_.placements;
+      log("controller: replica placed on node %u", id);
+    }
+    return;
+  }
+  if (serving <= want) return;
+  std::vector<mgmt::DropCandidate> candidates;
+  for (uint32_t k : live) {
+    const CopyRec& c = ctl_.copies[k];
+    candidates.push_back({k, c.state, c.sync_total, c.sync_done, 0});
+  }
+  for (size_t i : mgmt::replicas_to_drop(candidates, want, p_.blocks * kBlockSize)) {
+    log("controller: copy %u dropped (smallest difference)", live[i]);
+    ctl_.copies.erase(live[i]);
+    ++summary_.drops;
   }
 }
 
@@ -545,7 +653,7 @@ void ClusterWorld::crash(uint32_t id, bool power_loss) {
     n.disk->crash(rng_);
     n.mstore->crash(rng_);
   }
-  for (uint32_t k = 1; k <= p_.nodes; ++k) {
+  for (uint32_t k = 1; k <= p_.count(); ++k) {
     if (k == id) continue;
     link_break(id, k);
     link_break(k, id);
@@ -564,7 +672,7 @@ void ClusterWorld::revive(uint32_t id) {
   n.alive = true;
   log("node %u restarts (%llu unknown regions)", id, (unsigned long long)n.map->dirty_on_disk());
   reconcile(n);  // from its local mirror of the catalogue
-  for (uint32_t k = 1; k <= p_.nodes; ++k) {
+  for (uint32_t k = 1; k <= p_.count(); ++k) {
     if (k == id) continue;
     if (node(k).master) at(rng_.range(100'000, 1'000'000), [this, k, id] { link_try(k, id); });
   }

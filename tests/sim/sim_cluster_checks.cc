@@ -162,10 +162,11 @@ void ClusterWorld::schedule_fault() {
 
 void ClusterWorld::inject_fault() {
   const uint32_t m = ctl_.master;
-  std::vector<uint32_t> others;
-  for (uint32_t k = 1; k <= p_.nodes; ++k) {
+  std::vector<uint32_t> others;  // the replicas' nodes
+  for (const auto& [k, c] : ctl_.copies) {
     if (k != m) others.push_back(k);
   }
+  if (others.empty()) return;
   auto down = [&](uint32_t id, uint64_t lo, uint64_t hi) {
     if (!node(id).alive) return;
     crash(id, rng_.chance(p_.power_loss_percent));
@@ -219,7 +220,8 @@ bool ClusterWorld::all_synced() {
   }
   Node& m = node(ctl_.master);
   if (!m.master || m.master->generation() != ctl_.gen || m.fenced) return false;
-  for (uint32_t k = 1; k <= p_.nodes; ++k) {
+  if (ctl_.copies.size() != p_.nodes || m.engine_copies.size() + 1 != p_.nodes) return false;
+  for (const auto& [k, c] : ctl_.copies) {
     if (k == m.id) continue;
     if (m.master->copy_state(k) != repl::CopyState::kInSync || !ctl_.copies[k].in_sync ||
         !link(m.id, k).up || link(m.id, k).cut) {
@@ -258,7 +260,7 @@ void ClusterWorld::final_checks() {
   }
   if (m.disk->stable_image() != m.disk->image()) fail("master not stable after the final flush");
   for (Node& n : nodes_) {  // C5
-    if (failed_ || n.id == m.id) continue;
+    if (failed_ || n.id == m.id || !ctl_.copies.count(n.id)) continue;
     const std::string who = "node " + std::to_string(n.id);
     if (n.disk->image() != m.disk->image()) {
       for (uint64_t b = 0; b < p_.blocks; ++b) {
@@ -279,7 +281,7 @@ void ClusterWorld::final_checks() {
 }
 
 ClusterSummary ClusterWorld::run() {
-  for (uint32_t id = 1; id <= p_.nodes; ++id) {
+  for (uint32_t id = 1; id <= p_.count(); ++id) {
     at(rng_.range(0, 1000), [this, id] { heartbeat(id); });
     at(rng_.range(0, kFencePollUs), [this, id] { fence_poll(id); });
     at(rng_.range(0, kTickUs), [this, id] { tick(id); });

@@ -54,7 +54,8 @@ inline constexpr uint64_t kQuiesceLimitUs = 30'000'000;
 inline constexpr uint64_t kRunLimitUs = 900'000'000;
 
 struct Params {
-  uint32_t nodes;  // 1 master + replicas
+  uint32_t nodes;   // 1 master + replicas at the start
+  uint32_t spares;  // nodes without a copy, where a lost replica's replacement is placed
   uint64_t blocks;
   uint32_t region_shift;
   uint32_t qd;
@@ -72,12 +73,14 @@ struct Params {
     power_loss_percent = rng.chance(50) ? 0 : 30;
     ctl_loss_percent = uint32_t(rng.range(0, 5));
   }
+  uint32_t count() const { return nodes + spares; }
+  uint32_t replicas() const { return nodes - 1; }
   std::string str() const {
     char b[200];
     std::snprintf(b, sizeof b,
-                  "nodes=%u blocks=%llu region=%u qd=%u ops=%u faults=%u power_loss=%u%% "
-                  "ctl_loss=%u%%",
-                  nodes, (unsigned long long)blocks, 1u << region_shift, qd, ops, faults,
+                  "nodes=%u spares=%u blocks=%llu region=%u qd=%u ops=%u faults=%u "
+                  "power_loss=%u%% ctl_loss=%u%%",
+                  nodes, spares, (unsigned long long)blocks, 1u << region_shift, qd, ops, faults,
                   power_loss_percent, ctl_loss_percent);
     return b;
   }
@@ -93,11 +96,13 @@ struct Node {
   std::optional<repl::RegionMap> map;
   std::unique_ptr<repl::MasterEngine> master;
   std::unique_ptr<repl::ReplicaEngine> replica;
+  std::set<uint32_t> engine_copies;  // master: the copies its engine has
   uint64_t epoch = 0;  // bumped whenever the engine is replaced: stale completions dropped
   std::map<uint64_t, repl::StoreOp> inflight;
   // Durable: the node's local mirror of the catalogue, and its sequence reservation.
   uint64_t gen = 1;
   uint32_t master_id = 1;
+  std::set<uint32_t> copies;  // the nodes holding a copy (copy number == node id)
   std::set<uint32_t> in_sync;
   uint64_t reserved = 0;
   // Volatile.
@@ -124,6 +129,8 @@ struct Link {  // between the master engine on node m and the copy on node k
 struct CopyRec {
   bool in_sync = true;
   uint64_t applied = 0;
+  mgmt::CopySyncState state = mgmt::CopySyncState::kInSync;  // as the master last reported
+  uint64_t sync_total = 0, sync_done = 0;                     // bytes of the running resync
 };
 struct NodeRec {
   bool online = true;
@@ -144,6 +151,8 @@ struct CopyReport {
   uint32_t copy = 0;
   bool in_sync = false;
   uint64_t applied = 0;
+  mgmt::CopySyncState state = mgmt::CopySyncState::kOther;
+  uint64_t sync_total = 0, sync_done = 0;
 };
 
 struct ClientOp {
@@ -180,6 +189,9 @@ class ClusterWorld : public SimLoop {
   repl::ReplicaConfig replica_config(const Node& n);
   void become_master(Node& n);
   void become_replica(Node& n);
+  void sync_copy_set(Node& n);
+  void wipe(Node& n);
+  void fresh_copy(Node& n);
   void drop_engine(Node& n);
   void reconcile(Node& n);
   void drain_master(Node& n);
@@ -200,6 +212,7 @@ class ClusterWorld : public SimLoop {
                      const std::vector<CopyReport>& reports);
   void ctl_liveness();
   void promote_away_from(uint32_t lost);
+  void restore_replica_count();
   void crash(uint32_t id, bool power_loss);
   void revive(uint32_t id);
 

@@ -1,5 +1,6 @@
 // Runs the cluster simulation (sim_cluster.h) over many seeds. Environment:
-//   TANDEM_SIMC_SEED=<n>   replay one seed with an event trace printed on failure
+//   TANDEM_SIMC_SEED=<n>   replay one seed with an event trace printed on failure (always
+//                          with TANDEM_SIMC_TRACE=1)
 //   TANDEM_SIMC_SEEDS=<n>  how many seeds to run (default 300), from TANDEM_SIMC_BASE (default 1)
 #include <gtest/gtest.h>
 
@@ -20,12 +21,13 @@ uint64_t env_u64(const char* name, uint64_t fallback) {
 void print(uint64_t seed, const ClusterSummary& s) {
   std::printf(
       "seed %llu: %s\n  %s\n  writes acked=%llu retries=%llu faults=%llu promotions=%llu "
-      "demotions=%llu resyncs=%llu fenced answers=%llu generation=%llu events=%llu "
-      "sim=%.1f s\n",
+      "demotions=%llu placements=%llu drops=%llu resyncs=%llu fenced answers=%llu "
+      "generation=%llu events=%llu sim=%.1f s\n",
       (unsigned long long)seed, s.ok ? "ok" : "FAILED", s.params.c_str(),
       (unsigned long long)s.writes_acked, (unsigned long long)s.retries,
       (unsigned long long)s.faults, (unsigned long long)s.promotions,
-      (unsigned long long)s.demotions, (unsigned long long)s.resyncs,
+      (unsigned long long)s.demotions, (unsigned long long)s.placements,
+      (unsigned long long)s.drops, (unsigned long long)s.resyncs,
       (unsigned long long)s.fenced_answers, (unsigned long long)s.generation,
       (unsigned long long)s.events, double(s.sim_time_us) / 1e6);
 }
@@ -35,6 +37,7 @@ TEST(SimCluster, ManySeeds) {
     const uint64_t seed = std::strtoull(one, nullptr, 10);
     ClusterSummary s = run_cluster_seed(seed, true);
     print(seed, s);
+    if (std::getenv("TANDEM_SIMC_TRACE")) std::printf("%s", s.trace.c_str());
     EXPECT_TRUE(s.ok) << s.failure << "\n--- last events ---\n" << s.trace;
     return;
   }
@@ -42,13 +45,15 @@ TEST(SimCluster, ManySeeds) {
   const uint64_t base = env_u64("TANDEM_SIMC_BASE", 1);
   const auto start = std::chrono::steady_clock::now();
   uint64_t failures = 0, writes = 0, faults = 0, promotions = 0, demotions = 0, resyncs = 0,
-           fenced = 0, retries = 0;
+           fenced = 0, retries = 0, placements = 0, drops = 0;
   for (uint64_t seed = base; seed < base + count; ++seed) {
     ClusterSummary s = run_cluster_seed(seed, false);
     writes += s.writes_acked;
     faults += s.faults;
     promotions += s.promotions;
     demotions += s.demotions;
+    placements += s.placements;
+    drops += s.drops;
     resyncs += s.resyncs;
     fenced += s.fenced_answers;
     retries += s.retries;
@@ -62,9 +67,11 @@ TEST(SimCluster, ManySeeds) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
       "%llu seeds in %.2f s: %llu writes acknowledged, %llu faults, %llu promotions, "
-      "%llu demotions, %llu resyncs, %llu fenced answers, %llu client retries\n",
+      "%llu demotions, %llu replacements placed, %llu dropped for smallest difference, "
+      "%llu resyncs, %llu fenced answers, %llu client retries\n",
       (unsigned long long)count, secs, (unsigned long long)writes, (unsigned long long)faults,
-      (unsigned long long)promotions, (unsigned long long)demotions, (unsigned long long)resyncs,
+      (unsigned long long)promotions, (unsigned long long)demotions,
+      (unsigned long long)placements, (unsigned long long)drops, (unsigned long long)resyncs,
       (unsigned long long)fenced, (unsigned long long)retries);
 }
 
