@@ -544,7 +544,9 @@ int ClusterService::check_liveness(int64_t now_ms) {
     if (!nodes) return core::fail(nodes.error());
     for (const auto& n : *nodes) {
       if (n.name == controller_name_ || n.state != "online") continue;
-      if (!node_expired(n.last_heartbeat_ms, started_ms_, now_ms, node_timeout_.count())) continue;
+      if (!node_expired(n.last_heartbeat_ms, started_ms_, now_ms, node_timeout_.count())) {
+        continue;
+      }
       if (auto s = tx.set_node_state(n.id, "offline"); !s) return s;
       auto e = tx.append_event({0, 0, "", n.name, "node-offline",
                                 "no heartbeat from " + n.name + " for " +

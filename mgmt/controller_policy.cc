@@ -12,9 +12,7 @@ bool node_expired(int64_t last_heartbeat_ms, int64_t watching_since_ms, int64_t 
 
 int64_t lease_ms(int64_t timeout_ms) { return timeout_ms * 2 / 3; }
 
-int64_t lease_until(int64_t sent_at, int64_t timeout_ms) {
-  return sent_at + lease_ms(timeout_ms);
-}
+int64_t lease_until(int64_t sent_at, int64_t timeout_ms) { return sent_at + lease_ms(timeout_ms); }
 
 bool lease_holds(int64_t until, int64_t now) { return until != 0 && now < until; }
 

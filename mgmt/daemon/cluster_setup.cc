@@ -11,10 +11,10 @@
 
 #include "backend/store/file_store.h"
 #include "backend/transport/tls_identity.h"
-#include "mgmt/controller_policy.h"
 #include "mgmt/api/router.h"
 #include "mgmt/cli/http_client.h"
 #include "mgmt/cluster_state.h"
+#include "mgmt/controller_policy.h"
 
 namespace tandem::mgmt {
 

@@ -16,7 +16,8 @@ ClusterWorld::ClusterWorld(uint64_t seed, bool trace)
   // Drawn apart from rng_ so that seeds without a spare run as they did before spares existed.
   p_.spares = Rng(seed ^ 0x5EED5EEDull).chance(50) ? 1 : 0;
   geo_ = repl::RegionGeometry{p_.blocks * kBlockSize, kBlockSize, p_.region_shift};
-  for (size_t i = 0; i < volume_.size(); ++i) volume_[i] = uint8_t(seed >> (i % 8) * 8) ^ uint8_t(i);
+  for (size_t i = 0; i < volume_.size(); ++i)
+    volume_[i] = uint8_t(seed >> (i % 8) * 8) ^ uint8_t(i);
   acked_floor_.assign(p_.blocks, 0);
   durable_floor_.assign(p_.blocks, 0);
   flushable_floor_.assign(p_.blocks, 0);
@@ -160,8 +161,8 @@ void ClusterWorld::become_master(Node& n) {
     n.engine_copies.insert(k);
   }
   n.fenced = !mgmt::lease_holds(n.lease_until, now()) || superseded(n);
-  log("node %u is master at generation %llu from sequence %llu", n.id,
-      (unsigned long long)n.gen, (unsigned long long)mc.last_sequence);
+  log("node %u is master at generation %llu from sequence %llu", n.id, (unsigned long long)n.gen,
+      (unsigned long long)mc.last_sequence);
   drain_master(n);
 }
 
@@ -241,9 +242,7 @@ void ClusterWorld::drain_master(Node& n) {
                        at(store_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch,
                                             tag = is.op.tag] { store_done(id, inc, ep, tag); });
                      },
-                     [&](repl::SendFrame& sf) {
-                       send(n.id, sf.copy, sf.header, sf.payload, true);
-                     },
+                     [&](repl::SendFrame& sf) { send(n.id, sf.copy, sf.header, sf.payload, true); },
                      [&](repl::CompleteOp& c) { complete(n, c); },
                      [&](repl::CopyOutOfSync& o) {
                        log("node %u: copy %u out of sync (%s)", n.id, o.copy, o.reason.c_str());
@@ -364,8 +363,8 @@ void ClusterWorld::link_try(uint32_t m, uint32_t k) {
   mn.master->on_link_up(k);
 }
 
-void ClusterWorld::send(uint32_t m, uint32_t k, const wire::FrameHeader& h,
-                        const repl::Payload& p, bool to_replica) {
+void ClusterWorld::send(uint32_t m, uint32_t k, const wire::FrameHeader& h, const repl::Payload& p,
+                        bool to_replica) {
   Link& l = link(m, k);
   if (!l.up) return;
   std::vector<uint8_t> bytes;
@@ -438,7 +437,7 @@ void ClusterWorld::heartbeat(uint32_t id) {
       auto pr = n.master->copy_progress(k);
       if (!pr) continue;
       CopyReport r{k, pr->state == repl::CopyState::kInSync, pr->acked_through};
-      r.state = pr->state == repl::CopyState::kInSync    ? mgmt::CopySyncState::kInSync
+      r.state = pr->state == repl::CopyState::kInSync      ? mgmt::CopySyncState::kInSync
                 : pr->state == repl::CopyState::kOutOfSync ? mgmt::CopySyncState::kOther
                                                            : mgmt::CopySyncState::kSyncing;
       r.sync_total = pr->sync_planned * region;
@@ -593,8 +592,8 @@ void ClusterWorld::restore_replica_count() {
 void ClusterWorld::promote_away_from(uint32_t lost) {
   std::vector<mgmt::PromotionCandidate> candidates;
   for (const auto& [k, c] : ctl_.copies) {
-    candidates.push_back({k, k != ctl_.master, c.in_sync, ctl_.nodes[k].online, k == lost,
-                          c.applied});
+    candidates.push_back(
+        {k, k != ctl_.master, c.in_sync, ctl_.nodes[k].online, k == lost, c.applied});
   }
   auto pick = mgmt::pick_new_master(candidates);
   if (!pick) {

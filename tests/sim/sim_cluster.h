@@ -25,10 +25,10 @@ struct ClusterSummary {
   uint64_t retries = 0;  // client attempts answered NOT READY or timed out
   uint64_t faults = 0;
   uint64_t promotions = 0;
-  uint64_t demotions = 0;  // a former master came back as a replica
-  uint64_t placements = 0;  // replacement replicas placed on a spare node
-  uint64_t drops = 0;       // copies dropped for smallest difference
-  uint64_t resyncs = 0;    // copies that turned in sync
+  uint64_t demotions = 0;       // a former master came back as a replica
+  uint64_t placements = 0;      // replacement replicas placed on a spare node
+  uint64_t drops = 0;           // copies dropped for smallest difference
+  uint64_t resyncs = 0;         // copies that turned in sync
   uint64_t fenced_answers = 0;  // completions turned into NOT READY by a lapsed lease
   uint64_t generation = 0;      // the catalogue's at the end
   uint64_t sim_time_us = 0;

@@ -136,8 +136,10 @@ void ClusterWorld::on_acked(uint64_t id) {
   op.acked = true;
   outstanding_.erase(id);
   log("client: op %llu acknowledged (%s lba %llu+%llu)", (unsigned long long)id,
-      op.flush ? "flush" : op.fua ? "fua write" : "write", (unsigned long long)op.lba,
-      (unsigned long long)op.blocks);
+      op.flush ? "flush"
+      : op.fua ? "fua write"
+               : "write",
+      (unsigned long long)op.lba, (unsigned long long)op.blocks);
   if (!op.flush) ++summary_.writes_acked;
   if (op.final) {
     final_done_ = true;
@@ -240,9 +242,9 @@ void ClusterWorld::final_checks() {
     uint64_t id = 0, lba = 0;
     std::memcpy(&id, got.data(), 8);
     std::memcpy(&lba, got.data() + 8, 8);
-    const std::string where = "block " + std::to_string(b) + " on master " +
-                              std::to_string(m.id) + " holds op " + std::to_string(id) +
-                              " but op " + std::to_string(floor[b]) + " was acknowledged";
+    const std::string where = "block " + std::to_string(b) + " on master " + std::to_string(m.id) +
+                              " holds op " + std::to_string(id) + " but op " +
+                              std::to_string(floor[b]) + " was acknowledged";
     if (id == 0) {
       if (got != std::vector<uint8_t>(kBlockSize, 0)) fail(where + " (garbage)");
       if (floor[b] != 0) fail(where + " (zeros)");

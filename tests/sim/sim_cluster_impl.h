@@ -45,10 +45,10 @@ namespace repl = backend::repl;
 namespace wire = backend::wire;
 
 inline constexpr uint32_t kBlockSize = 512;
-inline constexpr int64_t kTimeoutUs = 3'000'000;    // the controller's node timeout
-inline constexpr int64_t kHeartbeatUs = 500'000;    // heartbeats and liveness checks
-inline constexpr int64_t kFencePollUs = 100'000;    // the volume host's lease poll
-inline constexpr int64_t kTickUs = 250'000;         // the master shell's tick (resync starts)
+inline constexpr int64_t kTimeoutUs = 3'000'000;         // the controller's node timeout
+inline constexpr int64_t kHeartbeatUs = 500'000;         // heartbeats and liveness checks
+inline constexpr int64_t kFencePollUs = 100'000;         // the volume host's lease poll
+inline constexpr int64_t kTickUs = 250'000;              // the master shell's tick (resync starts)
 inline constexpr int64_t kAttemptTimeoutUs = 2'000'000;  // the client gives up on an attempt
 inline constexpr uint64_t kQuiesceLimitUs = 30'000'000;
 inline constexpr uint64_t kRunLimitUs = 900'000'000;
@@ -130,7 +130,7 @@ struct CopyRec {
   bool in_sync = true;
   uint64_t applied = 0;
   mgmt::CopySyncState state = mgmt::CopySyncState::kInSync;  // as the master last reported
-  uint64_t sync_total = 0, sync_done = 0;                     // bytes of the running resync
+  uint64_t sync_total = 0, sync_done = 0;                    // bytes of the running resync
 };
 struct NodeRec {
   bool online = true;
@@ -176,7 +176,9 @@ class ClusterWorld : public SimLoop {
  private:
   uint64_t store_latency() { return rng_.chance(5) ? rng_.range(1000, 3000) : rng_.range(20, 400); }
   uint64_t net_latency() { return rng_.chance(5) ? rng_.range(800, 2000) : rng_.range(30, 300); }
-  uint64_t ctl_latency() { return rng_.chance(10) ? rng_.range(5000, 80000) : rng_.range(200, 3000); }
+  uint64_t ctl_latency() {
+    return rng_.chance(10) ? rng_.range(5000, 80000) : rng_.range(200, 3000);
+  }
   Node& node(uint32_t id) { return nodes_[id - 1]; }
   Link& link(uint32_t m, uint32_t k) { return links_[m * 8 + k]; }
   int64_t now() const { return int64_t(now_); }

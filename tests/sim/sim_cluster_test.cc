@@ -2,13 +2,13 @@
 //   TANDEM_SIMC_SEED=<n>   replay one seed with an event trace printed on failure (always
 //                          with TANDEM_SIMC_TRACE=1)
 //   TANDEM_SIMC_SEEDS=<n>  how many seeds to run (default 300), from TANDEM_SIMC_BASE (default 1)
+#include "tests/sim/sim_cluster.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-
-#include "tests/sim/sim_cluster.h"
 
 namespace tandem::sim {
 namespace {
@@ -70,9 +70,9 @@ TEST(SimCluster, ManySeeds) {
       "%llu demotions, %llu replacements placed, %llu dropped for smallest difference, "
       "%llu resyncs, %llu fenced answers, %llu client retries\n",
       (unsigned long long)count, secs, (unsigned long long)writes, (unsigned long long)faults,
-      (unsigned long long)promotions, (unsigned long long)demotions,
-      (unsigned long long)placements, (unsigned long long)drops, (unsigned long long)resyncs,
-      (unsigned long long)fenced, (unsigned long long)retries);
+      (unsigned long long)promotions, (unsigned long long)demotions, (unsigned long long)placements,
+      (unsigned long long)drops, (unsigned long long)resyncs, (unsigned long long)fenced,
+      (unsigned long long)retries);
 }
 
 // Seeds that found real bugs, kept as cheap regression cases (the fixes change the runs, so

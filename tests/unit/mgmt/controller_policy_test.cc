@@ -41,8 +41,7 @@ TEST(ControllerPolicy, LeaseLapsesBeforeTheControllerGivesUp) {
 TEST(ControllerPolicy, PromotesTheInSyncReplicaWithTheHighestAppliedSequence) {
   std::vector<PromotionCandidate> c = {
       {1, false, true, false, true, 900},  // the lost master itself
-      {2, true, true, true, false, 700},
-      {3, true, true, true, false, 800},
+      {2, true, true, true, false, 700},  {3, true, true, true, false, 800},
       {4, true, false, true, false, 950},  // out of sync: never
       {5, true, true, false, false, 990},  // node offline: never
       {6, true, true, true, true, 995},    // on the lost node: never
