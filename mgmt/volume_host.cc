@@ -565,6 +565,21 @@ void VolumeHost::report_out_of_sync(const std::string& volume_id, uint32_t copy,
   urgent_cv_.notify_all();
 }
 
+void VolumeHost::still_mastered(std::vector<Urgent>& batch, std::vector<CopyReport>& reports) {
+  std::lock_guard lock(mu_);
+  size_t kept = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!masters_.count(batch[i].volume_id)) continue;
+    if (kept != i) {  // (a self-move would empty the strings)
+      batch[kept] = std::move(batch[i]);
+      reports[kept] = std::move(reports[i]);
+    }
+    ++kept;
+  }
+  batch.resize(kept);
+  reports.resize(kept);
+}
+
 // Records out-of-sync copies with the controller, then lets their masters go on. Retries
 // until recorded: until then writes wait, which is what keeps an acknowledged write off a
 // copy the catalogue would still call in sync.
@@ -595,6 +610,10 @@ void VolumeHost::run_reporter() {
     }
     bool ok = false;
     for (int attempt = 0; !ok; ++attempt) {
+      // A master closed meanwhile (deposed: the controller refuses its reports) has nothing
+      // left to confirm; its writes failed when it closed.
+      still_mastered(batch, reports);
+      if (batch.empty()) break;
       ok = reporter_ && reporter_(reports);
       if (ok) break;
       std::unique_lock l2(work_mu_);
