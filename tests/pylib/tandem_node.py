@@ -74,8 +74,9 @@ class Node:
         return b" ready: " in seen
 
     def ctl(self, *args, check=True):
-        return subprocess.run(self.prefix + [self.tandemctl, "--server", self.url, "--token", self.token] +
-                              list(args), check=check, capture_output=True, text=True)
+        return subprocess.run(self.prefix + [self.tandemctl, "--server", self.url, "--token",
+                                             self.token] + list(args),
+                              check=check, capture_output=True, text=True)
 
     def kill(self):
         """SIGKILL: a crash, no clean shutdown."""
