@@ -245,12 +245,15 @@ void VolumeHost::reconcile_locked() {
   for (const auto& [id, m] : masters_) {
     if (!masters.count(id)) gone.push_back(id);
   }
+  // Demoted masters: their sessions move to this node's forwarder once it exists (below).
+  std::map<std::string, std::shared_ptr<rep::ReplicatedVolume>> demoted;
   for (const auto& id : gone) {
     bool still_here = std::any_of(replicas.begin(), replicas.end(),
                                   [&](const auto& kv) { return kv.second.row.id == id; });
     if (still_here) {
       // Demoted (a new master was promoted while this node was away): the files stay and
       // become a replica copy, which the new master resyncs.
+      demoted[id] = masters_[id].volume;
       begin_role_change(id);
       close_master(id, false, role_change_done(id));
     } else {
@@ -356,6 +359,9 @@ void VolumeHost::reconcile_locked() {
       continue;
     }
     forwarders_[id] = Forwarder{r.master.id, r.row.size_bytes, *f};
+  }
+  for (auto& [id, vol] : demoted) {
+    if (auto f = forwarders_.find(id); f != forwarders_.end()) vol->set_successor(f->second.volume);
   }
 }
 
