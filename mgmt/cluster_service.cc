@@ -168,6 +168,7 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
     if (!vol) return core::fail(vol.error());
     if (!*vol || (*vol)->master_node != node_id || !known_copy_state(r.state)) {
       ++out.ignored;
+      if (*vol && (*vol)->master_node != node_id) ++out.not_master;
       continue;
     }
     auto copies = tx.copies_of(r.volume_id);
@@ -362,6 +363,11 @@ core::Result<nlohmann::json, ApiError> ClusterService::report_copy_state(
   if (err) return core::fail(*err);
   if (!r) return core::fail(ApiError::internal("catalogue: " + r.error().message));
   if (outcome.applied > 0 && changed_) changed_();
+  if (outcome.not_master > 0) {
+    return core::fail(ApiError::conflict(node_name + " is not the master of " +
+                                         std::to_string(outcome.not_master) +
+                                         " reported volume(s): not recorded"));
+  }
   return nlohmann::json{
       {"applied", outcome.applied}, {"ignored", outcome.ignored}, {"revision", revision}};
 }

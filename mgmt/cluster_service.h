@@ -92,6 +92,9 @@ struct HeartbeatReport {
 struct CopyReportOutcome {
   int applied = 0;  // rows updated
   int ignored = 0;  // unknown volume or copy, or the node is not the volume's master
+  // Of `ignored`: reports for a volume the node does not master (any more). A deposed master
+  // must not take such an answer as "recorded": it would then acknowledge writes alone.
+  int not_master = 0;
 };
 
 // Applies a node's copy reports to the catalogue inside the caller's transaction. Only
@@ -118,7 +121,9 @@ class ClusterService {
   core::Result<nlohmann::json, ApiError> heartbeat(const std::string& node_name,
                                                   const std::string& bearer,
                                                   const HeartbeatReport& report);
-  // The copy-state route: a node's reports applied and committed before the answer.
+  // The copy-state route: a node's reports applied and committed before the answer. A node
+  // reporting for a volume it does not master gets 409 (it was deposed: nothing it reports
+  // is recorded, so it must not go on as if it were).
   core::Result<nlohmann::json, ApiError> report_copy_state(const std::string& node_name,
                                                            const std::string& bearer,
                                                            const std::vector<CopyReport>& reps);

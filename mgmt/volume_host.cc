@@ -268,12 +268,15 @@ void VolumeHost::reconcile_locked() {
   for (const auto& [id, m] : masters_) {
     if (!masters.count(id)) gone.push_back(id);
   }
+  // Demoted masters: their sessions move to this node's forwarder once it exists (below).
+  std::map<std::string, std::shared_ptr<rep::ReplicatedVolume>> demoted;
   for (const auto& id : gone) {
     bool still_here = std::any_of(replicas.begin(), replicas.end(),
                                   [&](const auto& kv) { return kv.second.row.id == id; });
     if (still_here) {
       // Demoted (a new master was promoted while this node was away): the files stay and
       // become a replica copy, which the new master resyncs.
+      demoted[id] = masters_[id].volume;
       begin_role_change(id);
       close_master(id, false, role_change_done(id));
     } else {
@@ -386,6 +389,9 @@ void VolumeHost::reconcile_locked() {
       continue;
     }
     forwarders_[id] = Forwarder{r.master.id, r.row.size_bytes, *f};
+  }
+  for (auto& [id, vol] : demoted) {
+    if (auto f = forwarders_.find(id); f != forwarders_.end()) vol->set_successor(f->second.volume);
   }
 }
 
@@ -595,6 +601,21 @@ void VolumeHost::report_out_of_sync(const std::string& volume_id, uint32_t copy,
   urgent_cv_.notify_all();
 }
 
+void VolumeHost::still_mastered(std::vector<Urgent>& batch, std::vector<CopyReport>& reports) {
+  std::lock_guard lock(mu_);
+  size_t kept = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!masters_.count(batch[i].volume_id)) continue;
+    if (kept != i) {  // (a self-move would empty the strings)
+      batch[kept] = std::move(batch[i]);
+      reports[kept] = std::move(reports[i]);
+    }
+    ++kept;
+  }
+  batch.resize(kept);
+  reports.resize(kept);
+}
+
 // Records out-of-sync copies with the controller, then lets their masters go on. Retries
 // until recorded: until then writes wait, which is what keeps an acknowledged write off a
 // copy the catalogue would still call in sync.
@@ -625,6 +646,10 @@ void VolumeHost::run_reporter() {
     }
     bool ok = false;
     for (int attempt = 0; !ok; ++attempt) {
+      // A master closed meanwhile (deposed: the controller refuses its reports) has nothing
+      // left to confirm; its writes failed when it closed.
+      still_mastered(batch, reports);
+      if (batch.empty()) break;
       ok = reporter_ && reporter_(reports);
       if (ok) break;
       std::unique_lock l2(work_mu_);

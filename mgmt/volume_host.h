@@ -167,6 +167,8 @@ class VolumeHost {
     std::string reason;
   };
   std::vector<Urgent> urgent_;  // guarded by work_mu_
+  // Drops from `batch` (and the matching `reports`) the volumes no longer mastered here.
+  void still_mastered(std::vector<Urgent>& batch, std::vector<CopyReport>& reports);
   bool report_soon_ = false;     // a copy changed state: report all (best effort); work_mu_
   std::condition_variable urgent_cv_;
   std::thread reporter_thread_;

@@ -8,7 +8,7 @@ PACKAGES=(
   libboost1.81-dev libssl-dev libsqlite3-dev sqlite3
   libspdlog-dev nlohmann-json3-dev libcli11-dev liblz4-dev
   libiscsi-dev libiscsi-bin libgtest-dev libgmock-dev prometheus-cpp-dev
-  qemu-utils qemu-block-extra python3 clang libclang-rt-14-dev tgt time chromium
+  qemu-utils qemu-block-extra iproute2 python3 clang libclang-rt-14-dev tgt time chromium
 )
 
 missing=()

@@ -158,6 +158,7 @@ void ReplicaEngine::handle(const wire::Frame& f) {
       ++stream_;
       expected_ = h.sequence + 1;
       applied_ = h.sequence;
+      sync_base_ = h.sequence;
       done_above_.clear();
       done_seen_ = false;
       state_ = ReplicaState::kSyncing;
@@ -308,9 +309,13 @@ void ReplicaEngine::apply_sync_data(const wire::Frame& f) {
     const uint64_t first = map_->first_lba(region);
     ok = h.lba >= first && h.lba + blocks <= first + map_->blocks_in(region);
   }
-  // Link order puts every write <= the master's read position before this frame, so the
-  // region can only hold older data here; anything newer means the stream is broken.
-  if (ok && stamp != kUnknownSeq && !map_->unknown(region) && map_->seq_of(region) > stamp) {
+  // Link order puts every write <= the master's read position before this frame, so a write
+  // of this stream (> S) in the region newer than the stamp means the stream is broken. An
+  // entry from before the stream (<= S) above the stamp is not: it is a write this master
+  // never had (an earlier master's, never acknowledged, from before a promotion), and the
+  // master sends the region precisely to overwrite it.
+  if (ok && stamp != kUnknownSeq && !map_->unknown(region) && map_->seq_of(region) > stamp &&
+      map_->seq_of(region) > sync_base_) {
     ok = false;
   }
   if (!ok) {

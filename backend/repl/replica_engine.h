@@ -118,6 +118,8 @@ class ReplicaEngine {
   ReplicaState state_ = ReplicaState::kIdle;
   uint64_t stream_ = 0;
   uint64_t expected_ = 1;  // next sequence to apply
+  // The current stream's SYNC_REQUEST sequence S: map entries <= S predate the stream.
+  uint64_t sync_base_ = 0;
   uint64_t applied_ = 0;
   std::set<uint64_t> done_above_;  // finished sequences > applied_
   uint64_t done_point_ = 0;        // SYNC_DONE's sequence

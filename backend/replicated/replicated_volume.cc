@@ -137,6 +137,9 @@ struct ReplicatedVolume::Impl {
   std::atomic<bool> degraded{false};
   std::atomic<core::VolumeState> health{core::VolumeState::kHealthy};  // the policy's verdict
   std::atomic<bool> closing{false};
+  // Who serves the volume here once this master closed (set_successor); under successor_mu.
+  mutable std::mutex successor_mu;
+  std::shared_ptr<core::BlockVolume> successor;
   std::atomic<uint64_t> last_seq{0};
   std::atomic<bool> compress{true};
   std::atomic<bool> fenced{false};
@@ -177,7 +180,10 @@ uint64_t ReplicatedVolume::last_sequence() const { return impl_->last_seq.load()
 const ReplicatedStats& ReplicatedVolume::stats() const { return impl_->stats; }
 
 core::VolumeState ReplicatedVolume::state() const {
-  if (impl_->closing.load(std::memory_order_acquire)) return core::VolumeState::kOffline;
+  if (impl_->closing.load(std::memory_order_acquire)) {
+    auto next = successor();
+    return next ? next->state() : core::VolumeState::kOffline;
+  }
   auto s = impl_->local->state();
   if (s != core::VolumeState::kHealthy) return s;
   auto h = impl_->health.load(std::memory_order_relaxed);
@@ -947,13 +953,26 @@ repl::Payload copy_payload(std::span<const std::byte> data) {
 
 }  // namespace
 
+void ReplicatedVolume::set_successor(std::shared_ptr<core::BlockVolume> next) {
+  std::lock_guard lock(impl_->successor_mu);
+  impl_->successor = std::move(next);
+}
+
+std::shared_ptr<core::BlockVolume> ReplicatedVolume::successor() const {
+  if (!impl_->closing.load(std::memory_order_acquire)) return nullptr;
+  std::lock_guard lock(impl_->successor_mu);
+  return impl_->successor;
+}
+
 void ReplicatedVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
+  if (auto next = successor()) return next->read(lba, out, std::move(done));
   if (impl_->fenced.load()) return done(not_ready());
   // Reads are served by the master's own copy: every acknowledged write is in it.
   impl_->local->read(lba, out, std::move(done));
 }
 
 void ReplicatedVolume::lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) {
+  if (auto next = successor()) return next->lba_status(lba, max_blocks, std::move(done));
   impl_->local->lba_status(lba, max_blocks, std::move(done));
 }
 
@@ -976,6 +995,7 @@ std::optional<core::IoResult> refused_write(const std::atomic<core::VolumeState>
 
 void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua,
                              Done done) {
+  if (auto next = successor()) return next->write(lba, data, fua, std::move(done));
   if (impl_->closing.load()) return done(not_ready());
   if (impl_->fenced.load()) return done(not_ready());
   if (auto r = refused_write(impl_->health)) return done(*r);
@@ -995,6 +1015,7 @@ void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool
 }
 
 void ReplicatedVolume::flush(Done done) {
+  if (auto next = successor()) return next->flush(std::move(done));
   if (impl_->fenced.load()) return done(not_ready());
   if (impl_->closing.load()) return done(not_ready());
   auto& local = *impl_->local;
@@ -1005,6 +1026,7 @@ void ReplicatedVolume::flush(Done done) {
 }
 
 void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
+  if (auto next = successor()) return next->unmap(lba, blocks, std::move(done));
   if (impl_->closing.load()) return done(not_ready());
   if (impl_->fenced.load()) return done(not_ready());
   if (auto r = refused_write(impl_->health)) return done(*r);
@@ -1020,6 +1042,9 @@ void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
 void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte> compare,
                                          std::span<const std::byte> data, bool fua,
                                          Done done) {
+  if (auto next = successor()) {
+    return next->compare_and_write(lba, compare, data, fua, std::move(done));
+  }
   if (impl_->closing.load()) return done(not_ready());
   if (impl_->fenced.load()) return done(not_ready());
   if (auto r = refused_write(impl_->health)) return done(*r);

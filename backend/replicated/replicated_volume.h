@@ -123,6 +123,10 @@ class ReplicatedVolume : public core::BlockVolume,
   // answered NOT READY (an initiator retries) and nothing is acknowledged, since another
   // node may be promoted in the meantime.
   void set_fenced(bool fenced);
+  // Once closed, requests go to `next` (a deposed master's node forwards to the new master:
+  // sessions that logged in while it was master keep working); until then, or without one,
+  // they are answered NOT READY.
+  void set_successor(std::shared_ptr<core::BlockVolume> next);
   // The image file grew (volumes without replicas: the engine is sized at start).
   void refresh_capacity();
   // The volume's tandem/compression label changed.
@@ -154,6 +158,7 @@ class ReplicatedVolume : public core::BlockVolume,
   explicit ReplicatedVolume(std::unique_ptr<Impl> impl);
   // Solo path: true if `op` was handed `done` (wrapped) and runs on the local store.
   bool try_direct(const std::function<void(Done)>& op, Done& done);
+  std::shared_ptr<core::BlockVolume> successor() const;  // set and closed: who serves now
   void direct_done();
   std::unique_ptr<Impl> impl_;
 };

@@ -356,7 +356,8 @@ int run(int argc, char** argv) {
   mgmt::VolumeHost::Reporter reporter;
   if (controller) {
     reporter = [&cluster, node_id](const std::vector<mgmt::CopyReport>& reports) {
-      return cluster->apply_copy_reports(node_id, reports).ok();
+      auto r = cluster->apply_copy_reports(node_id, reports);
+      return r.ok() && r->not_master == 0;  // a deposed master's report is not recorded
     };
   } else {
     reporter = [&agent](const std::vector<mgmt::CopyReport>& reports) {

@@ -339,11 +339,12 @@ TEST_F(ClusterTest, NodeAgentMirrorsStateAndReportsCopies) {
     auto c = local_copies(me.data_dir, "ag");
     return c.size() == 2 && c[1].state == "in-sync" && c[1].applied_seq == 5;
   }));
-  // Reports for a volume n4 is not the master of are ignored, yet answered.
+  // Reports for a volume n4 is not the master of are refused (409), so a deposed master
+  // never takes its out-of-sync report as recorded; nothing changes.
   auto other = controller_->http("POST", "/api/v1/volumes", R"({"name":"mine","size":"8MiB"})");
   ASSERT_EQ(other.status, 201);
-  EXPECT_TRUE(agent.report_copies_now({{other.body["id"], 1, "offline"}},
-                                      std::chrono::milliseconds(3000)));
+  EXPECT_FALSE(agent.report_copies_now({{other.body["id"], 1, "offline"}},
+                                       std::chrono::milliseconds(3000)));
   EXPECT_EQ(controller_->http("GET", "/api/v1/volumes/mine").body["copies"][0]["state"],
             "in-sync");
   agent.stop();

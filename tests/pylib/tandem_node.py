@@ -24,18 +24,25 @@ def loopback_addresses(second_octet, count):
 
 class Node:
     def __init__(self, tandemd, tandemctl, work, address, name="n1", extra=None,
-                 controller=None):
+                 controller=None, netns=None):
         """extra: more tandemd arguments. controller: the controller's Node, whose admin
-        token tandemctl uses (a joined node has none of its own)."""
+        token tandemctl uses (a joined node has none of its own). netns: a network namespace
+        (`ip netns` name) the daemon and its tandemctl calls run in; None: this one."""
         self.tandemd = tandemd
         self.tandemctl = tandemctl
         self.address = address
         self.name = name
         self.extra = list(extra or [])
         self.controller = controller
+        self.netns = netns
         self.data = os.path.join(work, name)
         self.log_path = os.path.join(work, name + ".log")
         self.proc = None
+
+    @property
+    def prefix(self):
+        """What runs a command in this node's network namespace (empty: none)."""
+        return ["ip", "netns", "exec", self.netns] if self.netns else []
 
     @property
     def url(self):
@@ -52,7 +59,7 @@ class Node:
         """Starts the daemon and waits (bounded) for its ready line; False if it never came."""
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [self.tandemd, "--node-name", self.name, "--bind", self.address,
+            self.prefix + [self.tandemd, "--node-name", self.name, "--bind", self.address,
              "--data-dir", self.data] + self.extra, stdout=subprocess.PIPE, stderr=log)
         log.close()
         seen = b""
@@ -67,8 +74,9 @@ class Node:
         return b" ready: " in seen
 
     def ctl(self, *args, check=True):
-        return subprocess.run([self.tandemctl, "--server", self.url, "--token", self.token] +
-                              list(args), check=check, capture_output=True, text=True)
+        return subprocess.run(self.prefix + [self.tandemctl, "--server", self.url, "--token",
+                                             self.token] + list(args),
+                              check=check, capture_output=True, text=True)
 
     def kill(self):
         """SIGKILL: a crash, no clean shutdown."""

@@ -452,6 +452,66 @@ TEST(ReplicaEngine, AfterRestartDataFramesWaitForSyncRequest) {
   EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kNotReady));
 }
 
+// A promotion: the copy holds a write of the old master that the new master never had
+// (never acknowledged), stamped above what the new master has for that region. Resync data
+// from before the new stream overwrites it; a write of the new stream newer than the resync
+// data still means a broken stream.
+TEST(ReplicaEngine, ResyncOverwritesAnOldMastersUnacknowledgedWrite) {
+  ReplicaFixture r;
+  std::vector<ReplicaIssueStore> stores;
+  for (uint64_t seq = 1; seq <= 3; ++seq) {  // region 0 (8 blocks) @3, from generation 5
+    r.engine->on_frame(r.write(seq, 0));
+    stores = only<ReplicaIssueStore>(r.engine->take_actions());
+    ASSERT_EQ(stores.size(), 1u);
+    r.engine->on_store_done(stores[0].op.tag, {});
+    (void)r.engine->take_actions();
+  }
+  ASSERT_TRUE(r.engine->set_generation(6).ok());
+  const uint64_t s = uint64_t{6} << 40;
+  wire::Frame req;
+  req.header.type = wire::FrameType::kSyncRequest;
+  req.header.volume = kVol;
+  req.header.copy_id = 2;
+  req.header.generation = 6;
+  req.header.sequence = s;
+  r.engine->on_frame(req);
+  (void)r.engine->take_actions();
+  auto sync_data = [&](uint64_t region, uint64_t stamp) {
+    wire::Frame f;
+    f.header.type = wire::FrameType::kSyncData;
+    f.header.volume = kVol;
+    f.header.copy_id = 2;
+    f.header.generation = 6;
+    f.header.sequence = stamp;
+    f.header.count = region;
+    f.header.lba = region * 8;
+    f.header.flags = wire::kFlagLast;
+    f.payload.assign(8 * kBs, uint8_t(0x5A));
+    return f;
+  };
+  r.engine->on_frame(sync_data(0, 2));  // the new master has region 0 @2: it never had 3
+  auto a = r.engine->take_actions();
+  EXPECT_TRUE(only<ReplicaSendFrame>(a).empty());
+  stores = only<ReplicaIssueStore>(a);
+  ASSERT_EQ(stores.size(), 1u);
+  EXPECT_EQ(stores[0].op.lba, 0u);
+  EXPECT_EQ(stores[0].op.blocks, 8u);
+  EXPECT_EQ(r.map.seq_of(0), 2u);
+  r.engine->on_store_done(stores[0].op.tag, {});
+  (void)r.engine->take_actions();
+  wire::Frame w = r.write(s + 1, 8, 6);  // region 1 @s+1, a write of this stream
+  r.engine->on_frame(w);
+  stores = only<ReplicaIssueStore>(r.engine->take_actions());
+  ASSERT_EQ(stores.size(), 1u);
+  r.engine->on_store_done(stores[0].op.tag, {});
+  (void)r.engine->take_actions();
+  r.engine->on_frame(sync_data(1, 2));
+  auto sends = only<ReplicaSendFrame>(r.engine->take_actions());
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kNack);
+  EXPECT_EQ(sends[0].header.status, uint32_t(wire::NackReason::kBadRequest));
+}
+
 // ---- Resync planning and OrderedIo ----
 
 TEST(Resync, PlanSendsOnlyRegionsThatDiffer) {

@@ -372,6 +372,54 @@ TEST_F(ReplicatedTest, LapsedLeaseFencesTheMaster) {
   EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
 }
 
+// Counts what it is handed; every request succeeds. Stands for the forwarder that replaces a
+// deposed master on its node.
+class CountingVolume : public core::BlockVolume {
+ public:
+  const std::string& uuid() const override { return uuid_; }
+  uint32_t block_size() const override { return kBlock; }
+  uint64_t block_count() const override { return kVolumeBytes / kBlock; }
+  core::VolumeState state() const override { return core::VolumeState::kDegraded; }
+  void read(uint64_t, std::span<std::byte>, Done done) override { ++reads, done({}); }
+  void write(uint64_t, std::span<const std::byte>, bool, Done done) override {
+    ++writes, done({});
+  }
+  void flush(Done done) override { done({}); }
+  void unmap(uint64_t, uint64_t, Done done) override { done({}); }
+  void compare_and_write(uint64_t, std::span<const std::byte>, std::span<const std::byte>, bool,
+                         Done done) override {
+    done({});
+  }
+  void lba_status(uint64_t, uint64_t, ExtentsDone done) override { done({}, {}); }
+  std::atomic<int> reads{0}, writes{0};
+
+ private:
+  std::string uuid_ = "counting";
+};
+
+// A deposed master closes; sessions that logged in while it was master keep their handle.
+// Until the node's forwarder is there they get NOT READY (an initiator retries), then it
+// serves them: their I/O reaches the new master instead of failing for good.
+TEST_F(ReplicatedTest, ClosedMasterHandsRequestsToItsSuccessor) {
+  open_master();
+  std::vector<std::byte> d(kBlock, std::byte{9});
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+  std::promise<void> closed;
+  master_->close([&closed] { closed.set_value(); });
+  ASSERT_EQ(closed.get_future().wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
+            core::IoStatus::kNotReady);
+  EXPECT_EQ(master_->state(), core::VolumeState::kOffline);
+  auto next = std::make_shared<CountingVolume>();
+  master_->set_successor(next);
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+  std::vector<std::byte> out(kBlock);
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->read(0, out, cb); }).ok());
+  EXPECT_EQ(next->writes.load(), 1);
+  EXPECT_EQ(next->reads.load(), 1);
+  EXPECT_EQ(master_->state(), core::VolumeState::kDegraded);
+}
+
 TEST_F(ReplicatedTest, HardModeTurnsReadOnlyAfterGraceAndNeedsALoginAfterResync) {
   auto& a = add_node("rep-a");
   auto ca = open_copy(a, 2, true);

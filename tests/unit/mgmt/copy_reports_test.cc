@@ -95,6 +95,7 @@ TEST_F(CopyReportsTest, OnlyTheMastersNodeIsHeard) {
   auto o = apply("id-b", {{"vol-1", 3, "out-of-sync", 1}});
   EXPECT_EQ(o.applied, 0);
   EXPECT_EQ(o.ignored, 1);
+  EXPECT_EQ(o.not_master, 1);  // the copy-state route answers 409: nothing was recorded
   EXPECT_EQ(copy(3).state, "in-sync");
   EXPECT_EQ(volume_state(), "healthy");
   EXPECT_TRUE(event_kinds().empty());
@@ -104,6 +105,7 @@ TEST_F(CopyReportsTest, UnknownVolumeCopyOrStateIsIgnored) {
   auto o = apply("id-a", {{"nope", 2, "in-sync"}, {"vol-1", 9, "in-sync"}, {"vol-1", 2, "weird"}});
   EXPECT_EQ(o.applied, 0);
   EXPECT_EQ(o.ignored, 3);
+  EXPECT_EQ(o.not_master, 0);
 }
 
 TEST_F(CopyReportsTest, OtherVolumeStatesBelongToTheDataPlane) {

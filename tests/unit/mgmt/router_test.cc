@@ -545,7 +545,7 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
   EXPECT_EQ(v["copies"][1]["state"], "out-of-sync");
   EXPECT_EQ(v["copies"][1]["behind_bytes"], 4096);
 
-  // The copy-state route: committed before 200; a node that is not the master is ignored.
+  // The copy-state route: committed before 200.
   json cs = {{"node", "n2"},
              {"copies", {{{"volume_id", vid}, {"number", replica_number}, {"state", "in-sync"},
                           {"applied_seq", 9}}}}};
@@ -556,6 +556,18 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
   EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", cs.dump(), "wrong").status, 401);
   EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", cs.dump(), kToken).status, 401)
       << "the admin token is not a node token";
+  // A node that is not the volume's master (a deposed one, say) is refused, so it never
+  // takes its out-of-sync report as recorded; nothing changes.
+  auto g4 = body(call("POST", "/api/v1/cluster/join",
+                      R"({"name":"n4","address":"127.0.0.4","api_url":"http://127.0.0.4:8080",
+                          "csr":"CSR-n4"})",
+                      "join-secret"));
+  json cs4 = cs;
+  cs4["node"] = "n4";
+  cs4["copies"][0]["state"] = "out-of-sync";
+  auto refused = call("POST", "/api/v1/cluster/copy-state", cs4.dump(), g4["node_token"]);
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/v"))["state"], "healthy");
   for (const char* bad :
        {"[]", "{}", R"({"node":"n2"})", R"({"node":"n2","copies":{}})", R"({"node":5,"copies":[]})",
         R"({"node":"n2","copies":[{"volume_id":"x","number":0,"state":"in-sync"}]})",
