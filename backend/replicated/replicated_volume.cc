@@ -113,6 +113,13 @@ struct ReplicatedVolume::Impl {
   uint64_t next_id = 1;
   std::map<uint64_t, Pending> pending;
   std::deque<std::pair<repl::Request, Pending>> held;  // while switching on
+  // While fenced (lease lapsed): requests and completions, oldest first (set_fenced).
+  struct Parked {
+    std::function<void(Done)> resume;
+    Done done;
+    Clock::time_point at;
+  };
+  std::deque<Parked> parked;
   int seq_fd = -1;
   uint64_t reserved = 0;  // every sequence ever used is <= this
   bool closed = false;
@@ -659,13 +666,44 @@ struct Strand {
   void complete(uint64_t id, core::IoResult r) {
     auto it = s.pending.find(id);
     if (it == s.pending.end()) return;
-    if (s.fenced.load()) r = not_ready();  // never acknowledge without a lease
     Impl::Pending p = std::move(it->second);
     s.pending.erase(it);
+    if (s.fenced.load()) {  // never acknowledge without a lease: wait for its renewal
+      auto start = p.start;
+      bool is_write = p.is_write;
+      Impl* sp = &s;
+      s.parked.push_back({[self = self, sp, start, is_write, r](ReplicatedVolume::Done d) {
+                            auto& o = sp->opt;
+                            if (is_write && o.observe_write) {
+                              o.observe_write(
+                                  std::chrono::duration<double>(Clock::now() - start).count());
+                            }
+                            d(r);
+                          },
+                          std::move(p.done), Clock::now()});
+      return;
+    }
     if (p.is_write && s.opt.observe_write) {
       s.opt.observe_write(std::chrono::duration<double>(Clock::now() - p.start).count());
     }
     p.done(r);
+  }
+
+  // Renewed: everything held goes on, in order. Still fenced: what waited longer than
+  // lease_hold is answered NOT READY.
+  void release_parked() {
+    auto now = Clock::now();
+    while (!s.parked.empty()) {
+      bool fenced = s.fenced.load();
+      if (fenced && now - s.parked.front().at < s.opt.lease_hold) break;
+      Impl::Parked p = std::move(s.parked.front());
+      s.parked.pop_front();
+      if (fenced) {
+        p.done(not_ready());
+      } else {
+        p.resume(std::move(p.done));
+      }
+    }
   }
 
   void submit(repl::Request req, Impl::Pending p) {
@@ -714,6 +752,7 @@ struct Strand {
 
   void tick() {
     if (s.closed) return;
+    if (!s.parked.empty()) release_parked();  // expires holds while the lease stays lapsed
     check_warm();
     if (s.mode == Mode::kSolo && !s.desired.empty()) apply();  // a failed switch retries
     if (s.engine) {
@@ -864,14 +903,31 @@ void ReplicatedVolume::note_login() {
 void ReplicatedVolume::set_fenced(bool fenced) {
   // Without replicas nobody else can be promoted: no reason to stop serving.
   if (impl_->solo.load()) fenced = false;
-  if (impl_->fenced.exchange(fenced) != fenced) {
+  bool was = impl_->fenced.exchange(fenced);
+  if (was != fenced) {
     if (fenced) {
-      spdlog::error("volume={} master lease lapsed: I/O answered NOT READY until renewed",
+      spdlog::error("volume={} master lease lapsed: I/O held until it is renewed",
                     impl_->opt.uuid);
     } else {
       spdlog::info("volume={} master lease renewed", impl_->opt.uuid);
     }
   }
+  if (was && !fenced) {
+    auto self = shared_from_this();
+    asio::post(impl_->strand, [self] { Strand{*self->impl_, self}.release_parked(); });
+  }
+}
+
+bool ReplicatedVolume::fenced() const { return impl_->fenced.load(); }
+
+void ReplicatedVolume::hold(std::function<void(Done)> retry, Done done) {
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self, retry = std::move(retry), done = std::move(done)]() mutable {
+    Impl& s = *self->impl_;
+    if (s.closed) return done(not_ready());
+    if (!s.fenced.load()) return retry(std::move(done));  // renewed meanwhile
+    s.parked.push_back({std::move(retry), std::move(done), Clock::now()});
+  });
 }
 
 void ReplicatedVolume::refresh_capacity() { impl_->local->refresh_capacity(); }
@@ -902,6 +958,9 @@ void ReplicatedVolume::close(std::function<void()> done) {
     auto held = std::move(s.held);
     s.held.clear();
     for (auto& [req, p] : held) p.done(not_ready());
+    auto parked = std::move(s.parked);  // deposed, or shutting down: not acknowledged
+    s.parked.clear();
+    for (auto& p : parked) p.done(not_ready());
     if (done) done();
   });
 }
@@ -948,7 +1007,11 @@ repl::Payload copy_payload(std::span<const std::byte> data) {
 }  // namespace
 
 void ReplicatedVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self, lba, out](Done d) { self->read(lba, out, std::move(d)); },
+                std::move(done));
+  }
   // Reads are served by the master's own copy: every acknowledged write is in it.
   impl_->local->read(lba, out, std::move(done));
 }
@@ -977,7 +1040,11 @@ std::optional<core::IoResult> refused_write(const std::atomic<core::VolumeState>
 void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua,
                              Done done) {
   if (impl_->closing.load()) return done(not_ready());
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self, lba, data, fua](Done d) { self->write(lba, data, fua, std::move(d)); },
+                std::move(done));
+  }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.write(lba, data, fua, std::move(d)); }, done)) {
@@ -995,8 +1062,11 @@ void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool
 }
 
 void ReplicatedVolume::flush(Done done) {
-  if (impl_->fenced.load()) return done(not_ready());
   if (impl_->closing.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self](Done d) { self->flush(std::move(d)); }, std::move(done));
+  }
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.flush(std::move(d)); }, done)) return;
   repl::Request r;
@@ -1006,7 +1076,11 @@ void ReplicatedVolume::flush(Done done) {
 
 void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
   if (impl_->closing.load()) return done(not_ready());
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self, lba, blocks](Done d) { self->unmap(lba, blocks, std::move(d)); },
+                std::move(done));
+  }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.unmap(lba, blocks, std::move(d)); }, done)) return;
@@ -1021,7 +1095,14 @@ void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte
                                          std::span<const std::byte> data, bool fua,
                                          Done done) {
   if (impl_->closing.load()) return done(not_ready());
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold(
+        [self, lba, compare, data, fua](Done d) {
+          self->compare_and_write(lba, compare, data, fua, std::move(d));
+        },
+        std::move(done));
+  }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct(

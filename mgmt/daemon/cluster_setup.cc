@@ -319,13 +319,6 @@ void NodeAgent::run() {
       }
       if (ok) {
         auto j = json::parse(r->body, nullptr, false);
-        if (j.is_object() && j.contains("node_timeout_ms") &&
-            j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
-          auto lease = std::chrono::milliseconds(j["node_timeout_ms"].get<int64_t>() * 2 / 3);
-          lease_until_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                    (sent_at + lease).time_since_epoch())
-                                    .count());
-        }
         if (j.is_object() && !j.value("admin_token_sha256", "").empty()) {
           admin_token_->set(j.value("admin_token_sha256", ""));
         }
@@ -334,6 +327,15 @@ void NodeAgent::run() {
         } else if (j.is_object() && !local_ && j.contains("revision") &&
                    j["revision"].is_number_integer()) {
           known_revision_ = j["revision"].get<int64_t>();  // no mirror: just stop the resends
+        }
+        // The lease last: the state this answer carried (it may depose one of our masters)
+        // is in the local catalogue before the volume host sees the renewal.
+        if (j.is_object() && j.contains("node_timeout_ms") &&
+            j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
+          auto lease = std::chrono::milliseconds(j["node_timeout_ms"].get<int64_t>() * 2 / 3);
+          lease_until_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    (sent_at + lease).time_since_epoch())
+                                    .count());
         }
       }
     }
