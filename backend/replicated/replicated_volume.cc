@@ -37,6 +37,12 @@ Overloaded(Ts...) -> Overloaded<Ts...>;
 
 constexpr uint64_t kSeqBlock = uint64_t{1} << 20;
 constexpr auto kWarmUp = std::chrono::seconds(3);
+// Region maps mark a region dirty before writing it and clean it only at a FLUSH that finds
+// it untouched since the previous one (region_map.h), so without flushes every region an
+// initiator wrote stays dirty and a copy that crashes is resynced all over. Once writes pause
+// for this long, the master sends two flushes of its own: every copy's map ends clean, and a
+// copy that crashes later gets a delta resync (like the page cache's periodic writeback).
+constexpr auto kIdleFlushAfter = std::chrono::seconds(1);
 constexpr uint32_t kLz4MissesBeforeSkip = 8;
 constexpr uint32_t kLz4Skip = 256;  // at most, for the first links to come up
 
@@ -128,6 +134,8 @@ struct ReplicatedVolume::Impl {
   repl::PolicyInput policy;
   std::optional<Clock::time_point> below_since;
   Clock::time_point resync_free_at{};  // the resync rate limit's next free moment
+  int idle_flushes_due = 0;            // flushes left before the maps are clean (tick())
+  Clock::time_point last_write_at{};
   uint32_t lz4_misses = 0;  // data frames in a row that lz4 did not shrink
   uint32_t lz4_skip = 0;    // data frames left to send without trying lz4
   // Right after the switch to replication, requests wait (bounded) for the links to come up,
@@ -723,6 +731,12 @@ struct Strand {
       case Mode::kSwitchingOff:
         break;
     }
+    if (req.kind == repl::OpKind::kFlush) {
+      s.idle_flushes_due = std::max(0, s.idle_flushes_due - 1);
+    } else {
+      s.idle_flushes_due = 2;
+      s.last_write_at = Clock::now();
+    }
     req.id = s.next_id++;
     s.pending.emplace(req.id, std::move(p));
     s.engine->submit(std::move(req));
@@ -754,6 +768,12 @@ struct Strand {
     if (s.closed) return;
     if (!s.parked.empty()) release_parked();  // expires holds while the lease stays lapsed
     check_warm();
+    if (s.idle_flushes_due > 0 && s.mode == Mode::kReplicated && !s.warming &&
+        !s.fenced.load() && Clock::now() - s.last_write_at >= kIdleFlushAfter) {
+      repl::Request f;
+      f.kind = repl::OpKind::kFlush;
+      submit(std::move(f), Impl::Pending{[](core::IoResult) {}, Clock::now(), false, nullptr});
+    }
     if (s.mode == Mode::kSolo && !s.desired.empty()) apply();  // a failed switch retries
     if (s.engine) {
       for (auto& [id, c] : s.copies) {

@@ -395,6 +395,29 @@ TEST_F(ReplicatedTest, LapsedLeaseHoldsIoUntilRenewedAndAnswersNotReadyAfterTheH
   EXPECT_EQ(back, d2);
 }
 
+// Regions a map marked dirty are cleaned only by flushes that find them untouched since the
+// previous one: an initiator that flushed once (or never) would leave them dirty, and a copy
+// that then crashed would be resynced in full. Once writes pause, the master flushes on its
+// own until every copy's map file is clean.
+TEST_F(ReplicatedTest, IdleMasterFlushesUntilTheCopiesMapsAreClean) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  write_load(200, 11);
+  auto dirty_entries = [&] {
+    std::string map = file_bytes((a.dir / (id_ + ".map")).string());
+    int dirty = 0;
+    for (size_t off = 4096; off + 8 <= map.size(); off += 8) {
+      dirty += (static_cast<uint8_t>(map[off + 7]) & 0x80) != 0;  // bit 63, little-endian
+    }
+    return map.size() > 4096 ? dirty : -1;
+  };
+  EXPECT_TRUE(eventually([&] { return dirty_entries() == 0; })) << dirty_entries();
+  expect_identical(a);
+}
+
 TEST_F(ReplicatedTest, HardModeTurnsReadOnlyAfterGraceAndNeedsALoginAfterResync) {
   auto& a = add_node("rep-a");
   auto ca = open_copy(a, 2, true);
