@@ -222,7 +222,8 @@ ClusterService::ClusterService(db::Catalogue& cat, CertificateAuthority* ca,
     : cat_(cat),
       ca_(ca),
       controller_name_(std::move(controller_name)),
-      node_timeout_(node_timeout) {}
+      node_timeout_(node_timeout),
+      started_ms_(db::now_ms()) {}
 
 core::Result<JoinGrant, ApiError> ClusterService::join(const JoinRequest& req,
                                                        const std::string& bearer) {
@@ -555,11 +556,15 @@ int ClusterService::check_liveness(int64_t now_ms) {
     if (!nodes) return core::fail(nodes.error());
     for (const auto& n : *nodes) {
       if (n.name == controller_name_ || n.state != "online") continue;
-      if (now_ms - n.last_heartbeat_ms <= node_timeout_.count()) continue;
+      // A controller that just started (restart, or a new one) heard nobody yet: every node
+      // gets a full timeout from then to heartbeat before it is declared lost (and its
+      // volumes promoted away), however old its last recorded heartbeat is.
+      int64_t last = std::max(n.last_heartbeat_ms, started_ms_);
+      if (now_ms - last <= node_timeout_.count()) continue;
       if (auto s = tx.set_node_state(n.id, "offline"); !s) return s;
       auto e = tx.append_event({0, 0, "", n.name, "node-offline",
                                 "no heartbeat from " + n.name + " for " +
-                                    std::to_string(now_ms - n.last_heartbeat_ms) + " ms"});
+                                    std::to_string(now_ms - last) + " ms"});
       if (!e) return core::fail(e.error());
       spdlog::warn("cluster: node {} missed heartbeats; marked offline", n.name);
       ++changed;
