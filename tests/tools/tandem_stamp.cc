@@ -403,6 +403,13 @@ int Verify(const Options& o) {
       iscsi_destroy_context(ctx);
       return 3;
     }
+    if (t->datain.size < static_cast<int>(n * bs)) {
+      std::fprintf(stderr, "tandem-stamp: READ16 at lba %llu returned %d of %u bytes\n",
+                   static_cast<unsigned long long>(lba), t->datain.size, n * bs);
+      scsi_free_scsi_task(t);
+      iscsi_destroy_context(ctx);
+      return 3;
+    }
     for (uint32_t i = 0; i < n; ++i) {
       auto block = std::span(reinterpret_cast<const std::byte*>(t->datain.data) + i * bs, bs);
       std::string bad = ledger.Check(lba + i, block);
