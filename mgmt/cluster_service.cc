@@ -556,7 +556,7 @@ int ClusterService::check_liveness(int64_t now_ms) {
       if (auto s = tx.set_node_state(n.id, "offline"); !s) return s;
       auto e = tx.append_event({0, 0, "", n.name, "node-offline",
                                 "no heartbeat from " + n.name + " for " +
-                                    std::to_string(now_ms - n.last_heartbeat_ms) + " ms"});
+                                    std::to_string(now_ms - last) + " ms"});
       if (!e) return core::fail(e.error());
       spdlog::warn("cluster: node {} missed heartbeats; marked offline", n.name);
       ++changed;

@@ -136,7 +136,9 @@ class ClusterService {
   // data plane can reconcile at once. Set before serving.
   void set_changed_hook(std::function<void()> f) { changed_ = std::move(f); }
   // Marks nodes whose last heartbeat is older than the timeout offline (with an event);
-  // the controller's own node is kept alive by its own loop. Returns how many changed.
+  // the controller's own node is kept alive by its own loop. Heartbeats count from this
+  // service's construction at the earliest (a restarted controller waits a full timeout).
+  // Returns how many changed.
   int check_liveness(int64_t now_ms);
 
  private:

@@ -170,6 +170,11 @@ void VolumeHost::run() {
     lock.unlock();
     if (opt_.lease_valid) {
       bool ok = opt_.lease_valid();
+      // Renewed after a lapse: the cluster state that came with the renewal (applied before
+      // it, NodeAgent::run) may depose a master. Reconcile first, so a deposed master is
+      // closed (its held I/O answered NOT READY) before the others release theirs.
+      if (ok && lease_lapsed_ && !reconcile()) ok = false;  // busy: try again next step
+      lease_lapsed_ = !ok;
       std::lock_guard l(mu_);
       for (auto& [id, m] : masters_) m.volume->set_fenced(!ok || m.superseded);
     }
@@ -183,16 +188,17 @@ void VolumeHost::run() {
   }
 }
 
-void VolumeHost::reconcile() {
-  if (stopped_.load()) return;
+bool VolumeHost::reconcile() {
+  if (stopped_.load()) return false;
   std::unique_lock serial(reconcile_mu_, std::defer_lock);
   if (!serial.try_lock_for(std::chrono::seconds(2))) {
     kick();
-    return;
+    return false;
   }
-  if (stopped_.load()) return;
+  if (stopped_.load()) return false;
   std::lock_guard lock(mu_);
   reconcile_locked();
+  return true;
 }
 
 bool VolumeHost::ensure_image(const db::VolumeRow& v, bool& fresh) {
@@ -500,6 +506,9 @@ void VolumeHost::close_master(const std::string& id, bool delete_files_too,
     vol->close({});
     delete_files(id);
     if (done) done();
+  } else if (vol->fenced()) {
+    // Deposed while its lease was lapsed: a flush would only be held until the hold expires.
+    vol->close(done);
   } else {
     vol->flush([vol, done = std::move(done)](core::IoResult) { vol->close(done); });
   }

@@ -84,8 +84,8 @@ class VolumeHost {
   // Reconciles now on the caller's thread (start-up, and the controller's API so a volume is
   // served as soon as its create answers). Never waits for I/O: closing a copy is
   // asynchronous, so network threads may call it. Skipped (kick() instead) when another
-  // reconcile holds on for longer than a moment.
-  void reconcile();
+  // reconcile holds on for longer than a moment (then false).
+  bool reconcile();
 
   // The FrameHandler for the node's tcp/5703 listener.
   std::shared_ptr<backend::replicated::ReplicaHost> frame_handler() const { return replicas_; }
@@ -159,6 +159,7 @@ class VolumeHost {
   std::condition_variable work_cv_;
   bool kicked_ = false;
   bool stopping_ = false;
+  bool lease_lapsed_ = false;  // run() thread only
   std::thread worker_;
   // Urgent out-of-sync reports waiting for the controller.
   struct Urgent {

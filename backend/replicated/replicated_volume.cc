@@ -37,6 +37,12 @@ Overloaded(Ts...) -> Overloaded<Ts...>;
 
 constexpr uint64_t kSeqBlock = uint64_t{1} << 20;
 constexpr auto kWarmUp = std::chrono::seconds(3);
+// Region maps mark a region dirty before writing it and clean it only at a FLUSH that finds
+// it untouched since the previous one (region_map.h), so without flushes every region an
+// initiator wrote stays dirty and a copy that crashes is resynced all over. Once writes pause
+// for this long, the master sends two flushes of its own: every copy's map ends clean, and a
+// copy that crashes later gets a delta resync (like the page cache's periodic writeback).
+constexpr auto kIdleFlushAfter = std::chrono::seconds(1);
 constexpr uint32_t kLz4MissesBeforeSkip = 8;
 constexpr uint32_t kLz4Skip = 256;  // at most, for the first links to come up
 
@@ -113,6 +119,13 @@ struct ReplicatedVolume::Impl {
   uint64_t next_id = 1;
   std::map<uint64_t, Pending> pending;
   std::deque<std::pair<repl::Request, Pending>> held;  // while switching on
+  // While fenced (lease lapsed): requests and completions, oldest first (set_fenced).
+  struct Parked {
+    std::function<void(Done)> resume;
+    Done done;
+    Clock::time_point at;
+  };
+  std::deque<Parked> parked;
   int seq_fd = -1;
   uint64_t reserved = 0;  // every sequence ever used is <= this
   bool closed = false;
@@ -121,6 +134,8 @@ struct ReplicatedVolume::Impl {
   repl::PolicyInput policy;
   std::optional<Clock::time_point> below_since;
   Clock::time_point resync_free_at{};  // the resync rate limit's next free moment
+  int idle_flushes_due = 0;            // flushes left before the maps are clean (tick())
+  Clock::time_point last_write_at{};
   uint32_t lz4_misses = 0;  // data frames in a row that lz4 did not shrink
   uint32_t lz4_skip = 0;    // data frames left to send without trying lz4
   // Right after the switch to replication, requests wait (bounded) for the links to come up,
@@ -665,13 +680,44 @@ struct Strand {
   void complete(uint64_t id, core::IoResult r) {
     auto it = s.pending.find(id);
     if (it == s.pending.end()) return;
-    if (s.fenced.load()) r = not_ready();  // never acknowledge without a lease
     Impl::Pending p = std::move(it->second);
     s.pending.erase(it);
+    if (s.fenced.load()) {  // never acknowledge without a lease: wait for its renewal
+      auto start = p.start;
+      bool is_write = p.is_write;
+      Impl* sp = &s;
+      s.parked.push_back({[self = self, sp, start, is_write, r](ReplicatedVolume::Done d) {
+                            auto& o = sp->opt;
+                            if (is_write && o.observe_write) {
+                              o.observe_write(
+                                  std::chrono::duration<double>(Clock::now() - start).count());
+                            }
+                            d(r);
+                          },
+                          std::move(p.done), Clock::now()});
+      return;
+    }
     if (p.is_write && s.opt.observe_write) {
       s.opt.observe_write(std::chrono::duration<double>(Clock::now() - p.start).count());
     }
     p.done(r);
+  }
+
+  // Renewed: everything held goes on, in order. Still fenced: what waited longer than
+  // lease_hold is answered NOT READY.
+  void release_parked() {
+    auto now = Clock::now();
+    while (!s.parked.empty()) {
+      bool fenced = s.fenced.load();
+      if (fenced && now - s.parked.front().at < s.opt.lease_hold) break;
+      Impl::Parked p = std::move(s.parked.front());
+      s.parked.pop_front();
+      if (fenced) {
+        p.done(not_ready());
+      } else {
+        p.resume(std::move(p.done));
+      }
+    }
   }
 
   void submit(repl::Request req, Impl::Pending p) {
@@ -690,6 +736,12 @@ struct Strand {
       case Mode::kReplicated:
       case Mode::kSwitchingOff:
         break;
+    }
+    if (req.kind == repl::OpKind::kFlush) {
+      s.idle_flushes_due = std::max(0, s.idle_flushes_due - 1);
+    } else {
+      s.idle_flushes_due = 2;
+      s.last_write_at = Clock::now();
     }
     req.id = s.next_id++;
     s.pending.emplace(req.id, std::move(p));
@@ -720,7 +772,14 @@ struct Strand {
 
   void tick() {
     if (s.closed) return;
+    if (!s.parked.empty()) release_parked();  // expires holds while the lease stays lapsed
     check_warm();
+    if (s.idle_flushes_due > 0 && s.mode == Mode::kReplicated && !s.warming &&
+        !s.fenced.load() && Clock::now() - s.last_write_at >= kIdleFlushAfter) {
+      repl::Request f;
+      f.kind = repl::OpKind::kFlush;
+      submit(std::move(f), Impl::Pending{[](core::IoResult) {}, Clock::now(), false, nullptr});
+    }
     if (s.mode == Mode::kSolo && !s.desired.empty()) apply();  // a failed switch retries
     if (s.engine) {
       for (auto& [id, c] : s.copies) {
@@ -870,14 +929,31 @@ void ReplicatedVolume::note_login() {
 void ReplicatedVolume::set_fenced(bool fenced) {
   // Without replicas nobody else can be promoted: no reason to stop serving.
   if (impl_->solo.load()) fenced = false;
-  if (impl_->fenced.exchange(fenced) != fenced) {
+  bool was = impl_->fenced.exchange(fenced);
+  if (was != fenced) {
     if (fenced) {
-      spdlog::error("volume={} master lease lapsed: I/O answered NOT READY until renewed",
+      spdlog::error("volume={} master lease lapsed: I/O held until it is renewed",
                     impl_->opt.uuid);
     } else {
       spdlog::info("volume={} master lease renewed", impl_->opt.uuid);
     }
   }
+  if (was && !fenced) {
+    auto self = shared_from_this();
+    asio::post(impl_->strand, [self] { Strand{*self->impl_, self}.release_parked(); });
+  }
+}
+
+bool ReplicatedVolume::fenced() const { return impl_->fenced.load(); }
+
+void ReplicatedVolume::hold(std::function<void(Done)> retry, Done done) {
+  auto self = shared_from_this();
+  asio::post(impl_->strand, [self, retry = std::move(retry), done = std::move(done)]() mutable {
+    Impl& s = *self->impl_;
+    if (s.closed) return done(not_ready());
+    if (!s.fenced.load()) return retry(std::move(done));  // renewed meanwhile
+    s.parked.push_back({std::move(retry), std::move(done), Clock::now()});
+  });
 }
 
 void ReplicatedVolume::refresh_capacity() { impl_->local->refresh_capacity(); }
@@ -908,6 +984,9 @@ void ReplicatedVolume::close(std::function<void()> done) {
     auto held = std::move(s.held);
     s.held.clear();
     for (auto& [req, p] : held) p.done(not_ready());
+    auto parked = std::move(s.parked);  // deposed, or shutting down: not acknowledged
+    s.parked.clear();
+    for (auto& p : parked) p.done(not_ready());
     if (done) done();
   });
 }
@@ -966,7 +1045,11 @@ std::shared_ptr<core::BlockVolume> ReplicatedVolume::successor() const {
 
 void ReplicatedVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
   if (auto next = successor()) return next->read(lba, out, std::move(done));
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self, lba, out](Done d) { self->read(lba, out, std::move(d)); },
+                std::move(done));
+  }
   // Reads are served by the master's own copy: every acknowledged write is in it.
   impl_->local->read(lba, out, std::move(done));
 }
@@ -997,7 +1080,11 @@ void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool
                              Done done) {
   if (auto next = successor()) return next->write(lba, data, fua, std::move(done));
   if (impl_->closing.load()) return done(not_ready());
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self, lba, data, fua](Done d) { self->write(lba, data, fua, std::move(d)); },
+                std::move(done));
+  }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.write(lba, data, fua, std::move(d)); }, done)) {
@@ -1016,8 +1103,11 @@ void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool
 
 void ReplicatedVolume::flush(Done done) {
   if (auto next = successor()) return next->flush(std::move(done));
-  if (impl_->fenced.load()) return done(not_ready());
   if (impl_->closing.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self](Done d) { self->flush(std::move(d)); }, std::move(done));
+  }
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.flush(std::move(d)); }, done)) return;
   repl::Request r;
@@ -1028,7 +1118,11 @@ void ReplicatedVolume::flush(Done done) {
 void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
   if (auto next = successor()) return next->unmap(lba, blocks, std::move(done));
   if (impl_->closing.load()) return done(not_ready());
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold([self, lba, blocks](Done d) { self->unmap(lba, blocks, std::move(d)); },
+                std::move(done));
+  }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct([&](Done d) { local.unmap(lba, blocks, std::move(d)); }, done)) return;
@@ -1046,7 +1140,14 @@ void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte
     return next->compare_and_write(lba, compare, data, fua, std::move(done));
   }
   if (impl_->closing.load()) return done(not_ready());
-  if (impl_->fenced.load()) return done(not_ready());
+  if (impl_->fenced.load()) {
+    auto self = shared_from_this();
+    return hold(
+        [self, lba, compare, data, fua](Done d) {
+          self->compare_and_write(lba, compare, data, fua, std::move(d));
+        },
+        std::move(done));
+  }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
   if (try_direct(

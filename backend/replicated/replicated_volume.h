@@ -101,6 +101,9 @@ class ReplicatedVolume : public core::BlockVolume,
     // Resync reads (what a syncing replica is sent) at most this many bytes per second, so
     // a resync leaves room for application I/O; 0: unlimited.
     uint64_t resync_bytes_per_second = 0;
+    // While the lease is lapsed, requests wait this long for a renewal before they are
+    // answered NOT READY (under an initiator's usual 30 s command timeout).
+    std::chrono::milliseconds lease_hold{20'000};
   };
 
   static core::Result<std::shared_ptr<ReplicatedVolume>, std::string> open(
@@ -119,14 +122,18 @@ class ReplicatedVolume : public core::BlockVolume,
   // An initiator logged in to the volume (releases hard mode's read-only latch once the
   // replicas are back).
   void note_login();
-  // The master lease lapsed (true) or was renewed (false): while fenced, every request is
-  // answered NOT READY (an initiator retries) and nothing is acknowledged, since another
-  // node may be promoted in the meantime.
+  // The master lease lapsed (true) or was renewed (false). While fenced nothing is
+  // acknowledged, since another node may be promoted in the meantime: new requests and
+  // completions are held, in order, and go on when the lease is renewed (a controller
+  // restart is a delay, not an error); after Options::lease_hold, or at close() (deposed),
+  // they are answered NOT READY. The caller renews only once the cluster state that came
+  // with the renewal is applied, so a deposed master is closed before anything is released.
   void set_fenced(bool fenced);
   // Once closed, requests go to `next` (a deposed master's node forwards to the new master:
   // sessions that logged in while it was master keep working); until then, or without one,
   // they are answered NOT READY.
   void set_successor(std::shared_ptr<core::BlockVolume> next);
+  bool fenced() const;
   // The image file grew (volumes without replicas: the engine is sized at start).
   void refresh_capacity();
   // The volume's tandem/compression label changed.
@@ -159,6 +166,8 @@ class ReplicatedVolume : public core::BlockVolume,
   // Solo path: true if `op` was handed `done` (wrapped) and runs on the local store.
   bool try_direct(const std::function<void(Done)>& op, Done& done);
   std::shared_ptr<core::BlockVolume> successor() const;  // set and closed: who serves now
+  // Parks a request that arrived while fenced (set_fenced); `retry` re-issues it.
+  void hold(std::function<void(Done)> retry, Done done);
   void direct_done();
   std::unique_ptr<Impl> impl_;
 };

@@ -335,6 +335,8 @@ void NodeAgent::run() {
                    j["revision"].is_number_integer()) {
           known_revision_ = j["revision"].get<int64_t>();  // no mirror: just stop the resends
         }
+        // The lease last: the state this answer carried (it may depose one of our masters)
+        // is in the local catalogue before the volume host sees the renewal.
         if (state_ok && j.is_object() && j.contains("node_timeout_ms") &&
             j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
           auto sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -8,7 +8,6 @@ Prints "N passed, N failed".
 usage: replication_test.py --tandemd PATH --tandemctl PATH
 """
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -19,89 +18,9 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from tandem_node import Node, finish, loopback_addresses  # noqa: E402
-
-IQN = "iqn.2026-11.dev.tandem:"
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class Cluster:
-    def __init__(self, args, work):
-        addrs = loopback_addresses(252, 3)
-        self.work = work
-        self.n1 = Node(args.tandemd, args.tandemctl, work, addrs[0], "n1",
-                       ["--heartbeat-ms", "200", "--node-timeout-ms", "2000"])
-        self.nodes = [self.n1]
-        self.args = args
-        self.addrs = addrs
-
-    def start(self):
-        if not self.n1.start():
-            return False
-        token = open(os.path.join(self.n1.data, "join.token")).read().strip()
-        for i, name in ((1, "n2"), (2, "n3")):
-            n = Node(self.args.tandemd, self.args.tandemctl, self.work, self.addrs[i], name,
-                     ["--join", self.n1.url, "--join-token", token, "--heartbeat-ms", "200"],
-                     controller=self.n1)
-            if not n.start():
-                return False
-            self.nodes.append(n)
-        return wait_for(lambda: len(online_nodes(self.n1)) == 3, 20)
-
-    def stop(self):
-        for n in reversed(self.nodes):
-            n.stop()
-
-    def node(self, name):
-        return next(n for n in self.nodes if n.name == name)
-
-
-def online_nodes(node):
-    p = node.ctl("--json", "node", "list", check=False)
-    if p.returncode != 0:
-        return []
-    nodes = json.loads(p.stdout)
-    if isinstance(nodes, dict):
-        nodes = nodes.get("nodes", [])
-    return [n for n in nodes if n.get("state") == "online"]
-
-
-def volume(node, name):
-    p = node.ctl("--json", "volume", "get", name, check=False)
-    return json.loads(p.stdout) if p.returncode == 0 else None
-
-
-def copies_in_sync(node, name, count):
-    v = volume(node, name)
-    if not v:
-        return False
-    copies = v.get("copies", [])
-    return len(copies) == count and all(c.get("state") == "in-sync" for c in copies)
-
-
-def wait_for(pred, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)  # polling an observable condition with a deadline
-    return pred()
-
-
-def image_paths(cluster, v):
-    """Every copy's image file: (node name, path)."""
-    out = []
-    for c in v["copies"]:
-        n = cluster.node(c["node"])
-        out.append((c["node"], os.path.join(n.data, "volumes", v["id"] + ".img")))
-    return out
+from tandem_node import finish  # noqa: E402
+from tandem_cluster import (IQN, Cluster, copies_in_sync, image_paths, sha256,  # noqa: E402
+                            volume, wait_for)
 
 
 def main():

@@ -150,7 +150,8 @@ class ReplicatedTest : public ::testing::Test {
     return *c;
   }
 
-  void open_master(uint64_t resync_bytes_per_second = 0) {
+  void open_master(uint64_t resync_bytes_per_second = 0,
+                   std::chrono::milliseconds lease_hold = 20s) {
     auto vol = FileVolume::open(master_store_->path_of(id_), id_, kBlock, pool_);
     ASSERT_TRUE(vol);
     ReplicatedVolume::Options o;
@@ -161,6 +162,7 @@ class ReplicatedTest : public ::testing::Test {
     o.hello = wire::Hello{"id-master", "127.0.0.1"};
     o.link_metrics = metrics_;
     o.resync_bytes_per_second = resync_bytes_per_second;
+    o.lease_hold = lease_hold;
     o.on_out_of_sync = [this](uint32_t copy, const std::string&) {
       out_of_sync_reports_.fetch_add(1);
       // The control plane records it (here: at once) and confirms off the strand.
@@ -354,22 +356,69 @@ TEST_F(ReplicatedTest, UnknownCopyIsRefusedAndReported) {
   EXPECT_EQ(master_->state(), core::VolumeState::kDegraded);
 }
 
-TEST_F(ReplicatedTest, LapsedLeaseFencesTheMaster) {
+// A lapsed lease (the controller unreachable, e.g. restarting) holds I/O rather than failing
+// it: nothing is acknowledged while fenced, everything held goes on once the lease is renewed,
+// and what waits longer than the hold is answered NOT READY (which an initiator retries).
+TEST_F(ReplicatedTest, LapsedLeaseHoldsIoUntilRenewedAndAnswersNotReadyAfterTheHold) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master(0, 600ms);
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  std::vector<std::byte> d(kBlock, std::byte{3});
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+
+  master_->set_fenced(true);
+  auto w = std::make_shared<std::promise<core::IoResult>>();
+  auto r = std::make_shared<std::promise<core::IoResult>>();
+  auto wf = w->get_future();
+  auto rf = r->get_future();
+  std::vector<std::byte> d2(kBlock, std::byte{9});
+  std::vector<std::byte> out(kBlock);
+  master_->write(1, d2, false, [w](core::IoResult x) { w->set_value(x); });
+  master_->read(0, out, [r](core::IoResult x) { r->set_value(x); });
+  EXPECT_EQ(wf.wait_for(300ms), std::future_status::timeout) << "acknowledged while fenced";
+  EXPECT_EQ(rf.wait_for(0ms), std::future_status::timeout) << "read answered while fenced";
+  master_->set_fenced(false);
+  ASSERT_EQ(wf.wait_for(15s), std::future_status::ready);
+  ASSERT_EQ(rf.wait_for(15s), std::future_status::ready);
+  EXPECT_TRUE(wf.get().ok());
+  EXPECT_TRUE(rf.get().ok());
+  EXPECT_EQ(out, d);
+
+  master_->set_fenced(true);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_io([&](auto cb) { master_->write(2, d, false, cb); }).status,
+            core::IoStatus::kNotReady);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 600ms) << "answered before the hold ran out";
+  master_->set_fenced(false);
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(2, d, false, cb); }).ok());
+  std::vector<std::byte> back(kBlock);
+  EXPECT_TRUE(wait_io([&](auto cb) { master_->read(1, back, cb); }).ok());
+  EXPECT_EQ(back, d2);
+}
+
+// Regions a map marked dirty are cleaned only by flushes that find them untouched since the
+// previous one: an initiator that flushed once (or never) would leave them dirty, and a copy
+// that then crashed would be resynced in full. Once writes pause, the master flushes on its
+// own until every copy's map file is clean.
+TEST_F(ReplicatedTest, IdleMasterFlushesUntilTheCopiesMapsAreClean) {
   auto& a = add_node("rep-a");
   auto ca = open_copy(a, 2, true);
   open_master();
   master_->set_peers({peer(a, 2, true)});
   ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
-  std::vector<std::byte> d(kBlock, std::byte{3});
-  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
-  master_->set_fenced(true);
-  EXPECT_EQ(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).status,
-            core::IoStatus::kNotReady);
-  std::vector<std::byte> out(kBlock);
-  EXPECT_EQ(wait_io([&](auto cb) { master_->read(0, out, cb); }).status,
-            core::IoStatus::kNotReady);
-  master_->set_fenced(false);
-  EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
+  write_load(200, 11);
+  auto dirty_entries = [&] {
+    std::string map = file_bytes((a.dir / (id_ + ".map")).string());
+    int dirty = 0;
+    for (size_t off = 4096; off + 8 <= map.size(); off += 8) {
+      dirty += (static_cast<uint8_t>(map[off + 7]) & 0x80) != 0;  // bit 63, little-endian
+    }
+    return map.size() > 4096 ? dirty : -1;
+  };
+  EXPECT_TRUE(eventually([&] { return dirty_entries() == 0; })) << dirty_entries();
+  expect_identical(a);
 }
 
 // Counts what it is handed; every request succeeds. Stands for the forwarder that replaces a

@@ -496,6 +496,25 @@ TEST_F(RouterTest, NodesJoinWithTheJoinTokenAndHeartbeatWithTheirOwn) {
   EXPECT_EQ(ev.find(token2), std::string::npos) << "a token leaked into the event log";
 }
 
+// A controller that (re)starts after its nodes went unheard for longer than the timeout
+// gives each a full timeout from its start before declaring it lost: a controller restart
+// must not promote away from masters that are alive and merely could not heartbeat.
+TEST_F(RouterTest, RestartedControllerWaitsAFullTimeoutBeforeDeclaringNodesLost) {
+  ASSERT_TRUE(cat_->transact<void>([](db::Tx& tx) -> db::DbResult<void> {
+                    db::NodeRow n;
+                    n.id = "node-2-id";
+                    n.name = "n2";
+                    n.address = "127.0.0.2";
+                    n.api_url = "http://127.0.0.2:8080";
+                    n.last_heartbeat_ms = db::now_ms() - 60000;  // before the restart
+                    return tx.upsert_node(n);
+                  }).ok());
+  int64_t started = db::now_ms();
+  ClusterService cluster(*cat_, nullptr, "n1", std::chrono::milliseconds(5000));
+  EXPECT_EQ(cluster.check_liveness(started + 4000), 0) << "within a timeout of the start";
+  EXPECT_EQ(cluster.check_liveness(db::now_ms() + 5100), 1) << "a full timeout unheard";
+}
+
 // A master node's copy reports through the heartbeat and the copy-state route; the answer
 // carries the cluster state when the node's revision is stale.
 TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
