@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 
@@ -18,6 +19,9 @@ namespace tandem::bench {
 namespace {
 
 std::atomic<bool> g_stop{false};
+
+// --timeline keeps at most this many completions in memory (32 bytes each).
+constexpr size_t kMaxTimeline = size_t{4} << 20;
 
 // Poll at least this often: libiscsi's command timeouts only advance inside iscsi_service().
 constexpr int kMaxPollMs = 100;
@@ -194,6 +198,13 @@ void IscsiRunner::complete(Slot& slot, int status, scsi_task* task) {
   }
   gen_->complete(op, ok);
 
+  if (record_ && !options_.timeline_path.empty()) {
+    if (timeline_.size() < kMaxTimeline) {
+      timeline_.push_back({slot.start, now, op.is_write, ok});
+    } else {
+      timeline_dropped_ = true;
+    }
+  }
   if (ok && record_ && slot.start >= measure_start_ && now <= measure_end_) {
     DirectionStats& d = op.is_write ? stats_->write : stats_->read;
     ++d.ops;
@@ -315,6 +326,25 @@ std::optional<RunError> IscsiRunner::run(RunStats* stats) {
                                     : measure_end_;
   stats->seconds = std::max(0.0, std::chrono::duration<double>(end - measure_start_).count());
   return err;
+}
+
+std::optional<std::string> IscsiRunner::write_timeline() const {
+  if (options_.timeline_path.empty()) return std::nullopt;
+  std::FILE* f = std::fopen(options_.timeline_path.c_str(), "w");
+  if (f == nullptr) return "--timeline " + options_.timeline_path + ": " + std::strerror(errno);
+  // steady_clock is CLOCK_MONOTONIC on Linux, so these seconds compare with other processes'
+  // monotonic clocks (a script that records when it killed a server, for instance).
+  auto secs = [](Clock::time_point t) {
+    return std::chrono::duration<double>(t.time_since_epoch()).count();
+  };
+  std::fprintf(f, "# CLOCK_MONOTONIC seconds: issued completed r|w ok|fail%s\n",
+               timeline_dropped_ ? " (truncated)" : "");
+  for (const TimelineEntry& e : timeline_) {
+    std::fprintf(f, "%.6f %.6f %c %s\n", secs(e.issued), secs(e.completed), e.is_write ? 'w' : 'r',
+                 e.ok ? "ok" : "fail");
+  }
+  if (std::fclose(f) != 0) return "--timeline " + options_.timeline_path + ": write failed";
+  return std::nullopt;
 }
 
 }  // namespace tandem::bench

@@ -32,6 +32,9 @@ class IscsiRunner {
   // Prefill (if asked), warm-up, then the measured window. Call after connect() and after
   // CheckAgainstLun() accepted the options.
   [[nodiscard]] std::optional<RunError> run(RunStats* stats);
+  // Writes the --timeline file (if asked): one line per command completed in run(), in
+  // completion order. Returns an error message or nullopt.
+  [[nodiscard]] std::optional<std::string> write_timeline() const;
   // Ends the run early (e.g. from a SIGINT handler's flag): stop issuing, drain, report.
   static void request_stop();
 
@@ -65,6 +68,15 @@ class IscsiRunner {
   Clock::time_point measure_start_;
   Clock::time_point measure_end_;
   Clock::time_point last_completion_;
+  // --timeline: every completion of run() (not the prefill), bounded by kMaxTimeline.
+  struct TimelineEntry {
+    Clock::time_point issued;
+    Clock::time_point completed;
+    bool is_write;
+    bool ok;
+  };
+  std::vector<TimelineEntry> timeline_;
+  bool timeline_dropped_ = false;
   OpGenerator* gen_ = nullptr;
   RunStats* stats_ = nullptr;
   std::optional<RunError> error_;

@@ -83,6 +83,8 @@ ParseOutcome ParseOptions(const std::vector<std::string>& args) {
       ->capture_default_str();
   app.add_option("--timeout", o.timeout_seconds, "seconds before a command counts as failed")
       ->capture_default_str();
+  app.add_option("--timeline", o.timeline_path,
+                 "write each completed command (monotonic issue/complete seconds) to this file");
 
   std::vector<std::string> rest(args.size() > 1 ? args.begin() + 1 : args.end(), args.end());
   std::reverse(rest.begin(), rest.end());  // CLI11 takes the vector reversed

@@ -33,6 +33,9 @@ struct Options {
   std::string initiator_name = "iqn.2026-11.dev.tandem:bench";
   uint64_t seed = 1;
   int timeout_seconds = 30;  // per command, then the run fails
+  // Where to write one line per command completed after the prefill (issue and completion
+  // time on CLOCK_MONOTONIC, the clock of Python's time.monotonic()); empty: none.
+  std::string timeline_path;
 };
 
 // "4096", "4k", "4K", "4KiB", "1m", "1MiB", "2g", "1TiB" (binary), "1KB"/"1MB"/"1GB" (decimal).

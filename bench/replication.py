@@ -48,6 +48,9 @@ LZ4_VARIANTS = [  # (variant name, volume, pattern)
     ("lz4-on/compressible:2", "con", "compressible:2"),
 ]
 RESYNC_PERCENT = [1, 10, 100]
+# What run() measures (compare --repl-sections): the first three on one 3-node cluster,
+# failover and memory (bench/failover.py) each on a cluster of their own.
+SECTIONS = ("cost", "lz4", "resync", "failover", "memory")
 
 
 class ClusterError(Exception):
@@ -76,13 +79,16 @@ class Cluster:
     """NODES tandemd processes; start() brings them up, stop() stops every one it started
     (SIGTERM, then SIGKILL after 20 s)."""
 
-    def __init__(self, workdir, addrs, bin_dir, heartbeat_ms=200):
+    def __init__(self, workdir, addrs, bin_dir, heartbeat_ms=200, node_timeout_ms=None,
+                 prefix="cluster"):
+        """heartbeat_ms / node_timeout_ms None: tandemd's defaults. prefix names the data
+        directories and logs in workdir, so several clusters can run one after another."""
         self.workdir, self.bin_dir = workdir, bin_dir
         self.tandemd = os.path.join(bin_dir, "tandemd")
         self.tandemctl = os.path.join(bin_dir, "tandemctl")
-        self.heartbeat_ms = heartbeat_ms
-        self.nodes = [Node(f"n{i + 1}", a, os.path.join(workdir, f"cluster-n{i + 1}"),
-                           os.path.join(workdir, f"cluster-n{i + 1}.log"))
+        self.heartbeat_ms, self.node_timeout_ms = heartbeat_ms, node_timeout_ms
+        self.nodes = [Node(f"n{i + 1}", a, os.path.join(workdir, f"{prefix}-n{i + 1}"),
+                           os.path.join(workdir, f"{prefix}-n{i + 1}.log"))
                       for i, a in enumerate(addrs)]
 
     @property
@@ -103,7 +109,11 @@ class Cluster:
         for i, n in enumerate(self.nodes):
             os.makedirs(n.datadir, exist_ok=True)
             n.cmd = [self.tandemd, "--node-name", n.name, "--bind", n.addr, "--data-dir",
-                     n.datadir, "--heartbeat-ms", str(self.heartbeat_ms)]
+                     n.datadir]
+            if self.heartbeat_ms is not None:
+                n.cmd += ["--heartbeat-ms", str(self.heartbeat_ms)]
+            if self.node_timeout_ms is not None:
+                n.cmd += ["--node-timeout-ms", str(self.node_timeout_ms)]
             if i > 0:
                 with open(os.path.join(self.master.datadir, "join.token")) as f:
                     n.cmd += ["--join", self.master.api, "--join-token", f.read().strip()]
@@ -185,11 +195,11 @@ class Cluster:
                                f"{(p.stderr or p.stdout).strip()}")
         return p
 
-    def create_volume(self, name, size, replicas, compression, extra_labels=()):
+    def create_volume(self, name, size, replicas, compression, extra_labels=(), master=None):
         args = ["volume", "create", name, "--size", str(size), "--block-size", "4096",
                 "--label", f"tandem/replicas={replicas}",
                 "--label", f"tandem/compression={'on' if compression else 'off'}",
-                "--node", self.master.name]
+                "--node", master or self.master.name]
         for label in extra_labels:
             args += ["--label", label]
         self.ctl(args)
@@ -422,44 +432,69 @@ def run(args, runner, summarize, addrs, smoke=False):
     failure: the reason goes into it). Smoke: 2 nodes, one 1-replica volume, one short
     workload, so the cluster path is exercised in ctest."""
     errors = []
-    result = {"available": False, "reason": None, "nodes": len(addrs), "addresses": addrs,
+    result = {"available": False, "reason": None, "nodes": 2 if smoke else len(addrs),
+              "addresses": addrs,
               "volume_bytes": args.repl_size, "errors": errors}
-    cluster = Cluster(args.workdir, addrs, args.tandem_bin)
+    sections = set(getattr(args, "repl_sections", SECTIONS))
+    cluster = Cluster(args.workdir, addrs[:2] if smoke else addrs, args.tandem_bin)
     size = args.repl_size
     t_begin = time.monotonic()
     try:
-        cluster.start()
-        rb = ReplicationBench(args, runner, cluster, summarize, errors)
-        if smoke:
+        if smoke and "cost" in sections:
+            cluster.start()
+            rb = ReplicationBench(args, runner, cluster, summarize, errors)
             cluster.create_volume("r1", size, 1, False)
             cluster.wait_in_sync("r1", 1, timeout=60)
             e = rb.run_one("r1", ["--rw", "randwrite", "--bs", "4k", "--qd", "8", "--seconds",
                                   str(args.seconds), "--pattern", "random"], "smoke r1")
             result["smoke"] = e
             result["available"] = True
-            return result
-        for vol, reps in COST_VOLUMES:
-            cluster.create_volume(vol, size, reps, False)
-        cluster.create_volume("coff", size, 1, False)
-        cluster.create_volume("con", size, 1, True)
-        cluster.create_volume("rs", size, 1, False, ["tandem/failure-mode=alwayson"])
-        for vol, reps in COST_VOLUMES + [("coff", 1), ("con", 1), ("rs", 1)]:
-            cluster.wait_in_sync(vol, reps, timeout=120)
-        result["volumes"] = {v: cluster.copies(v) for v, _ in COST_VOLUMES}
-        result["available"] = True
-        result["cost"] = rb.cost()
-        result["lz4"] = rb.lz4()
-        result["resync"] = []
-        rb.resync("rs", size, result["resync"])
+        elif sections & {"cost", "lz4", "resync"}:
+            cluster.start()
+            _full(args, runner, summarize, cluster, size, sections, result, errors)
     except (ClusterError, subprocess.SubprocessError, OSError, ValueError, KeyError,
             StopIteration) as e:
         result["reason"] = f"{type(e).__name__}: {e}"
         errors.append(f"cluster: {result['reason']}")
         _log(f"replication: {e}")
     finally:
-        result["seconds_total"] = round(time.monotonic() - t_begin, 1)
         cluster.stop()
+    # Failover and memory each start their own cluster (default timings; one node).
+    import failover  # noqa: E402  (failover.py imports this module)
+
+    def factory(prefix, n):
+        return lambda hb, nt: Cluster(args.workdir, addrs[:n], args.tandem_bin, hb, nt, prefix)
+    if "failover" in sections:
+        result["failover"] = failover.failover(args, factory("failover", 3), smoke)
+        errors.extend(result["failover"]["errors"])
+    if "memory" in sections:
+        result["memory"] = failover.memory(args, factory("memory", 1), smoke)
+        errors.extend(result["memory"]["errors"])
+    result["available"] = result["available"] or any(
+        (result.get(k) or {}).get("available") for k in ("failover", "memory"))
+    result["seconds_total"] = round(time.monotonic() - t_begin, 1)
     return result
+
+
+def _full(args, runner, summarize, cluster, size, sections, result, errors):
+    """Cost, lz4 and resync on the 3-node cluster (already started)."""
+    rb = ReplicationBench(args, runner, cluster, summarize, errors)
+    for vol, reps in COST_VOLUMES:
+        cluster.create_volume(vol, size, reps, False)
+    cluster.create_volume("coff", size, 1, False)
+    cluster.create_volume("con", size, 1, True)
+    cluster.create_volume("rs", size, 1, False, ["tandem/failure-mode=alwayson"])
+    for vol, reps in COST_VOLUMES + [("coff", 1), ("con", 1), ("rs", 1)]:
+        cluster.wait_in_sync(vol, reps, timeout=120)
+    result["volumes"] = {v: cluster.copies(v) for v, _ in COST_VOLUMES}
+    result["available"] = True
+    if "cost" in sections:
+        result["cost"] = rb.cost()
+    if "lz4" in sections:
+        result["lz4"] = rb.lz4()
+    if "resync" in sections:
+        result["resync"] = []
+        rb.resync("rs", size, result["resync"])
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -470,7 +505,15 @@ def _fmt(v, digits=0):
 
 
 def markdown(r, cores, date):
+    import failover  # noqa: E402
+    lines = _markdown_cluster(r, cores, date)
+    return lines + failover.markdown(r.get("failover"), r.get("memory"))
+
+
+def _markdown_cluster(r, cores, date):
     lines = ["", f"## Replication — {date}, {cores} cores", ""]
+    if not any(k in r for k in ("smoke", "cost", "lz4", "resync")):
+        return lines
     if not r.get("available"):
         lines.append(f"Not measured: {r.get('reason')}")
         return lines

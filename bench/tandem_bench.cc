@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
       } else {
         error = runner.run(&stats);
       }
+      if (auto bad = runner.write_timeline(); bad && !error) error = RunError{"io", *bad, {}};
     }
   }
   std::cout << BuildReport(o, lun, stats, error).dump() << std::endl;

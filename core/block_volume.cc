@@ -2,6 +2,8 @@
 
 namespace tandem::core {
 
+thread_local int InlineCompletionScope::depth_ = 0;
+
 const char* to_string(VolumeState s) {
   switch (s) {
     case VolumeState::kHealthy: return "healthy";

@@ -3,9 +3,9 @@
 //
 // Threading: every I/O call returns at once; its completion callback runs later on a thread
 // owned by the implementation (never inside the call for real backends, though test doubles
-// may complete inline). Callers must keep the buffers they pass alive until the callback runs
-// and must post the callback's work back to their own strand. Implementations keep writes to
-// overlapping ranges in submission order.
+// may complete inline), except inside an InlineCompletionScope (below). Callers must keep the
+// buffers they pass alive until the callback runs and must post the callback's work back to
+// their own strand. Implementations keep writes to overlapping ranges in submission order.
 #pragma once
 
 #include <cstddef>
@@ -79,6 +79,23 @@ class BlockVolume {
                                  std::span<const std::byte> data, bool fua, Done done) = 0;
   // Provisioning status starting at lba, covering at most max_blocks.
   virtual void lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) = 0;
+};
+
+// A caller whose completions only post work to its own strand (the iSCSI connection) opens
+// this scope around its I/O calls to let an implementation complete a call inside it when
+// that cannot block: FileVolume serves a read from the page cache with RWF_NOWAIT instead of
+// waking a pool thread and having it wake the caller again. Outside a scope (e.g. on a
+// replication engine's strand) nothing changes. Per thread; scopes nest.
+class InlineCompletionScope {
+ public:
+  InlineCompletionScope() { ++depth_; }
+  ~InlineCompletionScope() { --depth_; }
+  InlineCompletionScope(const InlineCompletionScope&) = delete;
+  InlineCompletionScope& operator=(const InlineCompletionScope&) = delete;
+  static bool active() { return depth_ > 0; }
+
+ private:
+  static thread_local int depth_;
 };
 
 }  // namespace tandem::core

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -93,12 +94,36 @@ IoResult FileVolume::pwrite_all(uint64_t off, std::span<const std::byte> data, b
   return {};
 }
 
+void FileVolume::post(std::function<void()> job) {
+  pool_jobs_.fetch_add(1, std::memory_order_acq_rel);
+  // Every job holds a shared_ptr to this volume, so `this` outlives the wrapper's body.
+  // Counted down after the job's completion ran: a read issued from it still finds the job
+  // counted and takes the pool (in order), never the inline path.
+  pool_.post([this, job = std::move(job)] {
+    job();
+    pool_jobs_.fetch_sub(1, std::memory_order_acq_rel);
+  });
+}
+
+bool FileVolume::try_inline_read(uint64_t off, std::span<std::byte> out) {
+  if (!core::InlineCompletionScope::active() || out.size() > kInlineReadMax) return false;
+  // A job still on the pool may be a write this read must see, or a read whose completion
+  // must not be overtaken: then the pool keeps the order.
+  if (pool_jobs_.load(std::memory_order_acquire) != 0) return false;
+  iovec iov{out.data(), out.size()};
+  // RWF_NOWAIT: EAGAIN (or a short count) instead of waiting for the disk, so the calling
+  // network thread never blocks; anything but a complete read goes to the pool.
+  const ssize_t n = ::preadv2(fd_, &iov, 1, static_cast<off_t>(off), RWF_NOWAIT);
+  return n >= 0 && static_cast<size_t>(n) == out.size();
+}
+
 void FileVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
   if (state() == core::VolumeState::kOffline) return done({IoStatus::kNotReady});
   if (out.size() % block_size_ || !in_range(lba, out.size() / block_size_)) {
     return done({IoStatus::kOutOfRange});
   }
-  pool_.post([self = shared_from_this(), lba, out, done = std::move(done)] {
+  if (try_inline_read(lba * block_size_, out)) return done({});
+  post([self = shared_from_this(), lba, out, done = std::move(done)] {
     done(pread_all(self->fd_, lba * self->block_size_, out));
   });
 }
@@ -109,14 +134,14 @@ void FileVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua, 
   if (data.size() % block_size_ || !in_range(lba, data.size() / block_size_)) {
     return done({IoStatus::kOutOfRange});
   }
-  pool_.post([self = shared_from_this(), lba, data, fua, done = std::move(done)] {
+  post([self = shared_from_this(), lba, data, fua, done = std::move(done)] {
     std::shared_lock lock(self->caw_mu_);
     done(self->pwrite_all(lba * self->block_size_, data, fua));
   });
 }
 
 void FileVolume::flush(Done done) {
-  pool_.post([self = shared_from_this(), done = std::move(done)] {
+  post([self = shared_from_this(), done = std::move(done)] {
     done(::fdatasync(self->fd_) == 0 ? IoResult{} : from_errno(errno));
   });
 }
@@ -126,7 +151,7 @@ void FileVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
   if (!writes_allowed(state(), &why)) return done(why);
   if (!in_range(lba, blocks)) return done({IoStatus::kOutOfRange});
   if (blocks == 0) return done({});
-  pool_.post([self = shared_from_this(), lba, blocks, done = std::move(done)] {
+  post([self = shared_from_this(), lba, blocks, done = std::move(done)] {
     std::shared_lock lock(self->caw_mu_);
     // Punching a hole keeps the size and makes the range read back as zeros (LBPRZ).
     int rc = ::fallocate(self->fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -156,7 +181,7 @@ void FileVolume::compare_and_write(uint64_t lba, std::span<const std::byte> comp
       !in_range(lba, data.size() / block_size_)) {
     return done({IoStatus::kOutOfRange});
   }
-  pool_.post([self = shared_from_this(), lba, compare, data, fua, done = std::move(done)] {
+  post([self = shared_from_this(), lba, compare, data, fua, done = std::move(done)] {
     std::unique_lock lock(self->caw_mu_);
     std::vector<std::byte> current(compare.size());
     uint64_t off = lba * self->block_size_;
@@ -170,7 +195,7 @@ void FileVolume::compare_and_write(uint64_t lba, std::span<const std::byte> comp
 
 void FileVolume::lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) {
   if (!in_range(lba, 1)) return done({IoStatus::kOutOfRange}, {});
-  pool_.post([self = shared_from_this(), lba, max_blocks, done = std::move(done)] {
+  post([self = shared_from_this(), lba, max_blocks, done = std::move(done)] {
     const uint64_t bs = self->block_size_;
     const uint64_t end_lba = std::min(self->block_count(), lba + std::max<uint64_t>(max_blocks, 1));
     std::vector<core::LbaExtent> out;

@@ -3,7 +3,10 @@
 // shared IoPool; callbacks run on pool threads. COMPARE AND WRITE is atomic against every
 // other write of this volume (an exclusive range lock over the whole volume; writes take it
 // shared). The IoPool must outlive the volume; the volume must outlive its in-flight I/O
-// (hold it by shared_ptr: jobs keep a reference).
+// (hold it by shared_ptr: jobs keep a reference). Inside a core::InlineCompletionScope, a
+// read of at most kInlineReadMax bytes that the page cache holds entirely completes inside
+// the call (preadv2 RWF_NOWAIT), but only while no job of this volume waits in or runs on
+// the pool, so completions keep their order.
 #pragma once
 
 #include <atomic>
@@ -36,6 +39,8 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
                          std::span<const std::byte> data, bool fua, Done done) override;
   void lba_status(uint64_t lba, uint64_t max_blocks, ExtentsDone done) override;
 
+  static constexpr size_t kInlineReadMax = 128 * 1024;  // bounds a network thread's turn
+
   void set_state(core::VolumeState s) { state_.store(s, std::memory_order_release); }
   // After the file was grown (FileStore::grow), publish the new capacity.
   void refresh_capacity();
@@ -44,6 +49,9 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
   FileVolume(int fd, std::string uuid, uint32_t block_size, IoPool& pool);
   bool in_range(uint64_t lba, uint64_t blocks) const;
   core::IoResult pwrite_all(uint64_t off, std::span<const std::byte> data, bool fua);
+  // Runs job on the pool, counted in pool_jobs_ until it has run.
+  void post(std::function<void()> job);
+  bool try_inline_read(uint64_t off, std::span<std::byte> out);
 
   int fd_;
   std::string uuid_;
@@ -52,6 +60,7 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
   std::atomic<core::VolumeState> state_{core::VolumeState::kHealthy};
   IoPool& pool_;
   std::shared_mutex caw_mu_;
+  std::atomic<uint64_t> pool_jobs_{0};  // posted and not yet finished
 };
 
 }  // namespace tandem::backend

@@ -10,7 +10,9 @@
 #include <mutex>
 #include <optional>
 
+#include "core/block_volume.h"
 #include "target/iscsi/pdu_parser.h"
+#include "target/iscsi/pdu_wire.h"
 
 namespace tandem::target::net {
 
@@ -27,6 +29,39 @@ void random_bytes(std::span<uint8_t> out) {
 }  // namespace
 
 struct Connection;
+
+// While a connection calls its device on this thread, where a completion that arrives inside
+// that call (on this thread, hence on the connection's strand) is kept. Nests.
+class InlineCatch {
+ public:
+  InlineCatch(const Connection* conn, uint32_t itt, std::optional<scsi::ScsiResult>* into)
+      : conn_(conn), itt_(itt), into_(into), outer_(current_) {
+    current_ = this;
+  }
+  ~InlineCatch() { current_ = outer_; }
+  InlineCatch(const InlineCatch&) = delete;
+  InlineCatch& operator=(const InlineCatch&) = delete;
+
+  // True when r was kept for the caller: this thread is inside conn's execute call of the
+  // task itt.
+  static bool take(const Connection* conn, uint32_t itt, scsi::ScsiResult& r) {
+    InlineCatch* c = current_;
+    if (c == nullptr || c->conn_ != conn || c->itt_ != itt || c->into_->has_value()) {
+      return false;
+    }
+    *c->into_ = std::move(r);
+    return true;
+  }
+
+ private:
+  const Connection* conn_;
+  uint32_t itt_;
+  std::optional<scsi::ScsiResult>* into_;
+  InlineCatch* outer_;
+  static thread_local InlineCatch* current_;
+};
+
+thread_local InlineCatch* InlineCatch::current_ = nullptr;
 
 struct IscsiServer::Impl : std::enable_shared_from_this<IscsiServer::Impl> {
   asio::io_context& ioc;
@@ -73,7 +108,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   std::string session_key;
   bool counted = false;
 
-  std::deque<std::vector<uint8_t>> outq;
+  std::deque<iscsi::WirePdu> outq;
   size_t out_bytes = 0;
   bool writing = false;
   bool closing = false;       // close once the queue drains
@@ -95,44 +130,79 @@ struct Connection : std::enable_shared_from_this<Connection> {
     auto ep = sock.remote_endpoint(ec);
     peer = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
     sock.set_option(tcp::no_delay(true), ec);
+    // write_next() sends synchronously first and must get would_block, never wait.
+    sock.non_blocking(true, ec);
   }
 
   iscsi::DigestOptions digests() const {
     return session ? session->digests() : iscsi::DigestOptions{};
   }
 
-  void send(const iscsi::Pdu& pdu) {
+  void send(iscsi::Pdu&& pdu) {
     if (closed) return;
-    auto bytes = iscsi::encode(pdu, digests());
-    out_bytes += bytes.size();
-    outq.push_back(std::move(bytes));
+    auto wire = iscsi::serialize_parts(std::move(pdu), digests());
+    out_bytes += wire.size();
+    outq.push_back(std::move(wire));
     if (!writing) write_next();
   }
 
+  void sent(size_t bytes) {
+    out_bytes -= bytes;
+    if (out_bytes < server->opts.max_outbound_bytes) space.cancel();
+  }
+
   void write_next() {
-    if (outq.empty() || closed) {
-      writing = false;
-      if (closing) shutdown();
+    for (;;) {
+      if (outq.empty() || closed) {
+        writing = false;
+        if (closing) shutdown();
+        return;
+      }
+      writing = true;
+      // Gather what is queued into one write (bounded), so small PDUs share a syscall.
+      auto batch = std::make_shared<std::vector<iscsi::WirePdu>>();
+      size_t bytes = 0;
+      while (!outq.empty() && batch->size() < 64 && bytes < (1u << 20)) {
+        bytes += outq.front().size();
+        batch->push_back(std::move(outq.front()));
+        outq.pop_front();
+      }
+      std::vector<asio::const_buffer> bufs;
+      for (auto& w : *batch) {
+        for (const auto* part : {&w.head, &w.data, &w.tail}) {
+          if (!part->empty()) bufs.emplace_back(asio::buffer(*part));
+        }
+      }
+      // Send now, on this strand: a response usually fits the socket buffer, and an
+      // asynchronous write completes through the scheduler, which costs a thread wake-up per
+      // response. Only what the socket did not take (would_block) waits for it asynchronously.
+      error_code ec;
+      const size_t now = sock.write_some(bufs, ec);
+      if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+        sent(bytes);
+        shutdown();
+        return;
+      }
+      if (!ec && now == bytes) {
+        sent(bytes);
+        continue;
+      }
+      write_rest(std::move(batch), std::move(bufs), ec ? 0 : now, bytes);
       return;
     }
-    writing = true;
-    // Gather what is queued into one write (bounded), so small PDUs share a syscall.
-    auto batch = std::make_shared<std::vector<std::vector<uint8_t>>>();
-    size_t bytes = 0;
-    while (!outq.empty() && batch->size() < 64 && bytes < (1u << 20)) {
-      bytes += outq.front().size();
-      batch->push_back(std::move(outq.front()));
-      outq.pop_front();
-    }
-    std::vector<asio::const_buffer> bufs;
-    for (auto& b : *batch) bufs.emplace_back(asio::buffer(b));
+  }
+
+  // The part of a batch past its first `done` bytes, asynchronously; then the next batch.
+  void write_rest(std::shared_ptr<std::vector<iscsi::WirePdu>> batch,
+                  std::vector<asio::const_buffer> bufs, size_t done, size_t bytes) {
+    size_t skip = done, first = 0;
+    while (skip > 0 && skip >= bufs[first].size()) skip -= bufs[first++].size();
+    bufs.erase(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(first));
+    if (skip > 0) bufs.front() += skip;
     asio::async_write(sock, bufs,
                       asio::bind_executor(strand, [self = shared_from_this(), batch, bytes](
                                                       error_code ec, size_t) {
-                        self->out_bytes -= bytes;
-                        if (self->out_bytes < self->server->opts.max_outbound_bytes) {
-                          self->space.cancel();
-                        }
+                        self->sent(bytes);
                         if (ec) {
                           self->shutdown();
                           return;
@@ -155,7 +225,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   void run(iscsi::Actions& actions) {
     for (auto& a : actions) {
       if (auto* s = std::get_if<iscsi::SendPdu>(&a)) {
-        send(s->pdu);
+        send(std::move(s->pdu));
       } else if (auto* e = std::get_if<iscsi::ExecuteTask>(&a)) {
         execute(e->itt, e->task);
       } else if (auto* r = std::get_if<iscsi::ResetDevice>(&a)) {
@@ -181,14 +251,29 @@ struct Connection : std::enable_shared_from_this<Connection> {
       run(out);
       return;
     }
-    device->execute(std::move(task), [self = shared_from_this(), itt](scsi::ScsiResult r) {
-      asio::post(self->strand, [self, itt, r = std::move(r)]() mutable {
-        if (self->closed || !self->session) return;
-        iscsi::Actions out;
-        self->session->on_task_done(itt, std::move(r), out);
-        self->run(out);
+    // A volume may complete inside the call when that cannot block (a read from the page
+    // cache; see core::InlineCompletionScope), and the device answers some commands at once
+    // (sense data). Such a result is taken here, still on this strand, instead of being
+    // posted to it: no hop to a pool thread and back, none to another network thread.
+    std::optional<scsi::ScsiResult> at_once;
+    {
+      core::InlineCompletionScope inline_ok;
+      InlineCatch catcher(this, itt, &at_once);
+      device->execute(std::move(task), [self = shared_from_this(), itt](scsi::ScsiResult r) {
+        if (InlineCatch::take(self.get(), itt, r)) return;
+        asio::post(self->strand, [self, itt, r = std::move(r)]() mutable {
+          if (self->closed || !self->session) return;
+          iscsi::Actions out;
+          self->session->on_task_done(itt, std::move(r), out);
+          self->run(out);
+        });
       });
-    });
+    }
+    if (at_once && !closed && session) {
+      iscsi::Actions out;
+      session->on_task_done(itt, std::move(*at_once), out);
+      run(out);
+    }
   }
 
   // Login phase: only Login Requests are valid (RFC 7143 §6.3); anything else ends it.
@@ -202,7 +287,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
       return;
     }
     auto step = login->on_request(*req);
-    send(step.response);
+    send(iscsi::Pdu{step.response});
     if (step.state == iscsi::LoginStep::State::kFailed) {
       spdlog::info("iscsi: login from {} refused (status 0x{:04x})", peer,
                    (unsigned(step.response.status_class) << 8) | step.response.status_detail);

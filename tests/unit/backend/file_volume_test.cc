@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <atomic>
+#include <chrono>
 #include <future>
+#include <thread>
 
 #include "backend/store/file_store.h"
 
@@ -157,6 +160,94 @@ TEST_F(FileVolumeTest, GrowPublishesNewCapacityAndShrinkIsRefused) {
   EXPECT_FALSE(store_->exists("v"));
   EXPECT_EQ(store_->create("v", 1 << 20).ok(), true);
   EXPECT_EQ(store_->create("v", 1 << 20).error().code, StoreErrc::kExists);
+}
+
+// Inside an InlineCompletionScope, a read the page cache holds completes inside the call
+// (on this thread, before read() returns); outside it, always on a pool thread.
+TEST_F(FileVolumeTest, CachedReadCompletesInlineOnlyInsideTheScope) {
+  const auto data = pattern(8, 0x5a);
+  ASSERT_TRUE(write(16, data).ok());
+  std::vector<std::byte> out(data.size());
+  // The write's pool job stays counted until just after its completion ran, so a read right
+  // after it may still take the pool (in order, as it should): retry, bounded, until inline.
+  bool inline_seen = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!inline_seen && std::chrono::steady_clock::now() < deadline) {
+    auto done = std::make_shared<std::promise<std::thread::id>>();
+    auto result = done->get_future();
+    {
+      core::InlineCompletionScope scope;
+      vol_->read(16, out, [done](IoResult r) {
+        EXPECT_TRUE(r.ok());
+        done->set_value(std::this_thread::get_id());
+      });
+    }
+    const bool ready_on_return =
+        result.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    inline_seen = result.get() == std::this_thread::get_id() && ready_on_return;
+    if (!inline_seen) std::this_thread::yield();
+  }
+  EXPECT_TRUE(inline_seen) << "a cached read never completed inside the call";
+  EXPECT_EQ(out, data);
+
+  std::promise<std::thread::id> where;
+  vol_->read(16, out, [&](IoResult) { where.set_value(std::this_thread::get_id()); });
+  EXPECT_NE(where.get_future().get(), std::this_thread::get_id());
+}
+
+// While a job of the volume is still on the pool (here a queued write), a read takes the pool
+// too: the inline path never lets a completion overtake one submitted before it.
+TEST_F(FileVolumeTest, InlineReadNeverOvertakesAPendingWrite) {
+  const auto old_data = pattern(8, 0x01), new_data = pattern(8, 0x77);
+  ASSERT_TRUE(write(64, old_data).ok());
+  // Hold both pool threads so the next write waits in the queue.
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  std::atomic<int> parked{0};
+  for (int i = 0; i < 2; ++i) {
+    pool_.post([&, gate] {
+      ++parked;
+      gate.wait();
+    });
+  }
+  while (parked.load() < 2) std::this_thread::yield();
+  std::promise<IoResult> wrote;
+  vol_->write(64, new_data, false, [&](IoResult r) { wrote.set_value(r); });
+  std::vector<std::byte> out(new_data.size());
+  std::promise<IoResult> read_done;
+  std::atomic<bool> inline_done{false};
+  {
+    core::InlineCompletionScope scope;
+    vol_->read(64, out, [&](IoResult r) {
+      inline_done = true;
+      read_done.set_value(r);
+    });
+  }
+  EXPECT_FALSE(inline_done);
+  release.set_value();
+  EXPECT_TRUE(wrote.get_future().get().ok());
+  EXPECT_TRUE(read_done.get_future().get().ok());
+  EXPECT_EQ(read(64, 8), new_data);
+}
+
+// A read larger than kInlineReadMax always goes to the pool (bounded work per network turn).
+TEST_F(FileVolumeTest, LargeReadIsNeverInline) {
+  const size_t blocks = FileVolume::kInlineReadMax / 512 + 8;
+  ASSERT_TRUE(write(0, pattern(blocks, 0x33)).ok());
+  std::vector<std::byte> out(blocks * 512);
+  std::promise<IoResult> done;
+  std::atomic<bool> inline_done{false};
+  const auto caller = std::this_thread::get_id();
+  {
+    core::InlineCompletionScope scope;
+    vol_->read(0, out, [&](IoResult r) {
+      inline_done = std::this_thread::get_id() == caller;
+      done.set_value(r);
+    });
+  }
+  EXPECT_TRUE(done.get_future().get().ok());
+  EXPECT_FALSE(inline_done);
+  EXPECT_EQ(out, pattern(blocks, 0x33));
 }
 
 }  // namespace

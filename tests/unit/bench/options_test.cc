@@ -47,6 +47,7 @@ TEST(ParseOptions, Defaults) {
   EXPECT_EQ(o.pattern.kind, PatternSpec::Kind::kRandom);
   EXPECT_FALSE(o.verify);
   EXPECT_EQ(o.range_bytes, 0u);
+  EXPECT_TRUE(o.timeline_path.empty());
 }
 
 TEST(ParseOptions, EveryOption) {
@@ -73,7 +74,9 @@ TEST(ParseOptions, EveryOption) {
                                 "--seed",
                                 "9",
                                 "--timeout",
-                                "5"});
+                                "5",
+                                "--timeline",
+                                "/tmp/t.txt"});
   ASSERT_TRUE(r.options) << r.message;
   const Options& o = *r.options;
   EXPECT_EQ(o.block_bytes, 1u << 20);
@@ -90,6 +93,7 @@ TEST(ParseOptions, EveryOption) {
   EXPECT_EQ(o.initiator_name, "iqn.x:y");
   EXPECT_EQ(o.seed, 9u);
   EXPECT_EQ(o.timeout_seconds, 5);
+  EXPECT_EQ(o.timeline_path, "/tmp/t.txt");
 }
 
 TEST(ParseOptions, UsageErrorsExitTwo) {
