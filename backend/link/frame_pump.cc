@@ -258,8 +258,9 @@ asio::awaitable<void> FramePump::write_loop() {
       }
     }
     std::array<asio::const_buffer, 2> out;
-    if (batch.size() == 1) {
-      // One frame (a large one, or nothing else queued): head and shared body as they are.
+    if (batch.size() == 1 && (!batch.front().body || bytes > options_.max_gather_bytes)) {
+      // One large frame: head and shared body as they are (the head costs one small record;
+      // a small frame is joined below so it stays one record and one syscall).
       out[0] = asio::buffer(batch.front().bytes);
       if (batch.front().body) out[1] = asio::buffer(*batch.front().body);
     } else {
