@@ -1,6 +1,8 @@
 #include "backend/link/frame_pump.h"
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -35,12 +37,13 @@ constexpr size_t kOffRawLen = 64;
 constexpr size_t kOffWireLen = 68;
 }  // namespace
 
-bool inspect_encoded_frame(std::span<const uint8_t> frame, EncodedFrameInfo& out) {
+bool inspect_encoded_frame(std::span<const uint8_t> frame, EncodedFrameInfo& out,
+                           size_t body_bytes) {
   if (frame.size() < wire::kHeaderSize || load32(frame.data()) != wire::kMagic) return false;
   out.type = frame[kOffType];
   out.raw_len = load32(frame.data() + kOffRawLen);
   out.wire_len = load32(frame.data() + kOffWireLen);
-  return frame.size() == wire::kHeaderSize + size_t(out.wire_len);
+  return frame.size() + body_bytes == wire::kHeaderSize + size_t(out.wire_len);
 }
 
 namespace detail {
@@ -75,22 +78,26 @@ bool FramePump::fits_locked(size_t bytes) const {
   return queued_bytes_ == 0 || queued_bytes_ + bytes <= options_.send_budget_bytes;
 }
 
-SendStatus FramePump::push_impl(std::vector<uint8_t>&& frame, bool forced) {
+SendStatus FramePump::push_impl(std::vector<uint8_t>&& frame, Body body, bool forced) {
   EncodedFrameInfo info;
-  if (!inspect_encoded_frame(frame, info)) return SendStatus::kInvalid;
+  const size_t body_bytes = body ? body->size() : 0;
+  if (!inspect_encoded_frame(frame, info, body_bytes)) return SendStatus::kInvalid;
+  const size_t size = frame.size() + body_bytes;
   bool kick = false;
   {
     std::lock_guard lock(mu_);
     if (closed_) return SendStatus::kNotUp;
-    if (!forced && !fits_locked(frame.size())) {
+    if (!forced && !fits_locked(size)) {
       metrics_->send_refused.fetch_add(1, std::memory_order_relaxed);
       return SendStatus::kBackPressure;
     }
-    queued_bytes_ += frame.size();
-    queue_.push_back(Entry{std::move(frame), forced});
+    queued_bytes_ += size;
+    queue_.push_back(Entry{std::move(frame), std::move(body), forced});
     kick = std::exchange(writer_idle_, false);
   }
-  if (kick) asio::post(strand_, [self = shared_from_this()] { self->wake_.cancel(); });
+  // dispatch: a producer already on the strand (a master sharing its link's strand) wakes the
+  // writer in place, so the frames it queues in one turn go out in one write.
+  if (kick) asio::dispatch(strand_, [self = shared_from_this()] { self->wake_.cancel(); });
   return SendStatus::kQueued;
 }
 
@@ -143,7 +150,7 @@ void FramePump::close_queue() {
     for (const auto& e : queue_) {
       if (e.internal) continue;
       ++dropped_.frames;
-      dropped_.bytes += e.bytes.size();
+      dropped_.bytes += e.size();
     }
     queue_.clear();
     queued_bytes_ = 0;
@@ -214,7 +221,7 @@ asio::awaitable<void> FramePump::read_loop() {
 }
 
 asio::awaitable<void> FramePump::write_loop() {
-  std::vector<std::vector<uint8_t>> batch;
+  std::vector<Entry> batch;
   std::vector<uint8_t> joined;
   for (;;) {
     batch.clear();
@@ -224,14 +231,14 @@ asio::awaitable<void> FramePump::write_loop() {
       if (closed_) co_return;
       inflight_ = {};
       while (!queue_.empty() &&
-             (batch.empty() || bytes + queue_.front().bytes.size() <= options_.max_gather_bytes)) {
+             (batch.empty() || bytes + queue_.front().size() <= options_.max_gather_bytes)) {
         Entry& e = queue_.front();
-        bytes += e.bytes.size();
+        bytes += e.size();
         if (!e.internal) {
           ++inflight_.frames;
-          inflight_.bytes += e.bytes.size();
+          inflight_.bytes += e.size();
         }
-        batch.push_back(std::move(e.bytes));
+        batch.push_back(std::move(e));
         queue_.pop_front();
       }
       if (batch.empty()) writer_idle_ = true;
@@ -246,18 +253,26 @@ asio::awaitable<void> FramePump::write_loop() {
     uint64_t raw = 0;
     for (const auto& f : batch) {
       EncodedFrameInfo info;
-      if (inspect_encoded_frame(f, info)) raw += wire::kHeaderSize + info.raw_len;
+      if (inspect_encoded_frame(f.bytes, info, f.body ? f.body->size() : 0)) {
+        raw += wire::kHeaderSize + info.raw_len;
+      }
     }
-    asio::const_buffer out;
-    if (batch.size() == 1) {
-      out = asio::buffer(batch.front());
+    std::array<asio::const_buffer, 2> out;
+    if (batch.size() == 1 && (!batch.front().body || bytes > options_.max_gather_bytes)) {
+      // One large frame: head and shared body as they are (the head costs one small record;
+      // a small frame is joined below so it stays one record and one syscall).
+      out[0] = asio::buffer(batch.front().bytes);
+      if (batch.front().body) out[1] = asio::buffer(*batch.front().body);
     } else {
       // The SSL stream writes one buffer per record anyway: join small frames so a burst
       // becomes few records and one syscall.
       joined.clear();
       joined.reserve(bytes);
-      for (const auto& f : batch) joined.insert(joined.end(), f.begin(), f.end());
-      out = asio::buffer(joined);
+      for (const auto& f : batch) {
+        joined.insert(joined.end(), f.bytes.begin(), f.bytes.end());
+        if (f.body) joined.insert(joined.end(), f.body->begin(), f.body->end());
+      }
+      out[0] = asio::buffer(joined);
     }
     write_in_flight_ = true;
     write_started_ = Clock::now();

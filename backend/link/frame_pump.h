@@ -51,8 +51,15 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   // queued (so one frame larger than the budget still goes). push_forced() skips the budget
   // (HELLO, heartbeats). kNotUp once the session has ended.
   // `frame` is moved from only when kQueued.
-  SendStatus push(std::vector<uint8_t>&& frame) { return push_impl(std::move(frame), false); }
-  SendStatus push_forced(std::vector<uint8_t>&& frame) { return push_impl(std::move(frame), true); }
+  // A frame may come in two parts: its head in `frame` and the rest in a shared `body` (one
+  // payload sent on several links without a copy, see wire::EncodedPayload).
+  using Body = std::shared_ptr<const std::vector<uint8_t>>;
+  SendStatus push(std::vector<uint8_t>&& frame, Body body = nullptr) {
+    return push_impl(std::move(frame), std::move(body), false);
+  }
+  SendStatus push_forced(std::vector<uint8_t>&& frame) {
+    return push_impl(std::move(frame), nullptr, true);
+  }
   // Any thread. Calls fn(true) on the strand once `bytes` more would be accepted, or
   // fn(false) when the session ends first. One shot.
   void when_writable(size_t bytes, WritableFn fn);
@@ -74,7 +81,7 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   bool decode_failed() const { return decode_failed_; }
 
  private:
-  SendStatus push_impl(std::vector<uint8_t>&& frame, bool forced);
+  SendStatus push_impl(std::vector<uint8_t>&& frame, Body body, bool forced);
   bool fits_locked(size_t bytes) const;
   void end(std::string reason);  // strand
   void close_queue();            // strand
@@ -96,8 +103,10 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   // Guarded by mu_ (touched by producers on any thread).
   mutable std::mutex mu_;
   struct Entry {
-    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> bytes;  // the frame, or its head when `body` is set
+    Body body;
     bool internal;  // pushed with push_forced: not the caller's, never reported dropped
+    size_t size() const { return bytes.size() + (body ? body->size() : 0); }
   };
   std::deque<Entry> queue_;
   size_t queued_bytes_ = 0;  // queue_ plus the batch being written

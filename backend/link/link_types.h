@@ -70,6 +70,8 @@ struct EncodedFrameInfo {
   uint32_t raw_len = 0;
   uint32_t wire_len = 0;
 };
-bool inspect_encoded_frame(std::span<const uint8_t> frame, EncodedFrameInfo& out);
+// `frame` is a whole encoded frame, or its head when the rest (`body_bytes`) travels apart.
+bool inspect_encoded_frame(std::span<const uint8_t> frame, EncodedFrameInfo& out,
+                           size_t body_bytes = 0);
 
 }  // namespace tandem::backend::link

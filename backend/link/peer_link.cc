@@ -49,9 +49,9 @@ const char* to_string(PeerLink::State s) {
 }
 
 struct PeerLink::Impl : std::enable_shared_from_this<PeerLink::Impl> {
-  Impl(asio::io_context& io, asio::ssl::context& tls, Options opt, FrameCallback frame_cb,
+  Impl(asio::any_io_executor ex, asio::ssl::context& tls, Options opt, FrameCallback frame_cb,
        StateCallback state_cb)
-      : strand(asio::make_strand(io)),
+      : strand(std::move(ex)),
         tls(tls),
         options(std::move(opt)),
         on_frame(std::move(frame_cb)),
@@ -201,6 +201,15 @@ LinkResult<std::unique_ptr<PeerLink>> PeerLink::create(asio::io_context& io,
                                                        asio::ssl::context& tls, Options options,
                                                        FrameCallback on_frame,
                                                        StateCallback on_state) {
+  return create(io, asio::make_strand(io), tls, std::move(options), std::move(on_frame),
+                std::move(on_state));
+}
+
+LinkResult<std::unique_ptr<PeerLink>> PeerLink::create(asio::io_context& /*io*/,
+                                                       asio::any_io_executor strand,
+                                                       asio::ssl::context& tls, Options options,
+                                                       FrameCallback on_frame,
+                                                       StateCallback on_state) {
   if (options.peer_name.empty()) return invalid("peer link needs the peer's node name");
   if (options.host.empty() || options.port == 0) return invalid("peer link needs host and port");
   if (options.send_budget_bytes == 0 || options.max_gather_bytes == 0) {
@@ -223,8 +232,8 @@ LinkResult<std::unique_ptr<PeerLink>> PeerLink::create(asio::io_context& io,
   if (auto n = wire::encode(h, *payload, false, hello_frame); !n) {
     return invalid("our HELLO: " + n.error().message);
   }
-  auto impl =
-      std::make_shared<Impl>(io, tls, std::move(options), std::move(on_frame), std::move(on_state));
+  auto impl = std::make_shared<Impl>(std::move(strand), tls, std::move(options),
+                                     std::move(on_frame), std::move(on_state));
   impl->hello_frame = std::move(hello_frame);
   // Started by a post, never inline: co_spawn would otherwise run the first steps (and maybe
   // a state callback) inside create(), on a caller that may hold its own locks.
@@ -237,14 +246,17 @@ PeerLink::PeerLink(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 PeerLink::~PeerLink() { close(); }
 
-SendStatus PeerLink::send(std::vector<uint8_t>&& frame) {
+SendStatus PeerLink::send(std::vector<uint8_t>&& frame) { return send(std::move(frame), nullptr); }
+
+SendStatus PeerLink::send(std::vector<uint8_t>&& head,
+                          std::shared_ptr<const std::vector<uint8_t>> body) {
   std::shared_ptr<detail::FramePump> pump;
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->up) pump = impl_->pump;
   }
   if (!pump) return SendStatus::kNotUp;
-  return pump->push(std::move(frame));
+  return pump->push(std::move(head), std::move(body));
 }
 
 void PeerLink::when_writable(size_t bytes, std::function<void(bool up)> fn) {

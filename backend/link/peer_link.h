@@ -9,6 +9,7 @@
 // the io_context must keep running until close() has reported kClosed.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -76,6 +77,13 @@ class PeerLink {
                                                                     Options options,
                                                                     FrameCallback on_frame,
                                                                     StateCallback on_state);
+  // The same, with the link's I/O and every callback on `strand` (which must be a strand of
+  // `io`) instead of a strand of its own: an owner that runs on that strand gets its frames
+  // without a thread hand-off (the replication master shares its volume's strand this way).
+  [[nodiscard]] static LinkResult<std::unique_ptr<PeerLink>> create(
+      boost::asio::io_context& io, boost::asio::any_io_executor strand,
+      boost::asio::ssl::context& tls, Options options, FrameCallback on_frame,
+      StateCallback on_state);
 
   // Closes (see close()); does not wait. Callbacks may still run on the strand until kClosed.
   ~PeerLink();
@@ -88,6 +96,10 @@ class PeerLink {
   // is empty); use when_writable(). kNotUp: not connected. `frame` is moved from only when
   // kQueued, so on any other answer the caller still holds it (to retry or re-route).
   [[nodiscard]] SendStatus send(std::vector<uint8_t>&& frame);
+  // The same for a frame in two parts: `head` from wire::encode_head(), then `body` (the
+  // wire::EncodedPayload bytes, shared with other links and never copied or changed).
+  [[nodiscard]] SendStatus send(std::vector<uint8_t>&& head,
+                                std::shared_ptr<const std::vector<uint8_t>> body);
   // Calls fn(true) on the link's strand once a frame of `bytes` would be accepted, or
   // fn(false) if the link is not up or drops first. One shot; never called inline.
   void when_writable(size_t bytes, std::function<void(bool up)> fn);

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -79,12 +80,19 @@ struct ReplicatedVolume::Impl {
     bool is_write = false;
     repl::Payload keep_compare;  // kept alive with the request
   };
+  // An encoded frame: `head` (the whole frame when `body` is null), then the payload bytes
+  // shared by every copy's frame of one write.
+  struct OutFrame {
+    std::vector<uint8_t> head;
+    repl::Payload body;
+    size_t size() const { return head.size() + (body ? body->size() : 0); }
+  };
   struct CopyLink {
     ReplicaPeer peer;
     std::unique_ptr<link::PeerLink> link;
     uint64_t epoch = 0;
     bool up = false;
-    std::deque<std::vector<uint8_t>> backlog;  // encoded frames refused for back-pressure
+    std::deque<OutFrame> backlog;  // encoded frames refused for back-pressure
     bool waiting_writable = false;
   };
 
@@ -136,6 +144,10 @@ struct ReplicatedVolume::Impl {
   Clock::time_point resync_free_at{};  // the resync rate limit's next free moment
   int idle_flushes_due = 0;            // flushes left before the maps are clean (tick())
   Clock::time_point last_write_at{};
+  // The payload last encoded (lz4 + CRC), reused for the other copies' frames of that write;
+  // dropped at the end of each engine turn.
+  repl::Payload encoded_src;
+  wire::EncodedPayload encoded;
   uint32_t lz4_misses = 0;  // data frames in a row that lz4 did not shrink
   uint32_t lz4_skip = 0;    // data frames left to send without trying lz4
   // Right after the switch to replication, requests wait (bounded) for the links to come up,
@@ -459,12 +471,14 @@ struct Strand {
     uint32_t copy = c.peer.copy;
     uint64_t epoch = c.epoch;
     Impl* impl = &s;
+    // The link runs on the volume's strand: an ACK is handled where it is read, and the
+    // frames one engine turn emits are written together (no thread hand-off either way).
     auto link = link::PeerLink::create(
-        s.io, s.tls, lo,
+        s.io, s.strand, s.tls, lo,
         [weak, impl, copy, epoch](const wire::FrameHeader& h, std::vector<uint8_t> payload) {
           auto v = weak.lock();
           if (!v) return;
-          asio::post(impl->strand, [v, impl, copy, epoch, h, p = std::move(payload)]() mutable {
+          asio::dispatch(impl->strand, [v, impl, copy, epoch, h, p = std::move(payload)]() mutable {
             Strand st{*impl, v};
             auto it = impl->copies.find(copy);
             if (it == impl->copies.end() || it->second.epoch != epoch || !impl->engine) return;
@@ -519,31 +533,25 @@ struct Strand {
     auto it = s.copies.find(copy);
     if (it == s.copies.end() || !it->second.link) return;
     Impl::CopyLink& c = it->second;
-    std::vector<uint8_t> out;
+    Impl::OutFrame out;
     bool data = h.type == wire::FrameType::kWrite || h.type == wire::FrameType::kSyncData ||
                 h.type == wire::FrameType::kWriteSame;
-    std::span<const uint8_t> body;
-    if (payload) body = {payload->data(), payload->size()};
-    // lz4 on data that does not shrink costs CPU and is sent raw anyway: after a run of
-    // frames that did not compress, the next ones skip the attempt (then it tries again).
-    bool try_lz4 = data && !body.empty() && s.compress.load(std::memory_order_relaxed);
-    if (try_lz4 && s.lz4_skip > 0) {
-      --s.lz4_skip;
-      try_lz4 = false;
+    wire::WireResult<size_t> r = 0;
+    if (data && payload && !payload->empty()) {
+      // Encoded once per payload: every copy's frame shares the bytes (only the header, which
+      // names the copy, is per copy).
+      const wire::EncodedPayload& ep = encode_payload(payload);
+      out.body = ep.wire;
+      r = wire::encode_head(h, ep, out.head);
+    } else {
+      std::span<const uint8_t> body;
+      if (payload) body = {payload->data(), payload->size()};
+      r = wire::encode(h, body, false, out.head);
     }
-    auto r = wire::encode(h, body, try_lz4, out);
     if (!r) {
       spdlog::error("volume={} cannot encode {} frame: {}", s.opt.uuid, wire::to_string(h.type),
                     r.error().message);
       return;
-    }
-    if (try_lz4) {
-      bool shrank = *r < wire::kHeaderSize + body.size();
-      s.lz4_misses = shrank ? 0 : s.lz4_misses + 1;
-      if (s.lz4_misses >= kLz4MissesBeforeSkip) {
-        s.lz4_misses = 0;
-        s.lz4_skip = kLz4Skip;
-      }
     }
     if (!c.backlog.empty()) {
       c.backlog.push_back(std::move(out));
@@ -552,8 +560,29 @@ struct Strand {
     push(c, std::move(out));
   }
 
-  void push(Impl::CopyLink& c, std::vector<uint8_t>&& frame) {
-    switch (c.link->send(std::move(frame))) {
+  const wire::EncodedPayload& encode_payload(const repl::Payload& payload) {
+    if (s.encoded_src == payload) return s.encoded;
+    // lz4 on data that does not shrink costs CPU and is sent raw anyway: after a run of
+    // payloads that did not compress, the next ones skip the attempt (then it tries again).
+    bool try_lz4 = s.compress.load(std::memory_order_relaxed);
+    if (try_lz4 && s.lz4_skip > 0) {
+      --s.lz4_skip;
+      try_lz4 = false;
+    }
+    s.encoded = wire::encode_payload(payload, try_lz4);
+    s.encoded_src = payload;
+    if (try_lz4 && payload->size() >= wire::kMinCompressSize) {
+      s.lz4_misses = s.encoded.compressed ? 0 : s.lz4_misses + 1;
+      if (s.lz4_misses >= kLz4MissesBeforeSkip) {
+        s.lz4_misses = 0;
+        s.lz4_skip = kLz4Skip;
+      }
+    }
+    return s.encoded;
+  }
+
+  void push(Impl::CopyLink& c, Impl::OutFrame&& frame) {
+    switch (c.link->send(std::move(frame.head), frame.body)) {
       case link::SendStatus::kQueued:
         return;
       case link::SendStatus::kBackPressure:
@@ -580,7 +609,7 @@ struct Strand {
     c.link->when_writable(c.backlog.front().size(), [weak, impl, copy, epoch](bool) {
       auto v = weak.lock();
       if (!v) return;
-      asio::post(impl->strand, [v, impl, copy, epoch] {
+      asio::dispatch(impl->strand, [v, impl, copy, epoch] {
         auto it = impl->copies.find(copy);
         if (it == impl->copies.end() || it->second.epoch != epoch) return;
         Strand st{*impl, v};
@@ -655,6 +684,8 @@ struct Strand {
                    a);
       }
     }
+    s.encoded_src.reset();  // every copy's frame of this turn is queued
+    s.encoded = {};
     check_reservation();
     if (s.mode == Mode::kSwitchingOff) check_idle();
   }

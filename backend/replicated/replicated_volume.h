@@ -2,7 +2,9 @@
 // core::BlockVolume). It runs the pure MasterEngine on one strand and carries out its
 // actions: local store operations on the node's FileVolume, frames to each replica over its
 // own PeerLink (mutual TLS on tcp/5703, lz4 per the volume's label), completions to the
-// target, out-of-sync reports to the control plane.
+// target, out-of-sync reports to the control plane. The links run on the volume's strand, so
+// an ACK is handled where it is read; a write's payload is encoded (lz4, CRC) once and the
+// same bytes are queued on every replica's link.
 //
 // Solo mode: with no replicas, I/O goes straight to the FileVolume (no engine, no region
 // map: the replicated path costs nothing until it is used). The first replica switches the

@@ -214,35 +214,28 @@ const char* to_string(WireErrc e) {
 
 // ---- encoder ----
 
-WireResult<size_t> encode(const FrameHeader& h, std::span<const uint8_t> payload, bool compress,
-                          std::vector<uint8_t>& out, uint32_t max_payload) {
-  const uint16_t flags = uint16_t(h.flags & ~kFlagCompressed);
-  if (auto v = validate(uint8_t(h.type), flags, h.count, payload.size(), max_payload); !v) {
-    return fail(v.error());
-  }
-  const size_t start = out.size();
-  uint32_t wire_len = uint32_t(payload.size());
-  bool compressed = false;
-  if (compress && payload.size() >= kMinCompressSize) {
-    const int bound = LZ4_compressBound(int(payload.size()));
-    out.resize(start + kHeaderSize + size_t(bound));
-    const int n = LZ4_compress_default(reinterpret_cast<const char*>(payload.data()),
-                                       reinterpret_cast<char*>(out.data() + start + kHeaderSize),
-                                       int(payload.size()), bound);
-    if (n > 0 && size_t(n) < payload.size()) {
-      compressed = true;
-      wire_len = uint32_t(n);
-    }
-  }
-  out.resize(start + kHeaderSize + wire_len);
-  uint8_t* p = out.data() + start;
-  if (!compressed && !payload.empty()) {
-    std::memcpy(p + kHeaderSize, payload.data(), payload.size());
-  }
+namespace {
+
+// lz4 into a scratch buffer kept per thread (grown, never zero-filled again): returns the
+// compressed bytes, or an empty span when compressing does not shrink `payload`.
+std::span<const uint8_t> try_lz4(std::span<const uint8_t> payload) {
+  if (payload.size() < kMinCompressSize) return {};
+  thread_local std::vector<uint8_t> scratch;
+  const int bound = LZ4_compressBound(int(payload.size()));
+  if (scratch.size() < size_t(bound)) scratch.resize(size_t(bound));
+  const int n =
+      LZ4_compress_default(reinterpret_cast<const char*>(payload.data()),
+                           reinterpret_cast<char*>(scratch.data()), int(payload.size()), bound);
+  if (n <= 0 || size_t(n) >= payload.size()) return {};
+  return {scratch.data(), size_t(n)};
+}
+
+void put_header(uint8_t* p, const FrameHeader& h, uint16_t flags, uint32_t raw_len,
+                uint32_t wire_len, uint32_t payload_crc) {
   put32(p + kOffMagic, kMagic);
   p[kOffVersion] = kVersion;
   p[kOffType] = uint8_t(h.type);
-  put16(p + kOffFlags, uint16_t(flags | (compressed ? kFlagCompressed : 0)));
+  put16(p + kOffFlags, flags);
   std::memcpy(p + kOffVolume, h.volume.data(), h.volume.size());
   put32(p + kOffCopy, h.copy_id);
   put32(p + kOffStatus, h.status);
@@ -250,11 +243,68 @@ WireResult<size_t> encode(const FrameHeader& h, std::span<const uint8_t> payload
   put64(p + kOffSequence, h.sequence);
   put64(p + kOffLba, h.lba);
   put64(p + kOffCount, h.count);
-  put32(p + kOffRawLen, uint32_t(payload.size()));
+  put32(p + kOffRawLen, raw_len);
   put32(p + kOffWireLen, wire_len);
-  put32(p + kOffPayloadCrc, core::crc32c(std::span<const uint8_t>(p + kHeaderSize, wire_len)));
+  put32(p + kOffPayloadCrc, payload_crc);
   put32(p + kOffHeaderCrc, core::crc32c(std::span<const uint8_t>(p, kOffHeaderCrc)));
-  return kHeaderSize + wire_len;
+}
+
+}  // namespace
+
+WireResult<size_t> encode(const FrameHeader& h, std::span<const uint8_t> payload, bool compress,
+                          std::vector<uint8_t>& out, uint32_t max_payload) {
+  const uint16_t flags = uint16_t(h.flags & ~kFlagCompressed);
+  if (auto v = validate(uint8_t(h.type), flags, h.count, payload.size(), max_payload); !v) {
+    return fail(v.error());
+  }
+  std::span<const uint8_t> body = payload;
+  bool compressed = false;
+  if (compress) {
+    if (auto z = try_lz4(payload); !z.empty()) {
+      body = z;
+      compressed = true;
+    }
+  }
+  // Header space, then the payload appended (no zero-fill of bytes about to be overwritten).
+  const size_t start = out.size();
+  out.reserve(start + kHeaderSize + body.size());
+  out.resize(start + kHeaderSize);
+  out.insert(out.end(), body.begin(), body.end());
+  put_header(out.data() + start, h, uint16_t(flags | (compressed ? kFlagCompressed : 0)),
+             uint32_t(payload.size()), uint32_t(body.size()), core::crc32c(body));
+  return kHeaderSize + body.size();
+}
+
+EncodedPayload encode_payload(std::shared_ptr<const std::vector<uint8_t>> payload, bool compress) {
+  EncodedPayload out;
+  if (!payload) return out;
+  out.raw_len = uint32_t(payload->size());
+  if (compress) {
+    if (auto z = try_lz4(*payload); !z.empty()) {
+      out.wire = std::make_shared<const std::vector<uint8_t>>(z.begin(), z.end());
+      out.compressed = true;
+    }
+  }
+  if (!out.compressed) out.wire = std::move(payload);
+  out.crc = core::crc32c(std::span<const uint8_t>(*out.wire));
+  return out;
+}
+
+WireResult<size_t> encode_head(const FrameHeader& h, const EncodedPayload& payload,
+                               std::vector<uint8_t>& out, uint32_t max_payload) {
+  const uint16_t flags = uint16_t(h.flags & ~kFlagCompressed);
+  if (auto v = validate(uint8_t(h.type), flags, h.count, payload.raw_len, max_payload); !v) {
+    return fail(v.error());
+  }
+  const size_t wire_len = payload.wire ? payload.wire->size() : 0;
+  if (payload.compressed ? (wire_len == 0 || wire_len >= payload.raw_len)
+                         : wire_len != payload.raw_len) {
+    return fail(err(WireErrc::kBadLength, "encoded payload length inconsistent"));
+  }
+  out.resize(kHeaderSize);
+  put_header(out.data(), h, uint16_t(flags | (payload.compressed ? kFlagCompressed : 0)),
+             payload.raw_len, uint32_t(wire_len), payload.crc);
+  return kHeaderSize;
 }
 
 WireResult<size_t> encode_blocks(const FrameHeader& h, std::span<const std::byte> payload,

@@ -61,6 +61,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -190,6 +191,21 @@ WireResult<size_t> encode(const FrameHeader& header, std::span<const uint8_t> pa
 WireResult<size_t> encode_blocks(const FrameHeader& header, std::span<const std::byte> payload,
                                  bool compress, std::vector<uint8_t>& out,
                                  uint32_t max_payload = kMaxPayload);
+// A payload encoded once (lz4 when asked and it shrinks, then its CRC32C) for several frames
+// that carry the same bytes (one WRITE per replica): each frame is encode_head()'s header
+// followed by `wire`, together byte for byte what encode() makes. The payload is shared, not
+// copied, when it goes raw.
+struct EncodedPayload {
+  std::shared_ptr<const std::vector<uint8_t>> wire;  // the bytes after the header
+  uint32_t raw_len = 0;
+  uint32_t crc = 0;  // CRC32C of *wire
+  bool compressed = false;
+};
+EncodedPayload encode_payload(std::shared_ptr<const std::vector<uint8_t>> payload, bool compress);
+// Replaces `out` with the header of a frame carrying `payload`; refuses what encode() would
+// (on error `out` is left as it was). Returns kHeaderSize.
+WireResult<size_t> encode_head(const FrameHeader& header, const EncodedPayload& payload,
+                               std::vector<uint8_t>& out, uint32_t max_payload = kMaxPayload);
 // Upper bound of what encode() appends for a payload of `payload_bytes` (lz4 is used only
 // when it shrinks the payload), for accounting in-flight replication bytes.
 constexpr size_t max_frame_size(size_t payload_bytes) { return kHeaderSize + payload_bytes; }

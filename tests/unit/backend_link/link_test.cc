@@ -80,7 +80,7 @@ std::vector<uint8_t> encode_frame(const wire::FrameHeader& h, std::span<const ui
   return out;
 }
 
-std::vector<uint8_t> write_frame(uint64_t seq, std::span<const uint8_t> payload) {
+wire::FrameHeader write_header(uint64_t seq) {
   wire::FrameHeader h;
   h.type = wire::FrameType::kWrite;
   h.volume = kVolume;
@@ -88,7 +88,11 @@ std::vector<uint8_t> write_frame(uint64_t seq, std::span<const uint8_t> payload)
   h.generation = 1;
   h.sequence = seq;
   h.lba = seq * 8;
-  return encode_frame(h, payload);
+  return h;
+}
+
+std::vector<uint8_t> write_frame(uint64_t seq, std::span<const uint8_t> payload) {
+  return encode_frame(write_header(seq), payload);
 }
 
 std::vector<uint8_t> hello_frame(const std::string& node_id) {
@@ -305,6 +309,22 @@ class LinkTest : public ::testing::Test {
     }
   }
 
+  // A server with a TestHandler and one link to it, up.
+  struct Pair {
+    std::shared_ptr<TestHandler> handler = std::make_shared<TestHandler>();
+    LinkServer* server = nullptr;
+    std::shared_ptr<LinkLog> log = std::make_shared<LinkLog>();
+    PeerLink* link = nullptr;
+  };
+  Pair connected_pair() {
+    Pair p;
+    p.server = start_server(p.handler, std::make_shared<EventLog>());
+    if (p.server == nullptr) return p;
+    p.link = make_link(p.server->local_port(), p.log);
+    if (!p.log->wait_state(State::kUp)) p.link = nullptr;
+    return p;
+  }
+
   PeerLink* make_link(uint16_t port, std::shared_ptr<LinkLog> log, ssl::context* ctx = nullptr,
                       std::function<void(PeerLink::Options&)> tweak = {}) {
     PeerLink::Options o;
@@ -446,6 +466,46 @@ TEST_F(LinkTest, WriteFramesRoundTripWithAcks) {
   EXPECT_GT(server->metrics().bytes_received_raw.load(),
             server->metrics().bytes_received_wire.load());
   EXPECT_EQ(server->metrics().accepted.load(), 1u);
+}
+
+// Frames sent as a head plus a shared body (one payload, several links) arrive whole and in
+// order, alone (a large body) or gathered with others (small ones); a head whose lengths do not
+// match its body is refused.
+TEST_F(LinkTest, TwoPartFramesShareTheirBody) {
+  Pair p = connected_pair();
+  ASSERT_NE(p.link, nullptr);
+  PeerLink* link = p.link;
+  auto& handler = p.handler;
+  auto& log = p.log;
+
+  auto big = std::make_shared<const std::vector<uint8_t>>(random_bytes(1 << 20, 3));
+  auto small = std::make_shared<const std::vector<uint8_t>>(compressible_bytes(4096));
+  auto head_for = [](uint64_t seq, const std::shared_ptr<const std::vector<uint8_t>>& body,
+                     bool compress, wire::EncodedPayload& ep) {
+    ep = wire::encode_payload(body, compress);
+    std::vector<uint8_t> head;
+    EXPECT_TRUE(wire::encode_head(write_header(seq), ep, head).ok());
+    return head;
+  };
+  wire::EncodedPayload ep_big, ep_small;
+  auto head1 = head_for(1, big, false, ep_big);
+  EXPECT_EQ(link->send(std::vector<uint8_t>(head1), small), SendStatus::kInvalid);
+  ASSERT_EQ(link->send(std::move(head1), ep_big.wire), SendStatus::kQueued);
+  for (uint64_t seq = 2; seq <= 20; ++seq) {
+    auto head = head_for(seq, small, seq % 2 == 0, ep_small);
+    ASSERT_EQ(link->send(std::move(head), ep_small.wire), SendStatus::kQueued) << seq;
+  }
+  ASSERT_EQ(link->send(write_frame(21, *small)), SendStatus::kQueued);
+  ASSERT_TRUE(handler->m.wait([&] { return handler->frames.size() >= 21; }));
+  handler->m.read([&] {
+    for (uint64_t i = 0; i < 21; ++i) {
+      EXPECT_EQ(handler->frames[i].header.sequence, i + 1);
+      EXPECT_EQ(handler->frames[i].payload, i == 0 ? *big : *small) << i;
+    }
+    return 0;
+  });
+  EXPECT_EQ(ep_big.wire.get(), big.get());  // raw: the caller's buffer itself went out
+  EXPECT_EQ(log->m.read([&] { return log->count(State::kDown); }), 0u);
 }
 
 TEST_F(LinkTest, OrderPreservedForTenThousandFrames) {

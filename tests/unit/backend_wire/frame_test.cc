@@ -215,6 +215,45 @@ TEST(Frame, ByteSpanOverloadAndSizeBound) {
   EXPECT_EQ(d.frames[0].payload, std::vector<uint8_t>(4096, 0x42));
 }
 
+// A payload encoded once and sent in several frames (one per replica) must be, header plus
+// shared bytes, exactly what encode() makes for each; the raw payload is shared, not copied.
+TEST(Frame, SharedPayloadFramesEqualEncode) {
+  for (bool compress : {false, true}) {
+    for (const auto& data : {compressible(64 * 1024), random_bytes(4096, 9),
+                             std::vector<uint8_t>(kMinCompressSize - 1, 0)}) {
+      SCOPED_TRACE(std::to_string(data.size()) + (compress ? " lz4" : " raw"));
+      auto shared = std::make_shared<const std::vector<uint8_t>>(data);
+      EncodedPayload ep = encode_payload(shared, compress);
+      EXPECT_EQ(ep.raw_len, data.size());
+      if (!ep.compressed) {
+        EXPECT_EQ(ep.wire.get(), shared.get());
+      }
+      for (uint32_t copy : {1u, 2u, 5u}) {
+        FrameHeader h = header(FrameType::kWrite);
+        h.copy_id = copy;
+        std::vector<uint8_t> head;
+        ASSERT_TRUE(encode_head(h, ep, head).ok());
+        ASSERT_EQ(head.size(), kHeaderSize);
+        std::vector<uint8_t> whole = head;
+        whole.insert(whole.end(), ep.wire->begin(), ep.wire->end());
+        EXPECT_EQ(whole, encode_ok(h, data, compress));
+        auto d = decode_all(whole);
+        ASSERT_EQ(d.frames.size(), 1u);
+        EXPECT_EQ(d.frames[0].header, h);
+        EXPECT_EQ(d.frames[0].payload, data);
+      }
+    }
+  }
+  // What encode() refuses, encode_head() refuses, leaving `out` alone.
+  auto ep = encode_payload(std::make_shared<const std::vector<uint8_t>>(4096, 1), false);
+  std::vector<uint8_t> out = {7};
+  EXPECT_FALSE(encode_head(header(FrameType::kUnmap), ep, out).ok());
+  EXPECT_FALSE(encode_head(header(FrameType::kWrite), ep, out, 1024).ok());
+  ep.raw_len = 4097;  // lengths that disagree
+  EXPECT_FALSE(encode_head(header(FrameType::kWrite), ep, out).ok());
+  EXPECT_EQ(out, std::vector<uint8_t>{7});
+}
+
 TEST(Frame, TinyPayloadIsNotCompressed) {
   std::vector<uint8_t> data(kMinCompressSize - 1, 0);
   auto bytes = encode_ok(header(FrameType::kWrite), data, true);
