@@ -1,11 +1,10 @@
 #include "mgmt/cluster_service.h"
 
-#include <map>
-
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -24,9 +23,7 @@ bool same_hash(const std::string& a, const std::string& b) {
 
 std::string bearer_hash(const std::string& bearer) { return sha256_hex(bearer); }
 
-ApiError unauthorized(const std::string& what) {
-  return ApiError{401, "unauthorized", what};
-}
+ApiError unauthorized(const std::string& what) { return ApiError{401, "unauthorized", what}; }
 
 bool known_volume_state(const std::string& s) {
   return s == "healthy" || s == "degraded" || s == "read-only" || s == "halted";
@@ -117,12 +114,12 @@ core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohman
       }
       r.volume_state = vs->get<std::string>();
     }
-    if (!u64(e, "applied_seq", &r.applied_seq) ||
-        !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
+    if (!u64(e, "applied_seq", &r.applied_seq) || !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
         !u64(e, "sync_total_bytes", &r.sync_total_bytes) ||
         !u64(e, "behind_bytes", &r.behind_bytes)) {
-      return bad("applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
-                 "non-negative integers");
+      return bad(
+          "applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
+          "non-negative integers");
     }
     out.push_back(std::move(r));
   }
@@ -147,8 +144,7 @@ db::DbResult<void> refresh_volume_health(db::Tx& tx, const std::string& volume_i
   v.state = want;
   if (auto u = tx.update_volume(v); !u) return u;
   auto e = tx.append_event({0, 0, v.name, node_name, "volume-" + want,
-                            all_in_sync ? "all replicas are in sync"
-                                        : "a replica is not in sync"});
+                            all_in_sync ? "all replicas are in sync" : "a replica is not in sync"});
   if (!e) return core::fail(e.error());
   return {};
 }
@@ -206,9 +202,9 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
       for (const auto& n : *nodes) {
         if (n.id == c.node_id) copy_node = n.name;
       }
-      auto e = tx.append_event({0, 0, (*vol)->name, copy_node, "copy-" + r.state,
-                                c.role + " copy " + std::to_string(c.number) + " on " +
-                                    copy_node + " is " + r.state});
+      auto e = tx.append_event(
+          {0, 0, (*vol)->name, copy_node, "copy-" + r.state,
+           c.role + " copy " + std::to_string(c.number) + " on " + copy_node + " is " + r.state});
       if (!e) return core::fail(e.error());
       touched.insert(r.volume_id);
     }
@@ -230,8 +226,8 @@ ClusterService::ClusterService(db::Catalogue& cat, CertificateAuthority* ca,
 core::Result<JoinGrant, ApiError> ClusterService::join(const JoinRequest& req,
                                                        const std::string& bearer) {
   if (!core::valid_object_name(req.name)) {
-    return core::fail(ApiError{422, "invalid_value", "node name must match [a-z0-9][a-z0-9-]{0,62}",
-                               {{"field", "name"}}});
+    return core::fail(ApiError{
+        422, "invalid_value", "node name must match [a-z0-9][a-z0-9-]{0,62}", {{"field", "name"}}});
   }
   if (req.address.empty() || req.api_url.empty() || req.csr_pem.empty()) {
     return core::fail(ApiError::invalid("address, api_url and csr are required"));
@@ -403,8 +399,8 @@ db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeR
     for (const auto& c : *copies) {
       auto n = by_id.find(c.node_id);
       candidates.push_back({c.number, c.role == "replica", c.state == db::kCopyInSync,
-                            n != by_id.end() && n->second->state == "online",
-                            c.node_id == lost.id, c.applied_seq});
+                            n != by_id.end() && n->second->state == "online", c.node_id == lost.id,
+                            c.applied_seq});
     }
     auto pick = pick_new_master(candidates);
     if (!pick) {
@@ -430,15 +426,14 @@ db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeR
     v.master_node = winner.node_id;
     if (auto u = tx.update_volume(v); !u) return u;
     std::string to = by_id.count(winner.node_id) ? by_id[winner.node_id]->name : winner.node_id;
-    auto e = tx.append_event({0, 0, v.name, to, "volume-promoted",
-                              "master " + lost.name + " lost: copy " +
-                                  std::to_string(winner.number) + " on " + to +
-                                  " is the new master (generation " +
-                                  std::to_string(v.generation) + ")"});
+    auto e = tx.append_event(
+        {0, 0, v.name, to, "volume-promoted",
+         "master " + lost.name + " lost: copy " + std::to_string(winner.number) + " on " + to +
+             " is the new master (generation " + std::to_string(v.generation) + ")"});
     if (!e) return core::fail(e.error());
     if (auto h = refresh_volume_health(tx, v.id, to); !h) return h;
-    spdlog::warn("cluster: volume {} promoted copy {} on {} (generation {})", v.name,
-                 winner.number, to, v.generation);
+    spdlog::warn("cluster: volume {} promoted copy {} on {} (generation {})", v.name, winner.number,
+                 to, v.generation);
   }
   return {};
 }
@@ -519,7 +514,7 @@ db::DbResult<void> ClusterService::restore_replica_counts(db::Tx& tx) {
         if (!online(c.node_id)) continue;
         live.push_back(c);
         candidates.push_back({c.number,
-                              c.state == db::kCopyInSync   ? CopySyncState::kInSync
+                              c.state == db::kCopyInSync    ? CopySyncState::kInSync
                               : c.state == db::kCopySyncing ? CopySyncState::kSyncing
                                                             : CopySyncState::kOther,
                               c.sync_total_bytes, c.sync_done_bytes, c.behind_bytes});
@@ -530,11 +525,11 @@ db::DbResult<void> ClusterService::restore_replica_counts(db::Tx& tx) {
       for (size_t i : drop) {
         const auto& c = live[i];
         if (auto d = tx.delete_copy(c.id); !d) return d;
-        auto e = tx.append_event(
-            {0, 0, v.name, by_id[c.node_id]->name, "copy-removed",
-             "replica copy " + std::to_string(c.number) + " on " + by_id[c.node_id]->name +
-                 " dropped: " + std::to_string(want) + " replicas declared and the others have "
-                 "less left to copy (smallest difference)"});
+        auto e = tx.append_event({0, 0, v.name, by_id[c.node_id]->name, "copy-removed",
+                                  "replica copy " + std::to_string(c.number) + " on " +
+                                      by_id[c.node_id]->name + " dropped: " + std::to_string(want) +
+                                      " replicas declared and the others have "
+                                      "less left to copy (smallest difference)"});
         if (!e) return core::fail(e.error());
       }
       if (auto h = refresh_volume_health(tx, v.id, controller_name_); !h) return h;
@@ -554,9 +549,10 @@ int ClusterService::check_liveness(int64_t now_ms) {
         continue;
       }
       if (auto s = tx.set_node_state(n.id, "offline"); !s) return s;
-      auto e = tx.append_event({0, 0, "", n.name, "node-offline",
-                                "no heartbeat from " + n.name + " for " +
-                                    std::to_string(now_ms - last) + " ms"});
+      auto e = tx.append_event(
+          {0, 0, "", n.name, "node-offline",
+           "no heartbeat from " + n.name + " for " +
+               std::to_string(now_ms - std::max(n.last_heartbeat_ms, started_ms_)) + " ms"});
       if (!e) return core::fail(e.error());
       spdlog::warn("cluster: node {} missed heartbeats; marked offline", n.name);
       ++changed;

@@ -119,8 +119,8 @@ class ClusterService {
   static constexpr const char* kJoinTokenSetting = "join_token_sha256";
   core::Result<JoinGrant, ApiError> join(const JoinRequest& req, const std::string& bearer);
   core::Result<nlohmann::json, ApiError> heartbeat(const std::string& node_name,
-                                                  const std::string& bearer,
-                                                  const HeartbeatReport& report);
+                                                   const std::string& bearer,
+                                                   const HeartbeatReport& report);
   // The copy-state route: a node's reports applied and committed before the answer. A node
   // reporting for a volume it does not master gets 409 (it was deposed: nothing it reports
   // is recorded, so it must not go on as if it were).

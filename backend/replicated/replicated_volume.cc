@@ -495,8 +495,7 @@ struct Strand {
           });
         });
     if (!link) {
-      spdlog::error("volume={} link to {}: {}", s.opt.uuid, c.peer.node_name,
-                    link.error().message);
+      spdlog::error("volume={} link to {}: {}", s.opt.uuid, c.peer.node_name, link.error().message);
       return;
     }
     c.link = std::move(*link);
@@ -518,8 +517,8 @@ struct Strand {
     } else if (ch.state == link::PeerLink::State::kDown ||
                ch.state == link::PeerLink::State::kClosed) {
       if (c.up) {
-        spdlog::warn("volume={} link to copy {} on {} down: {}", s.opt.uuid, copy,
-                     c.peer.node_name, ch.reason);
+        spdlog::warn("volume={} link to copy {} on {} down: {}", s.opt.uuid, copy, c.peer.node_name,
+                     ch.reason);
       }
       c.up = false;
       c.backlog.clear();
@@ -644,9 +643,9 @@ struct Strand {
       auto now = Clock::now();
       auto bytes = op.blocks * s.local->block_size();
       auto start = std::max(now, s.resync_free_at);
-      s.resync_free_at = start + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(
-                                         double(bytes) / double(s.opt.resync_bytes_per_second)));
+      s.resync_free_at =
+          start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                      double(bytes) / double(s.opt.resync_bytes_per_second)));
       if (start > now) {
         auto timer = std::make_shared<asio::steady_timer>(s.strand, start);
         auto local = s.local;
@@ -796,7 +795,7 @@ struct Strand {
         break;
       case repl::OpKind::kCompareAndWrite:
         s.local->compare_and_write(req.lba, std::as_bytes(std::span(*req.compare)),
-                                std::as_bytes(std::span(*req.data)), req.fua, cb);
+                                   std::as_bytes(std::span(*req.data)), req.fua, cb);
         break;
     }
   }
@@ -805,8 +804,8 @@ struct Strand {
     if (s.closed) return;
     if (!s.parked.empty()) release_parked();  // expires holds while the lease stays lapsed
     check_warm();
-    if (s.idle_flushes_due > 0 && s.mode == Mode::kReplicated && !s.warming &&
-        !s.fenced.load() && Clock::now() - s.last_write_at >= kIdleFlushAfter) {
+    if (s.idle_flushes_due > 0 && s.mode == Mode::kReplicated && !s.warming && !s.fenced.load() &&
+        Clock::now() - s.last_write_at >= kIdleFlushAfter) {
       repl::Request f;
       f.kind = repl::OpKind::kFlush;
       submit(std::move(f), Impl::Pending{[](core::IoResult) {}, Clock::now(), false, nullptr});
@@ -888,10 +887,16 @@ struct Strand {
       auto p = s.engine ? s.engine->copy_progress(id) : std::nullopt;
       if (p) {
         switch (p->state) {
-          case repl::CopyState::kInSync: cs.state = "in-sync"; break;
+          case repl::CopyState::kInSync:
+            cs.state = "in-sync";
+            break;
           case repl::CopyState::kSyncing:
-          case repl::CopyState::kJoining: cs.state = "syncing"; break;
-          case repl::CopyState::kOutOfSync: cs.state = "out-of-sync"; break;
+          case repl::CopyState::kJoining:
+            cs.state = "syncing";
+            break;
+          case repl::CopyState::kOutOfSync:
+            cs.state = "out-of-sync";
+            break;
         }
         cs.applied_seq = p->acked_through;
         cs.sync_total_bytes = p->sync_planned * region_bytes;
@@ -963,8 +968,7 @@ void ReplicatedVolume::set_fenced(bool fenced) {
   bool was = impl_->fenced.exchange(fenced);
   if (was != fenced) {
     if (fenced) {
-      spdlog::error("volume={} master lease lapsed: I/O held until it is renewed",
-                    impl_->opt.uuid);
+      spdlog::error("volume={} master lease lapsed: I/O held until it is renewed", impl_->opt.uuid);
     } else {
       spdlog::info("volume={} master lease renewed", impl_->opt.uuid);
     }
@@ -1078,8 +1082,7 @@ void ReplicatedVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
   if (auto next = successor()) return next->read(lba, out, std::move(done));
   if (impl_->fenced.load()) {
     auto self = shared_from_this();
-    return hold([self, lba, out](Done d) { self->read(lba, out, std::move(d)); },
-                std::move(done));
+    return hold([self, lba, out](Done d) { self->read(lba, out, std::move(d)); }, std::move(done));
   }
   // Reads are served by the master's own copy: every acknowledged write is in it.
   impl_->local->read(lba, out, std::move(done));
@@ -1107,8 +1110,7 @@ std::optional<core::IoResult> refused_write(const std::atomic<core::VolumeState>
 
 }  // namespace
 
-void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua,
-                             Done done) {
+void ReplicatedVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua, Done done) {
   if (auto next = successor()) return next->write(lba, data, fua, std::move(done));
   if (impl_->closing.load()) return done(not_ready());
   if (impl_->fenced.load()) {
@@ -1165,25 +1167,21 @@ void ReplicatedVolume::unmap(uint64_t lba, uint64_t blocks, Done done) {
 }
 
 void ReplicatedVolume::compare_and_write(uint64_t lba, std::span<const std::byte> compare,
-                                         std::span<const std::byte> data, bool fua,
-                                         Done done) {
+                                         std::span<const std::byte> data, bool fua, Done done) {
   if (auto next = successor()) {
     return next->compare_and_write(lba, compare, data, fua, std::move(done));
   }
   if (impl_->closing.load()) return done(not_ready());
   if (impl_->fenced.load()) {
     auto self = shared_from_this();
-    return hold(
-        [self, lba, compare, data, fua](Done d) {
-          self->compare_and_write(lba, compare, data, fua, std::move(d));
-        },
-        std::move(done));
+    return hold([self, lba, compare, data,
+                 fua](Done d) { self->compare_and_write(lba, compare, data, fua, std::move(d)); },
+                std::move(done));
   }
   if (auto r = refused_write(impl_->health)) return done(*r);
   auto& local = *impl_->local;
-  if (try_direct(
-          [&](Done d) { local.compare_and_write(lba, compare, data, fua, std::move(d)); },
-          done)) {
+  if (try_direct([&](Done d) { local.compare_and_write(lba, compare, data, fua, std::move(d)); },
+                 done)) {
     return;
   }
   repl::Request r;

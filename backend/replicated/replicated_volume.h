@@ -50,11 +50,11 @@ namespace tandem::backend::replicated {
 
 // One replica of the volume as the control plane places it.
 struct ReplicaPeer {
-  uint32_t copy = 0;       // the copy number on the wire (catalogue copies.number)
-  std::string node_name;   // the peer's certificate CN
-  std::string host;        // replication endpoint
+  uint32_t copy = 0;      // the copy number on the wire (catalogue copies.number)
+  std::string node_name;  // the peer's certificate CN
+  std::string host;       // replication endpoint
   uint16_t port = 5703;
-  bool in_sync = false;    // the catalogue says it holds exactly the master's data
+  bool in_sync = false;  // the catalogue says it holds exactly the master's data
   bool operator==(const ReplicaPeer&) const = default;
 };
 
@@ -87,8 +87,8 @@ class ReplicatedVolume : public core::BlockVolume,
     bool compress = true;
     std::string image_path;  // the FileVolume's file (read for allocated extents)
     std::string map_path;    // region map file
-    std::string seq_path;  // sequence reservation file
-    wire::Hello hello;     // this node's HELLO on outbound links
+    std::string seq_path;    // sequence reservation file
+    wire::Hello hello;       // this node's HELLO on outbound links
     std::shared_ptr<link::LinkMetrics> link_metrics;
     // A copy that was in sync dropped out: record it in the catalogue, then call
     // confirm_out_of_sync(copy). Writes wait for that (no acknowledged write may be missing

@@ -3,8 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -34,8 +34,8 @@ std::string read_line(const fs::path& p) {
 }  // namespace
 
 core::Result<std::string, std::string> FileCa::sign(const std::string& csr_pem,
-                                                   const std::string& node_name,
-                                                   const std::string& address) {
+                                                    const std::string& node_name,
+                                                    const std::string& address) {
   // The certificate must say who the joining node claims to be, nothing else.
   auto info = tls::inspect_csr(csr_pem);
   if (!info) return core::fail(info.error().message);
@@ -111,9 +111,12 @@ std::string join_cluster(const NodeIdentity& me, const std::string& controller_u
   if (!kc) return "cannot create this node's key: " + kc.error().message;
   auto client = HttpClient::make(controller_url, join_token, 30);
   if (!client) return client.error();
-  json req{{"name", me.name},           {"address", me.address},
-           {"api_url", me.api_url},     {"iscsi_port", me.iscsi_port},
-           {"repl_port", me.repl_port}, {"csr", kc->csr_pem},
+  json req{{"name", me.name},
+           {"address", me.address},
+           {"api_url", me.api_url},
+           {"iscsi_port", me.iscsi_port},
+           {"repl_port", me.repl_port},
+           {"csr", kc->csr_pem},
            {"node_id", read_line(dir / "node.id")}};
   auto res = client->request("POST", "/api/v1/cluster/join", req.dump());
   if (!res) return "cannot reach the controller at " + controller_url + ": " + res.error();
@@ -122,8 +125,7 @@ std::string join_cluster(const NodeIdentity& me, const std::string& controller_u
     std::string msg = body.is_object() && body.contains("error")
                           ? body["error"].value("message", res->body)
                           : res->body;
-    return "the controller refused to join us (HTTP " + std::to_string(res->status) +
-           "): " + msg;
+    return "the controller refused to join us (HTTP " + std::to_string(res->status) + "): " + msg;
   }
   tls::NodeCredentials creds{body.value("certificate", ""), kc->key_pem,
                              body.value("ca_certificate", "")};
@@ -160,8 +162,8 @@ HttpResponse forward_to(const std::string& controller_url, const HttpRequest& re
     out.status = 502;
     out.body = json{{"error",
                      {{"code", "bad_gateway"},
-                      {"message", "the controller at " + controller_url +
-                                      " is unreachable: " + r.error()}}}}
+                      {"message",
+                       "the controller at " + controller_url + " is unreachable: " + r.error()}}}}
                    .dump();
     return out;
   }
@@ -189,7 +191,9 @@ NodeAgent::NodeAgent(NodeIdentity me, std::string controller_url,
 
 NodeAgent::~NodeAgent() { stop(); }
 
-void NodeAgent::start() { thread_ = std::thread([this] { run(); }); }
+void NodeAgent::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void NodeAgent::stop() {
   {
@@ -245,8 +249,7 @@ bool NodeAgent::report_copies_now(const std::vector<CopyReport>& reports,
 
 bool NodeAgent::apply_state(const json& snapshot) {
   if (!local_) return true;
-  auto r = local_->transact<void>(
-      [&](db::Tx& tx) { return apply_cluster_snapshot(tx, snapshot); });
+  auto r = local_->transact<void>([&](db::Tx& tx) { return apply_cluster_snapshot(tx, snapshot); });
   if (!r) {
     spdlog::error("cluster state from {} not applied: {}", controller_url_, r.error().message);
     return false;
@@ -316,9 +319,8 @@ void NodeAgent::run() {
       if (ok) {
         std::lock_guard lock(mu_);
         // Only what this heartbeat carried; newer ones wait for the next.
-        pending_.erase(pending_.begin(),
-                       pending_.begin() + static_cast<std::ptrdiff_t>(
-                                              std::min(sent_events, pending_.size())));
+        pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                                sent_events, pending_.size())));
       }
       if (ok) {
         auto j = json::parse(r->body, nullptr, false);
@@ -339,9 +341,9 @@ void NodeAgent::run() {
         // is in the local catalogue before the volume host sees the renewal.
         if (state_ok && j.is_object() && j.contains("node_timeout_ms") &&
             j["node_timeout_ms"].is_number_integer() && j["node_timeout_ms"].get<int64_t>() > 0) {
-          auto sent_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             sent_at.time_since_epoch())
-                             .count();
+          auto sent_ns =
+              std::chrono::duration_cast<std::chrono::nanoseconds>(sent_at.time_since_epoch())
+                  .count();
           lease_until_ns_.store(
               lease_until(sent_ns, j["node_timeout_ms"].get<int64_t>() * 1'000'000));
         }
