@@ -57,7 +57,9 @@ ReplResult<void> MasterEngine::add_copy(uint32_t copy, bool in_sync, bool link_u
   c.id = copy;
   c.link_up = link_up;
   c.acked_through = next_seq_ - 1;
-  if (in_sync && link_up) {
+  if (in_sync) {
+    // Frames for it queue until its link is up (writes wait for its ACK); a link that fails
+    // first takes it out of sync the usual way (reported, confirmed, resynced).
     c.state = CopyState::kInSync;
   } else if (recorded_in_sync) {
     // The catalogue still counts the copy as holding every acknowledged write, so it could be

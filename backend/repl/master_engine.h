@@ -135,7 +135,8 @@ class MasterEngine {
   MasterEngine(const MasterConfig& config, RegionMap* map);
 
   // A copy joins the replica set. in_sync: it holds exactly the master's data now (a fresh
-  // volume, or the controller's catalogue says so at start-up); otherwise it is kOutOfSync.
+  // volume, or the controller's catalogue says so at start-up), also before its link is up;
+  // otherwise it is kOutOfSync.
   // recorded_in_sync: the controller's catalogue counts it in sync (so it could be promoted)
   // although it is added out of sync (a restarted or newly promoted master): CopyOutOfSync
   // {needs_confirm} is emitted and nothing completes until confirm_out_of_sync().
