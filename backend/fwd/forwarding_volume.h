@@ -60,8 +60,11 @@ class ForwardingVolume final : public core::BlockVolume {
     // largest reply it can get (a READ's data); further requests wait (one request larger than
     // this still goes when nothing else is in flight). Also the link's send budget. Keep it
     // <= the master's LinkServer reply_budget_bytes (16 MiB by default), which closes a
-    // connection whose unread replies exceed it.
-    size_t max_inflight_bytes = 16u << 20;
+    // connection whose unread replies exceed it, minus one batch of replies (up to a frame of
+    // wire::kMaxPayload): a batch we have already read still counts there until the master's
+    // write of it completes, and with cached reads answered at once the next replies can
+    // arrive before that.
+    size_t max_inflight_bytes = 8u << 20;
     std::chrono::milliseconds retry_interval{100};  // first wait after an answer flagged RETRY
     // Link tuning (PeerLink::Options).
     std::chrono::milliseconds connect_timeout{10'000};
