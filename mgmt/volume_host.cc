@@ -34,10 +34,14 @@ core::VolumeSettings settings_of(db::Tx& tx, const db::VolumeRow& v) {
 
 const char* volume_state_name(core::VolumeState s) {
   switch (s) {
-    case core::VolumeState::kReadOnly: return "read-only";
-    case core::VolumeState::kHalted: return "halted";
-    case core::VolumeState::kDegraded: return "degraded";
-    default: return "healthy";
+    case core::VolumeState::kReadOnly:
+      return "read-only";
+    case core::VolumeState::kHalted:
+      return "halted";
+    case core::VolumeState::kDegraded:
+      return "degraded";
+    default:
+      return "healthy";
   }
 }
 
@@ -54,8 +58,8 @@ core::IoResult wait(const std::function<void(core::BlockVolume::Done)>& op) {
 
 }  // namespace
 
-VolumeHost::VolumeHost(boost::asio::io_context& io, db::Catalogue& catalogue,
-                       backend::IoPool& pool, Options options)
+VolumeHost::VolumeHost(boost::asio::io_context& io, db::Catalogue& catalogue, backend::IoPool& pool,
+                       Options options)
     : io_(io), cat_(catalogue), pool_(pool), opt_(std::move(options)), store_(opt_.volumes_dir) {}
 
 VolumeHost::~VolumeHost() { stop(); }
@@ -77,11 +81,10 @@ std::string VolumeHost::start(Reporter reporter, RecordEvent record) {
         auto it = masters_.find(id);
         return it == masters_.end() ? nullptr : it->second.volume;
       });
-  replicas_->set_io_handler([this](const std::shared_ptr<backend::link::InboundConnection>& c,
-                                   const backend::wire::FrameHeader& h,
-                                   std::vector<uint8_t> payload) {
-    forward_server_->handle(c, h, std::move(payload));
-  });
+  replicas_->set_io_handler(
+      [this](const std::shared_ptr<backend::link::InboundConnection>& c,
+             const backend::wire::FrameHeader& h,
+             std::vector<uint8_t> payload) { forward_server_->handle(c, h, std::move(payload)); });
   reconcile();
   worker_ = std::thread([this] { run(); });
   reporter_thread_ = std::thread([this] { run_reporter(); });
@@ -358,8 +361,7 @@ void VolumeHost::reconcile_locked() {
       // This node became the master: sessions that logged in through the forwarder keep it,
       // now pointed at this node's own replication endpoint.
       if (it->second.master_node != opt_.node_id) {
-        backend::fwd::ForwardingVolume::Target self{opt_.node_name, opt_.address,
-                                                    opt_.repl_port};
+        backend::fwd::ForwardingVolume::Target self{opt_.node_name, opt_.address, opt_.repl_port};
         if (it->second.volume->retarget(self)) it->second.master_node = opt_.node_id;
       }
       ++it;
@@ -384,6 +386,8 @@ void VolumeHost::reconcile_locked() {
     }
     backend::fwd::ForwardingVolume::Options fo;
     fo.metrics = opt_.link_metrics;
+    fo.idle_timeout = opt_.link_timeout;
+    fo.heartbeat_interval = std::max(opt_.link_timeout / 4, std::chrono::milliseconds(50));
     backend::wire::Hello hello;
     hello.node_id = opt_.node_id;
     hello.address = opt_.address;
@@ -428,6 +432,7 @@ void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
   o.link_metrics = opt_.link_metrics;
   o.observe_write = opt_.observe_write;
   o.resync_bytes_per_second = opt_.resync_bytes_per_second;
+  o.link_timeout = opt_.link_timeout;
   std::string vid = v.id;
   o.on_out_of_sync = [this, vid](uint32_t copy, const std::string& reason) {
     report_out_of_sync(vid, copy, reason);
@@ -481,9 +486,7 @@ void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {
 
 // Closing never waits: a removed copy's files go at once (its data is no longer wanted, and
 // I/O still in flight lands in an unlinked file); a kept one is flushed by close().
-void VolumeHost::begin_role_change(const std::string& volume_id) {
-  closing_.insert(volume_id);
-}
+void VolumeHost::begin_role_change(const std::string& volume_id) { closing_.insert(volume_id); }
 
 std::function<void()> VolumeHost::role_change_done(const std::string& volume_id) {
   return [this, volume_id] {
@@ -662,7 +665,8 @@ void VolumeHost::run_reporter() {
       ok = reporter_ && reporter_(reports);
       if (ok) break;
       std::unique_lock l2(work_mu_);
-      if (urgent_cv_.wait_for(l2, std::chrono::milliseconds(std::min(1000, 50 << std::min(attempt, 4))),
+      if (urgent_cv_.wait_for(l2,
+                              std::chrono::milliseconds(std::min(1000, 50 << std::min(attempt, 4))),
                               [&] { return stopping_; })) {
         return;
       }

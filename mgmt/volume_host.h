@@ -55,6 +55,10 @@ class VolumeHost {
     std::chrono::milliseconds interval{1000};
     std::chrono::milliseconds failure_grace{90'000};  // unless tandem/failure-grace says
     uint64_t resync_bytes_per_second = 0;             // 0: unlimited
+    // A silent replica or forwarding link is declared down after this (the daemon derives it
+    // from --node-timeout-ms, so a partitioned replica stalls writes about as long as a lost
+    // master does).
+    std::chrono::milliseconds link_timeout{5'000};
     std::shared_ptr<backend::link::LinkMetrics> link_metrics;
     std::function<void(double)> observe_write;  // replicated write round trip (seconds)
     // The master lease (joined nodes); empty: always valid (the controller's own node).
@@ -149,10 +153,10 @@ class VolumeHost {
   std::timed_mutex reconcile_mu_;  // serialises reconciles and stop()
   std::atomic<bool> stopped_{false};
   std::mutex mu_;  // guards the maps below (never held while waiting for I/O)
-  std::map<std::string, Master> masters_;    // by volume id
+  std::map<std::string, Master> masters_;           // by volume id
   std::map<std::string, Replica> replicas_by_key_;  // "volume-id/number"
-  std::map<std::string, Forwarder> forwarders_;      // by volume id
-  std::set<std::string> closing_;                    // volume ids changing role
+  std::map<std::string, Forwarder> forwarders_;     // by volume id
+  std::set<std::string> closing_;                   // volume ids changing role
   std::unique_ptr<backend::fwd::ForwardServer> forward_server_;
 
   std::mutex work_mu_;
@@ -170,7 +174,7 @@ class VolumeHost {
   std::vector<Urgent> urgent_;  // guarded by work_mu_
   // Drops from `batch` (and the matching `reports`) the volumes no longer mastered here.
   void still_mastered(std::vector<Urgent>& batch, std::vector<CopyReport>& reports);
-  bool report_soon_ = false;     // a copy changed state: report all (best effort); work_mu_
+  bool report_soon_ = false;  // a copy changed state: report all (best effort); work_mu_
   std::condition_variable urgent_cv_;
   std::thread reporter_thread_;
 };

@@ -467,6 +467,8 @@ struct Strand {
     lo.port = c.peer.port;
     lo.hello = s.opt.hello;
     lo.metrics = s.opt.link_metrics;
+    lo.idle_timeout = s.opt.link_timeout;
+    lo.heartbeat_interval = std::max(s.opt.link_timeout / 4, std::chrono::milliseconds(50));
     std::weak_ptr<ReplicatedVolume> weak = self;
     uint32_t copy = c.peer.copy;
     uint64_t epoch = c.epoch;

@@ -106,6 +106,9 @@ class ReplicatedVolume : public core::BlockVolume,
     // While the lease is lapsed, requests wait this long for a renewal before they are
     // answered NOT READY (under an initiator's usual 30 s command timeout).
     std::chrono::milliseconds lease_hold{20'000};
+    // A replica link that reads nothing this long is down (its copy drops out of sync and
+    // writes go on without it); the link sends heartbeats every quarter of it when idle.
+    std::chrono::milliseconds link_timeout{5'000};
   };
 
   static core::Result<std::shared_ptr<ReplicatedVolume>, std::string> open(

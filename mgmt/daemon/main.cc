@@ -3,19 +3,20 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "backend/store/io_pool.h"
@@ -52,7 +53,7 @@ struct Options {
   int failure_grace_s = 90;
   uint64_t resync_mib_s = 0;
   uint32_t iscsi_queue_depth = 128;
-  std::string join;        // controller API URL; empty: this node is the controller
+  std::string join;  // controller API URL; empty: this node is the controller
   std::string join_token;
 };
 
@@ -70,8 +71,8 @@ int lock_data_dir(const std::string& dir) {
     ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
     std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "?";
     while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
-    std::cerr << "tandemd: data directory " << dir << " is in use by another tandemd (pid "
-              << pid << "); refusing to start\n";
+    std::cerr << "tandemd: data directory " << dir << " is in use by another tandemd (pid " << pid
+              << "); refusing to start\n";
     ::close(fd);
     return -1;
   }
@@ -179,7 +180,8 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(100, 60000))
       ->capture_default_str();
   app.add_option("--node-timeout-ms", o.node_timeout_ms,
-                 "controller: a node silent this long is offline")
+                 "controller: a node silent this long is offline; every node: a replication link "
+                 "silent for 2/3 of it (1-5 s) is down")
       ->check(CLI::Range(200, 600000))
       ->capture_default_str();
   app.add_option("--failure-grace", o.failure_grace_s,
@@ -304,7 +306,7 @@ int run(int argc, char** argv) {
     ca.emplace(o.data_dir + "/tls/ca");
     cluster.emplace(catalogue, &*ca, o.node_name, std::chrono::milliseconds(o.node_timeout_ms));
   }
-  mgmt::ApiContext ctx{&catalogue, &volumes, &metrics, cluster ? &*cluster : nullptr,
+  mgmt::ApiContext ctx{&catalogue,  &volumes,    &metrics, cluster ? &*cluster : nullptr,
                        admin_token, o.node_name, {}};
   asio::io_context ioc;
 
@@ -320,6 +322,11 @@ int run(int argc, char** argv) {
   host_opts.interval = std::chrono::milliseconds(o.heartbeat_ms);
   host_opts.failure_grace = std::chrono::seconds(o.failure_grace_s);
   host_opts.resync_bytes_per_second = o.resync_mib_s << 20;
+  // Replication links give a silent peer 2/3 of the node timeout (1-5 s): a replica cut off
+  // by a partition stalls writes about as long as the master lease, not a fixed 5 s.
+  host_opts.link_timeout =
+      std::clamp(std::chrono::milliseconds(o.node_timeout_ms * 2 / 3),
+                 std::chrono::milliseconds(1'000), std::chrono::milliseconds(5'000));
   host_opts.link_metrics = link_metrics;
   host_opts.observe_write = [&metrics](double s) { metrics.observe_replicated_write(s); };
   if (!controller) {
@@ -342,8 +349,7 @@ int run(int argc, char** argv) {
     ctx.forward = [url = o.join, name = o.node_name](const mgmt::HttpRequest& r) {
       return mgmt::forward_to(url, r, name);
     };
-    agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token,
-                  &catalogue);
+    agent.emplace(me, o.join, std::chrono::milliseconds(o.heartbeat_ms), admin_token, &catalogue);
     agent->set_copy_reporter([&host] { return host.copy_reports(); });
     agent->set_state_applied_hook([&host] {
       host.fence_superseded();
@@ -382,8 +388,7 @@ int run(int argc, char** argv) {
     return 1;
   }
   mgmt::Router router(ctx);
-  mgmt::HttpServer http(ioc, router, metrics,
-                        {o.bind, o.http_port, 1 << 20, 30, 30});
+  mgmt::HttpServer http(ioc, router, metrics, {o.bind, o.http_port, 1 << 20, 30, 30});
   if (auto err = http.start(); !err.empty()) {
     spdlog::critical("http: {}", err);
     return 1;
@@ -404,12 +409,12 @@ int run(int argc, char** argv) {
       [&](const std::string& name) { return iscsi.sessions_for(core::iqn_for(name)) > 0; });
   volumes.set_deleted_hook([&](const std::string& id) { directory.forget(id); });
 
-  mgmt::ReplicationEndpoint replication(
-      ioc, [&](const std::string& kind, const std::string& message) {
-        record_event("", kind, message);
-      });
+  mgmt::ReplicationEndpoint replication(ioc,
+                                        [&](const std::string& kind, const std::string& message) {
+                                          record_event("", kind, message);
+                                        });
   if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port,
-                                   host.frame_handler(), link_metrics);
+                                   host.frame_handler(), link_metrics, host_opts.link_timeout / 4);
       !err.empty()) {
     spdlog::critical("replication: {}", err);
     return 1;
@@ -455,8 +460,8 @@ int run(int argc, char** argv) {
   spdlog::info("node {} ({}) ready: API {}/api/v1, iSCSI {}:{}, replication {}:{} (TLS), data {}",
                o.node_name, node_id, api_url, o.bind, o.iscsi_port, o.bind, o.repl_port,
                o.data_dir);
-  std::cout << "tandemd " << o.node_name << " ready: API " << api_url << "/api/v1, iSCSI "
-            << o.bind << ":" << o.iscsi_port << std::endl;
+  std::cout << "tandemd " << o.node_name << " ready: API " << api_url << "/api/v1, iSCSI " << o.bind
+            << ":" << o.iscsi_port << std::endl;
 
   std::vector<std::thread> threads;
   for (unsigned i = 1; i < o.net_threads; ++i) threads.emplace_back([&] { ioc.run(); });

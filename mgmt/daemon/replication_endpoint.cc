@@ -20,11 +20,16 @@ namespace {
 
 const char* event_kind(link::ServerEvent::Kind k) {
   switch (k) {
-    case link::ServerEvent::Kind::kPeerRefused: return "peer-refused";
-    case link::ServerEvent::Kind::kHandshakeFailed: return "peer-handshake-failed";
-    case link::ServerEvent::Kind::kTooManyConnections: return "peer-too-many-connections";
-    case link::ServerEvent::Kind::kProtocolError: return "peer-protocol-error";
-    case link::ServerEvent::Kind::kReplyOverflow: return "peer-reply-overflow";
+    case link::ServerEvent::Kind::kPeerRefused:
+      return "peer-refused";
+    case link::ServerEvent::Kind::kHandshakeFailed:
+      return "peer-handshake-failed";
+    case link::ServerEvent::Kind::kTooManyConnections:
+      return "peer-too-many-connections";
+    case link::ServerEvent::Kind::kProtocolError:
+      return "peer-protocol-error";
+    case link::ServerEvent::Kind::kReplyOverflow:
+      return "peer-reply-overflow";
   }
   return "peer-error";
 }
@@ -46,7 +51,8 @@ ReplicationEndpoint::~ReplicationEndpoint() = default;
 std::string ReplicationEndpoint::start(const std::string& tls_dir, const std::string& node_id,
                                        const std::string& address, uint16_t port,
                                        std::shared_ptr<link::FrameHandler> handler,
-                                       std::shared_ptr<link::LinkMetrics> metrics) {
+                                       std::shared_ptr<link::LinkMetrics> metrics,
+                                       std::chrono::milliseconds heartbeat_interval) {
   auto creds = tls::load_node_credentials(tls_dir);
   if (!creds) return "TLS credentials in " + tls_dir + ": " + creds.error().message;
   if (auto v = tls::verify_peer(creds->cert_pem, creds->ca_pem); !v) {
@@ -61,10 +67,10 @@ std::string ReplicationEndpoint::start(const std::string& tls_dir, const std::st
   opts.hello.node_id = node_id;
   opts.hello.address = address + ":" + std::to_string(port);
   opts.metrics = std::move(metrics);
+  opts.heartbeat_interval = heartbeat_interval;
   Impl* impl = impl_.get();
   auto server = link::LinkServer::start(
-      impl_->io, *impl_->ssl, opts, std::move(handler),
-      [impl](const link::ServerEvent& e) {
+      impl_->io, *impl_->ssl, opts, std::move(handler), [impl](const link::ServerEvent& e) {
         spdlog::warn("replication: {} from {} ({}): {}", link::to_string(e.kind), e.remote,
                      e.peer_name.empty() ? "no name" : e.peer_name, e.reason);
         std::string msg = std::string(link::to_string(e.kind)) + ": " + e.remote +

@@ -4,10 +4,10 @@
 // copies and forwarded I/O). Runs on the daemon's io_context.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
-
-#include <functional>
 
 namespace boost::asio {
 class io_context;
@@ -30,7 +30,8 @@ class ReplicationEndpoint {
   std::string start(const std::string& tls_dir, const std::string& node_id,
                     const std::string& address, uint16_t port,
                     std::shared_ptr<backend::link::FrameHandler> handler,
-                    std::shared_ptr<backend::link::LinkMetrics> metrics);
+                    std::shared_ptr<backend::link::LinkMetrics> metrics,
+                    std::chrono::milliseconds heartbeat_interval = std::chrono::seconds(1));
   // Closes the listener and every connection (asynchronously, on the io_context).
   void stop();
 
