@@ -438,9 +438,7 @@ db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeR
   return {};
 }
 
-namespace {
-
-core::VolumeSettings settings_in(db::Tx& tx, const db::VolumeRow& v) {
+core::VolumeSettings settings_of(db::Tx& tx, const db::VolumeRow& v) {
   core::Labels class_labels;
   if (!v.class_name.empty()) {
     auto c = tx.class_by_name(v.class_name);
@@ -449,8 +447,6 @@ core::VolumeSettings settings_in(db::Tx& tx, const db::VolumeRow& v) {
   auto s = core::resolve_settings(core::merge_labels(class_labels, v.labels));
   return s ? *s : core::VolumeSettings{};
 }
-
-}  // namespace
 
 // Keeps each volume at its declared replica count (seed: "Replica loss"):
 //  - fewer replicas that can serve than declared (a replica's node is offline): a new one is
@@ -471,7 +467,7 @@ db::DbResult<void> ClusterService::restore_replica_counts(db::Tx& tx) {
     return it != by_id.end() && it->second->state == "online";
   };
   for (const auto& v : *vols) {
-    int want = settings_in(tx, v).replicas;
+    int want = settings_of(tx, v).replicas;
     auto copies = tx.copies_of(v.id);
     if (!copies) return core::fail(copies.error());
     std::vector<db::CopyRow> replicas;

@@ -15,10 +15,15 @@
 #include <vector>
 
 #include "core/result.h"
+#include "core/volume_spec.h"
 #include "db/catalogue.h"
 #include "mgmt/api_error.h"
 
 namespace tandem::mgmt {
+
+// A volume's settings as its class and its own labels resolve them (defaults when they do
+// not parse); read in the caller's transaction.
+core::VolumeSettings settings_of(db::Tx& tx, const db::VolumeRow& v);
 
 // Signs node certificates (the controller holds the cluster CA).
 class CertificateAuthority {

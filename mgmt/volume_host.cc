@@ -22,16 +22,6 @@ std::string replica_key(const std::string& volume_id, uint32_t number) {
   return volume_id + "/" + std::to_string(number);
 }
 
-core::VolumeSettings settings_of(db::Tx& tx, const db::VolumeRow& v) {
-  core::Labels class_labels;
-  if (!v.class_name.empty()) {
-    auto c = tx.class_by_name(v.class_name);
-    if (c && *c) class_labels = (*c)->labels;
-  }
-  auto s = core::resolve_settings(core::merge_labels(class_labels, v.labels));
-  return s ? *s : core::VolumeSettings{};
-}
-
 const char* volume_state_name(core::VolumeState s) {
   switch (s) {
     case core::VolumeState::kReadOnly:

@@ -34,9 +34,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "pylib"))
-sys.path.insert(0, HERE)
 import netlab  # noqa: E402
-from replication_test import copies_in_sync, sha256, volume, wait_for  # noqa: E402
+from tandem_cluster import copies_in_sync, sha256, volume, wait_for  # noqa: E402
 from tandem_node import Node, finish  # noqa: E402
 
 IQN = "iqn.2026-11.dev.tandem:"
