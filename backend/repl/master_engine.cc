@@ -277,17 +277,7 @@ void MasterEngine::on_store_done(uint64_t tag, core::IoResult result, Payload da
         out_of_sync(*c, "local read for resync failed");
         break;
       }
-      for (Outgoing& o : c->queue) {
-        if (o.ready || o.slot != t.slot) continue;
-        o.header = header(wire::FrameType::kSyncData, c->id);
-        o.header.sequence = t.stamp;
-        o.header.count = t.region;
-        o.header.lba = map_->first_lba(t.region);
-        o.header.flags = wire::kFlagLast;
-        o.payload = std::move(data);
-        o.ready = true;
-        break;
-      }
+      fill_delta(*c, t, data);
       pump(*c);
       break;
     }
@@ -305,7 +295,7 @@ void MasterEngine::pump(Copy& c) {
   while (c.link_up && !c.queue.empty() && c.queue.front().ready) {
     Outgoing& o = c.queue.front();
     const bool accounted =
-        is_seq_frame(o.header.type) || o.header.type == wire::FrameType::kSyncData;
+        is_seq_frame(o.header.type) || o.header.type == wire::FrameType::kSyncDelta;
     // Slow is not dead: over budget the frame waits (one frame always fits an idle link).
     if (accounted && c.inflight_bytes > 0 && c.inflight_bytes + o.bytes > cfg_.max_inflight_bytes) {
       ++stats_.frames_queued_for_budget;
@@ -314,11 +304,12 @@ void MasterEngine::pump(Copy& c) {
     if (is_seq_frame(o.header.type)) {
       c.unacked_seq[o.header.sequence] = o.bytes;
       c.inflight_bytes += o.bytes;
-    } else if (o.header.type == wire::FrameType::kSyncData) {
+    } else if (o.header.type == wire::FrameType::kSyncDelta) {
       c.unacked_region[o.header.count] = o.bytes;
       c.inflight_bytes += o.bytes;
       ++stats_.sync_regions_sent;
       stats_.sync_bytes_sent += o.payload ? o.payload->size() : 0;
+      stats_.sync_data_bytes += o.data_bytes;
     }
     actions_.push_back(SendFrame{c.id, o.header, std::move(o.payload)});
     c.queued_bytes -= o.bytes;
@@ -348,6 +339,9 @@ void MasterEngine::on_frame(uint32_t copy, const wire::Frame& f) {
       return;
     case wire::FrameType::kRegionSummary:
       if (h.generation == cfg_.generation) on_summary(*c, f);
+      return;
+    case wire::FrameType::kSyncHashes:
+      if (h.generation == cfg_.generation) on_hashes(*c, f);
       return;
     default:
       return;  // HEARTBEAT and anything a replica has no business sending
@@ -390,6 +384,7 @@ void MasterEngine::out_of_sync(Copy& c, std::string reason) {
   c.phase = SyncPhase::kNone;
   c.snapshot.reset();
   c.summary.clear();
+  c.hashing.clear();
   c.session.reset();
   for (auto& [seq, op] : active_) op.waiting.erase(c.id);
   if (was_in_sync) unconfirmed_.insert(c.id);
@@ -475,6 +470,8 @@ std::optional<MasterEngine::CopyProgress> MasterEngine::copy_progress(uint32_t c
   if (c.session) {
     p.sync_planned = c.session->planned();
     p.sync_acked = c.session->acked();
+    p.sync_total_bytes = c.session->total_bytes();
+    p.sync_done_bytes = c.session->done_bytes();
   }
   return p;
 }

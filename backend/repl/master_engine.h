@@ -37,6 +37,7 @@
 // FLUSHes (no CompleteOp) at the start and the end of each resync (resync.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -52,6 +53,7 @@
 #include "backend/repl/region_map.h"
 #include "backend/repl/resync.h"
 #include "backend/wire/frame.h"
+#include "backend/wire/sync_delta.h"
 #include "core/block_volume.h"
 
 namespace tandem::backend::repl {
@@ -87,7 +89,12 @@ struct MasterConfig {
   uint64_t block_count = 0;
   uint64_t max_inflight_bytes = 16u << 20;  // per copy, counted as wire::max_frame_size()
   uint32_t max_active_ops = 256;            // sequenced but not completed
-  uint32_t sync_window = 4;                 // regions read or unacked per syncing copy
+  // Regions in flight per syncing copy (waiting for hashes, being read, or unacked): enough
+  // to cover the hash round trip, so a resync streams rather than stops and waits.
+  uint32_t sync_window = 8;
+  // Resync compares regions in units of this many bytes (wire/sync_delta.h; raised to the
+  // block size when smaller).
+  uint32_t sync_hash_unit = wire::kDefaultHashUnit;
   // A copy that is not waited for (syncing) and falls this far behind cannot keep up: it is
   // dropped out of sync instead of queueing without bound. Waited-for copies are bounded by
   // max_active_ops instead.
@@ -125,8 +132,12 @@ using MasterAction =
     std::variant<IssueStore, SendFrame, CompleteOp, CopyOutOfSync, CopyInSync, Deposed>;
 
 struct MasterStats {
-  uint64_t sync_regions_sent = 0;
-  uint64_t sync_bytes_sent = 0;  // SYNC_DATA payload bytes
+  uint64_t sync_regions_sent = 0;   // SYNC_DELTA frames
+  uint64_t sync_bytes_sent = 0;     // SYNC_DELTA payload bytes (bitmaps and data)
+  uint64_t sync_data_bytes = 0;     // of those, block data
+  uint64_t sync_hash_requests = 0;  // regions compared by hash (the others were never written
+                                    // on the copy)
+  uint64_t sync_hash_bytes = 0;     // SYNC_HASHES payload bytes received
   uint64_t frames_queued_for_budget = 0;
 };
 
@@ -172,6 +183,10 @@ class MasterEngine {
     uint64_t pending_bytes = 0;   // queued + in flight to the copy
     uint64_t sync_planned = 0;    // regions the current resync sends
     uint64_t sync_acked = 0;      // of those, regions the copy applied
+    // Data bytes the current resync sends (an upper bound until every region was compared:
+    // ResyncSession::total_bytes) and those the copy applied.
+    uint64_t sync_total_bytes = 0;
+    uint64_t sync_done_bytes = 0;
   };
   std::optional<CopyProgress> copy_progress(uint32_t copy) const;
   // Copies currently waited for (kInSync and kJoining).
@@ -198,8 +213,9 @@ class MasterEngine {
     wire::FrameHeader header;
     Payload payload;
     uint64_t bytes = 0;
-    bool ready = true;  // false: a SYNC_DATA placeholder whose read is in flight
+    bool ready = true;  // false: a SYNC_DELTA placeholder whose read is in flight
     uint64_t slot = 0;  // placeholder id
+    uint64_t data_bytes = 0;  // SYNC_DELTA: block data in the payload
   };
   enum class SyncPhase : uint8_t { kNone, kAwaitSummary, kStreaming };
   struct Copy {
@@ -219,6 +235,7 @@ class MasterEngine {
     std::optional<RegionMap> snapshot;  // master map as of SYNC_REQUEST
     std::vector<wire::RegionEntry> summary;
     std::optional<ResyncSession> session;
+    std::set<uint64_t> hashing;  // regions whose SYNC_HASHES the session waits for
     uint64_t join_point = 0;
   };
   enum class TagKind : uint8_t { kOp, kCawRead, kSyncRead };
@@ -230,6 +247,8 @@ class MasterEngine {
     uint64_t region = 0;
     uint64_t slot = 0;
     uint64_t stamp = 0;
+    bool copy_zero = false;  // kSyncRead: the copy's region is all zeros
+    std::shared_ptr<const std::vector<wire::BlockHash>> hashes;  // kSyncRead: the copy's
     StoreOp op;  // held until issuable
   };
 
@@ -243,6 +262,11 @@ class MasterEngine {
   void enqueue(Copy& c, Outgoing out);
   void pump(Copy& c);
   void pump_sync(Copy& c);
+  void sync_read(Copy& c, uint64_t region, bool copy_zero,
+                 std::shared_ptr<const std::vector<wire::BlockHash>> hashes);
+  void on_hashes(Copy& c, const wire::Frame& f);
+  void fill_delta(Copy& c, const Tag& t, const Payload& data);
+  uint32_t hash_unit() const { return std::max(cfg_.sync_hash_unit, cfg_.block_size); }
   void on_ack(Copy& c, const wire::FrameHeader& h);
   void on_summary(Copy& c, const wire::Frame& f);
   void out_of_sync(Copy& c, std::string reason);

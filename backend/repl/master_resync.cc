@@ -1,6 +1,7 @@
 // MasterEngine, part 2: driving delta sync (resync.h) of a copy; and the debug dump.
 #include <string>
 
+#include "backend/repl/block_diff.h"
 #include "backend/repl/master_engine.h"
 
 // GCC 12 reports -Wmaybe-uninitialized inside std::variant's move constructor when a small
@@ -43,6 +44,7 @@ ReplResult<void> MasterEngine::start_resync(uint32_t copy) {
   c->unacked_region.clear();
   c->acked_above.clear();
   c->summary.clear();
+  c->hashing.clear();
   c->session.reset();
   c->state = CopyState::kSyncing;
   c->phase = SyncPhase::kAwaitSummary;
@@ -93,23 +95,23 @@ void MasterEngine::on_summary(Copy& c, const wire::Frame& f) {
 
 void MasterEngine::pump_sync(Copy& c) {
   if (c.phase != SyncPhase::kStreaming) return;
-  while (auto r = c.session->next()) {
-    Outgoing placeholder;
-    placeholder.ready = false;
-    placeholder.slot = next_slot_++;
-    placeholder.bytes = wire::max_frame_size(map_->blocks_in(*r) * cfg_.block_size);
-    enqueue(c, placeholder);
-    Tag t;
-    t.kind = TagKind::kSyncRead;
-    t.copy = c.id;
-    t.epoch = c.epoch;
-    t.region = *r;
-    t.slot = placeholder.slot;
-    t.stamp = map_->seq_of(*r);  // every write <= the current position is marked already
-    const uint64_t lba = map_->first_lba(*r), blocks = map_->blocks_in(*r);
-    t.op = StoreOp{0, StoreKind::kRead, lba, blocks, false, nullptr, t.stamp, true};
-    add_local(std::move(t), lba, blocks, false);
+  bool asked = false;
+  while (auto p = c.session->next()) {
+    if (p->copy_zero) {
+      sync_read(c, p->region, true, nullptr);
+      continue;
+    }
+    // The copy's hashes first (resync.h step 3a); the read waits for them.
+    wire::FrameHeader h = header(wire::FrameType::kSyncHashRequest, c.id);
+    h.sequence = c.sync_start;
+    h.count = p->region;
+    h.status = hash_unit();
+    enqueue(c, Outgoing{h, nullptr, wire::kHeaderSize});
+    ++stats_.sync_hash_requests;
+    c.hashing.insert(p->region);
+    asked = true;
   }
+  if (asked) pump(c);
   if (!c.session->done()) return;
   c.phase = SyncPhase::kNone;
   c.session.reset();
@@ -130,6 +132,74 @@ void MasterEngine::pump_sync(Copy& c) {
     if (seq > c.acked_through && !c.acked_above.count(seq)) op.waiting.insert(c.id);
   }
   check_join(c);
+}
+
+void MasterEngine::sync_read(Copy& c, uint64_t region, bool copy_zero,
+                             std::shared_ptr<const std::vector<wire::BlockHash>> hashes) {
+  // The SYNC_DELTA's place in the link is taken now, at the read's position p (resync.h 3b).
+  const uint64_t lba = map_->first_lba(region), blocks = map_->blocks_in(region);
+  const uint64_t bytes = blocks * cfg_.block_size;
+  Outgoing placeholder;
+  placeholder.ready = false;
+  placeholder.slot = next_slot_++;
+  placeholder.bytes = wire::max_frame_size((wire::units_in(bytes, hash_unit()) + 7) / 8 + bytes);
+  enqueue(c, placeholder);
+  Tag t;
+  t.kind = TagKind::kSyncRead;
+  t.copy = c.id;
+  t.epoch = c.epoch;
+  t.region = region;
+  t.slot = placeholder.slot;
+  t.stamp = map_->seq_of(region);  // every write <= the current position is marked already
+  t.copy_zero = copy_zero;
+  t.hashes = std::move(hashes);
+  t.op = StoreOp{0, StoreKind::kRead, lba, blocks, false, nullptr, t.stamp, true};
+  add_local(std::move(t), lba, blocks, false);
+}
+
+void MasterEngine::on_hashes(Copy& c, const wire::Frame& f) {
+  const wire::FrameHeader& h = f.header;
+  // Another session's answer, or one for a region not waiting for hashes: not ours.
+  if (c.phase != SyncPhase::kStreaming || h.sequence != c.sync_start ||
+      !c.session->in_flight(h.count) || c.hashing.count(h.count) == 0) {
+    return;
+  }
+  const uint64_t bytes = map_->blocks_in(h.count) * cfg_.block_size;
+  auto hashes = wire::decode_block_hashes(f.payload, wire::units_in(bytes, hash_unit()));
+  if (!hashes || h.status != hash_unit()) {
+    out_of_sync(c, "malformed SYNC_HASHES");
+    return;
+  }
+  stats_.sync_hash_bytes += f.payload.size();
+  c.hashing.erase(h.count);
+  sync_read(c, h.count, false,
+            std::make_shared<const std::vector<wire::BlockHash>>(std::move(*hashes)));
+}
+
+void MasterEngine::fill_delta(Copy& c, const Tag& t, const Payload& data) {
+  const uint32_t unit = hash_unit();
+  const std::vector<bool> send = units_to_send(*data, unit, t.copy_zero ? nullptr : t.hashes.get());
+  auto payload = make_payload(wire::encode_sync_delta(*data, unit, send));
+  const uint64_t map_bytes = (send.size() + 7) / 8;
+  const uint64_t data_bytes = payload->size() - map_bytes;
+  c.session->diffed(t.region, data_bytes);
+  for (Outgoing& o : c.queue) {
+    if (o.ready || o.slot != t.slot) continue;
+    o.header = header(wire::FrameType::kSyncDelta, c.id);
+    o.header.sequence = t.stamp;
+    o.header.count = t.region;
+    o.header.lba = map_->first_lba(t.region);
+    o.header.status = unit;
+    o.header.flags = wire::kFlagLast;
+    // The placeholder reserved room for the whole region; the delta is usually far smaller.
+    const uint64_t bytes = wire::max_frame_size(payload->size());
+    c.queued_bytes = c.queued_bytes - o.bytes + bytes;
+    o.bytes = bytes;
+    o.payload = std::move(payload);
+    o.data_bytes = data_bytes;
+    o.ready = true;
+    break;
+  }
 }
 
 void MasterEngine::check_join(Copy& c) {

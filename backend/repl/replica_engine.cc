@@ -4,6 +4,9 @@
 #include <string_view>
 #include <utility>
 
+#include "backend/repl/block_diff.h"
+#include "backend/wire/sync_delta.h"
+
 namespace tandem::backend::repl {
 namespace {
 
@@ -111,7 +114,8 @@ void ReplicaEngine::on_frame(const wire::Frame& f) {
     case FrameType::kWriteSame:
     case FrameType::kFlush:
     case FrameType::kSyncRequest:
-    case FrameType::kSyncData:
+    case FrameType::kSyncHashRequest:
+    case FrameType::kSyncDelta:
     case FrameType::kSyncDone:
       break;
     default:
@@ -153,6 +157,7 @@ void ReplicaEngine::handle(const wire::Frame& f) {
       }
       touched_unsynced_.clear();
       synced_.clear();
+      delta_left_.clear();
       consistent_at_rest_ = false;
       held_.clear();
       ++stream_;
@@ -164,7 +169,15 @@ void ReplicaEngine::handle(const wire::Frame& f) {
       state_ = ReplicaState::kSyncing;
       send_summary();
       return;
-    case FrameType::kSyncData:
+    case FrameType::kSyncHashRequest:
+      if (state_ != ReplicaState::kSyncing) {
+        nack(h, NackReason::kNotReady, "no resync in progress");
+        return;
+      }
+      // Any moment after the rebase will do (resync.h 3a), so held frames do not matter.
+      if (h.sequence == sync_base_) read_for_hashes(h);
+      return;  // else an abandoned session's request: its answer would be ignored
+    case FrameType::kSyncDelta:
     case FrameType::kSyncDone:
       if (state_ != ReplicaState::kSyncing) {
         nack(h, NackReason::kNotReady, "no resync in progress");
@@ -176,8 +189,8 @@ void ReplicaEngine::handle(const wire::Frame& f) {
         nack(h, NackReason::kOutOfOrder, "resync frame overtook held writes");
         return;
       }
-      if (h.type == FrameType::kSyncData) {
-        apply_sync_data(f);
+      if (h.type == FrameType::kSyncDelta) {
+        apply_sync_delta(f);
       } else {
         done_point_ = h.sequence;
         done_seen_ = true;
@@ -298,50 +311,89 @@ void ReplicaEngine::apply(const wire::Frame& f) {
   add_local(std::move(p), false);
 }
 
-void ReplicaEngine::apply_sync_data(const wire::Frame& f) {
+void ReplicaEngine::read_for_hashes(const wire::FrameHeader& h) {
+  const uint64_t region = h.count;
+  const uint32_t unit = h.status;
+  if (region >= map_->region_count() || !wire::valid_hash_unit(unit) || unit < cfg_.block_size) {
+    state_ = ReplicaState::kIdle;
+    nack(h, NackReason::kBadRequest, "bad SYNC_HASH_REQUEST");
+    return;
+  }
+  Pending p;
+  p.stream = stream_;
+  p.type = FrameType::kSyncHashRequest;
+  p.region = region;
+  p.stamp = h.sequence;
+  p.unit = unit;
+  const uint64_t lba = map_->first_lba(region), blocks = map_->blocks_in(region);
+  p.op = StoreOp{0, StoreKind::kRead, lba, blocks, false, nullptr, 0, true};
+  add_local(std::move(p), false);
+}
+
+void ReplicaEngine::apply_sync_delta(const wire::Frame& f) {
   const wire::FrameHeader& h = f.header;
   const uint32_t bs = cfg_.block_size;
   const uint64_t region = h.count;
-  const uint64_t blocks = f.payload.size() / bs;
   const uint64_t stamp = h.sequence;
-  bool ok = region < map_->region_count() && f.payload.size() % bs == 0 && blocks > 0;
+  const uint32_t unit = h.status;
+  bool ok = region < map_->region_count() && wire::valid_hash_unit(unit) && unit >= bs &&
+            (h.flags & wire::kFlagLast) != 0 && h.lba == map_->first_lba(region);
+  std::vector<wire::DeltaRun> runs;
   if (ok) {
-    const uint64_t first = map_->first_lba(region);
-    ok = h.lba >= first && h.lba + blocks <= first + map_->blocks_in(region);
+    auto decoded = wire::decode_sync_delta(f.payload, map_->blocks_in(region) * bs, unit);
+    ok = decoded.ok();
+    if (ok) runs = std::move(*decoded);
   }
   // Link order puts every write <= the master's read position before this frame, so a write
   // of this stream (> S) in the region newer than the stamp means the stream is broken. An
   // entry from before the stream (<= S) above the stamp is not: it is a write this master
   // never had (an earlier master's, never acknowledged, from before a promotion), and the
-  // master sends the region precisely to overwrite it.
+  // master sends the region precisely to overwrite it (the units that differ).
   if (ok && stamp != kUnknownSeq && !map_->unknown(region) && map_->seq_of(region) > stamp &&
       map_->seq_of(region) > sync_base_) {
     ok = false;
   }
   if (!ok) {
     state_ = ReplicaState::kIdle;
-    nack(h, NackReason::kBadRequest, "bad SYNC_DATA");
+    nack(h, NackReason::kBadRequest, "bad SYNC_DELTA");
     return;
   }
-  const bool last = (h.flags & wire::kFlagLast) != 0;
-  // A flush issued after this write covers it, and that flush's sequence is >= expected_.
+  // A flush issued after these writes covers them, and that flush's sequence is >= expected_.
   const uint64_t ticket = expected_ - 1;
-  if (auto a = map_->assign(region, last ? stamp : kUnknownSeq, ticket); !a) {
+  if (auto a = map_->assign(region, stamp, ticket); !a) {
     fail_store(h);
     return;
   }
-  if (last) {
-    synced_.insert(region);
-    touched_unsynced_.erase(region);
+  synced_.insert(region);
+  touched_unsynced_.erase(region);
+  if (runs.empty()) {
+    region_applied(region, stamp);  // the copy held the master's region already
+    return;
   }
-  Pending p;
-  p.stream = stream_;
-  p.type = FrameType::kSyncData;
-  p.region = region;
-  p.stamp = stamp;
-  p.last = last;
-  p.op = StoreOp{0, StoreKind::kWrite, h.lba, blocks, false, copy_payload(f.payload), stamp, true};
-  add_local(std::move(p), false);
+  delta_left_[region] = runs.size();
+  const uint64_t first = map_->first_lba(region);
+  for (const wire::DeltaRun& run : runs) {
+    Pending p;
+    p.stream = stream_;
+    p.type = FrameType::kSyncDelta;
+    p.region = region;
+    p.stamp = stamp;
+    p.last = true;
+    auto data = make_payload(std::vector<uint8_t>(f.payload.begin() + run.data,
+                                                  f.payload.begin() + run.data + run.bytes));
+    p.op = StoreOp{
+        0, StoreKind::kWrite, first + run.offset / bs, run.bytes / bs, false, data, stamp, true};
+    add_local(std::move(p), false);
+  }
+}
+
+void ReplicaEngine::region_applied(uint64_t region, uint64_t stamp) {
+  const wire::RegionEntry e{region, stamp};
+  wire::FrameHeader s = reply(FrameType::kRegionSummary);
+  s.sequence = applied_;
+  s.count = 1;
+  actions_.push_back(
+      ReplicaSendFrame{s, make_payload(wire::encode_region_summary(std::span(&e, 1)))});
 }
 
 void ReplicaEngine::add_local(Pending p, bool barrier) {
@@ -361,7 +413,7 @@ void ReplicaEngine::advance(uint64_t seq) {
   }
 }
 
-void ReplicaEngine::on_store_done(uint64_t tag, core::IoResult result) {
+void ReplicaEngine::on_store_done(uint64_t tag, core::IoResult result, Payload data) {
   auto it = pending_.find(tag);
   if (it == pending_.end()) return;
   Pending p = std::move(it->second);
@@ -371,7 +423,7 @@ void ReplicaEngine::on_store_done(uint64_t tag, core::IoResult result) {
     if (r != pending_.end()) actions_.push_back(ReplicaIssueStore{r->second.op});
   }
   wire::FrameHeader h = reply(p.type);
-  h.sequence = p.type == FrameType::kSyncData ? p.stamp : p.seq;
+  h.sequence = p.type == FrameType::kSyncDelta ? p.stamp : p.seq;
   if (!result.ok()) {
     // The copy no longer knows what it holds: the master must drop it and resync later.
     if (p.stream == stream_) fail_store(h);
@@ -388,14 +440,25 @@ void ReplicaEngine::on_store_done(uint64_t tag, core::IoResult result) {
     }
   }
   if (p.stream != stream_ || state_ == ReplicaState::kFailed) return;  // an older stream
-  if (p.type == FrameType::kSyncData) {
-    if (p.last) {
-      const wire::RegionEntry e{p.region, p.stamp};
-      wire::FrameHeader s = reply(FrameType::kRegionSummary);
-      s.sequence = applied_;
-      s.count = 1;
-      actions_.push_back(
-          ReplicaSendFrame{s, make_payload(wire::encode_region_summary(std::span(&e, 1)))});
+  if (p.type == FrameType::kSyncHashRequest) {
+    if (state_ != ReplicaState::kSyncing || p.stamp != sync_base_) return;
+    if (!data || data->size() != p.op.blocks * cfg_.block_size) {
+      fail_store(h);
+      return;
+    }
+    wire::FrameHeader r = reply(FrameType::kSyncHashes);
+    r.sequence = p.stamp;
+    r.count = p.region;
+    r.status = p.unit;
+    const auto hashes = hash_units(*data, p.unit);
+    actions_.push_back(ReplicaSendFrame{r, make_payload(wire::encode_block_hashes(hashes))});
+    return;
+  }
+  if (p.type == FrameType::kSyncDelta) {
+    auto left = delta_left_.find(p.region);
+    if (left != delta_left_.end() && --left->second == 0) {
+      delta_left_.erase(left);
+      region_applied(p.region, p.stamp);
     }
   } else {
     advance(p.seq);

@@ -14,10 +14,12 @@
 // sequence is complete and a store flush after them completed; the map is then checkpointed
 // (only while consistent: see touched_unsynced_ below).
 // Resync (resync.h): SYNC_REQUEST{S} rebases the stream at S+1 and is answered with the map's
-// REGION_SUMMARY{sequence = S}; SYNC_DATA overwrites a region in link order (assign() first) and is
-// acknowledged with REGION_SUMMARY{(region, stamp)}; SYNC_DONE{D} makes the copy consistent
-// once everything <= D is applied. SYNC_DATA / SYNC_DONE must not overtake held frames (one
-// FIFO link never reorders; a copy holding frames NACKs them kOutOfOrder).
+// REGION_SUMMARY{sequence = S}; SYNC_HASH_REQUEST{S, r} reads region r (ordered after the
+// writes received before it) and answers SYNC_HASHES with a hash per unit; SYNC_DELTA
+// overwrites the units of r it carries in link order (assign() first) and is acknowledged
+// with REGION_SUMMARY{(region, stamp)} once they are written; SYNC_DONE{D} makes the copy
+// consistent once everything <= D is applied. SYNC_DELTA / SYNC_DONE must not overtake held
+// frames (one FIFO link never reorders; a copy holding frames NACKs them kOutOfOrder).
 #pragma once
 
 #include <cstdint>
@@ -68,8 +70,8 @@ class ReplicaEngine {
   ReplicaEngine(const ReplicaConfig& config, RegionMap* map, uint64_t in_sync_at);
 
   void on_frame(const wire::Frame& frame);
-  // StoreOp `tag` finished (kRead is never issued by a replica).
-  void on_store_done(uint64_t tag, core::IoResult result);
+  // StoreOp `tag` finished. data: the bytes read, for kRead (a region to hash for resync).
+  void on_store_done(uint64_t tag, core::IoResult result, Payload data = nullptr);
   // The link dropped: held frames are discarded; the stream needs a new SYNC_REQUEST.
   void on_link_down();
   // The controller announces a new generation (a new master). Older ones are refused.
@@ -89,15 +91,18 @@ class ReplicaEngine {
     uint64_t stream = 0;  // the stream (SYNC_REQUEST epoch) it belongs to
     uint64_t seq = 0;     // 0: resync data
     wire::FrameType type = wire::FrameType::kWrite;
-    uint64_t region = 0;  // resync data
-    uint64_t stamp = 0;
+    uint64_t region = 0;  // resync data and hash reads
+    uint64_t stamp = 0;   // SYNC_DELTA: the region's stamp; hash read: the session's S
+    uint32_t unit = 0;    // hash read: the unit to hash by
     bool last = false;
     StoreOp op;
   };
 
   void handle(const wire::Frame& f);
   void apply(const wire::Frame& f);
-  void apply_sync_data(const wire::Frame& f);
+  void apply_sync_delta(const wire::Frame& f);
+  void read_for_hashes(const wire::FrameHeader& h);
+  void region_applied(uint64_t region, uint64_t stamp);
   void drain_held();
   void add_local(Pending p, bool barrier);
   void advance(uint64_t seq);
@@ -132,6 +137,7 @@ class ReplicaEngine {
   bool consistent_at_rest_ = false;
   std::set<uint64_t> touched_unsynced_;
   std::set<uint64_t> synced_;
+  std::map<uint64_t, size_t> delta_left_;  // region -> SYNC_DELTA writes not yet complete
   std::map<uint64_t, wire::Frame> held_;
   std::map<uint64_t, Pending> pending_;  // by tag
   uint64_t next_tag_ = 1;

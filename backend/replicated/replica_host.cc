@@ -33,7 +33,8 @@ bool is_replica_frame(wire::FrameType t) {
     case wire::FrameType::kWriteSame:
     case wire::FrameType::kFlush:
     case wire::FrameType::kSyncRequest:
-    case wire::FrameType::kSyncData:
+    case wire::FrameType::kSyncHashRequest:
+    case wire::FrameType::kSyncDelta:
     case wire::FrameType::kSyncDone:
       return true;
     default:
@@ -139,15 +140,14 @@ void run(const std::shared_ptr<ReplicaCopy>& self, ReplicaCopy::Impl& s) {
               [&](repl::ReplicaIssueStore& is) {
                 const repl::StoreOp op = is.op;
                 ReplicaCopy::Impl* impl = &s;
-                auto back = [self, impl, tag = op.tag](core::IoResult r) {
-                  asio::post(impl->strand, [self, impl, tag, r] {
+                auto back = [self, impl, tag = op.tag](core::IoResult r, repl::Payload data) {
+                  asio::post(impl->strand, [self, impl, tag, r, data = std::move(data)] {
                     if (impl->closed) return;
-                    impl->engine->on_store_done(tag, r);
+                    impl->engine->on_store_done(tag, r, data);
                     run(self, *impl);
                   });
                 };
-                run_store_op(*s.local, op,
-                             [back](core::IoResult r, const repl::Payload&) { back(r); });
+                run_store_op(*s.local, op, back);
               },
               [&](repl::ReplicaSendFrame& sf) {
                 if (!s.conn) return;
@@ -269,7 +269,8 @@ void ReplicaHost::set_io_handler(IoHandler h) {
 void ReplicaHost::on_frame(const std::shared_ptr<link::InboundConnection>& conn,
                            const wire::FrameHeader& header, std::vector<uint8_t> payload) {
   if (header.type == wire::FrameType::kAck || header.type == wire::FrameType::kNack ||
-      header.type == wire::FrameType::kRegionSummary) {
+      header.type == wire::FrameType::kRegionSummary ||
+      header.type == wire::FrameType::kSyncHashes) {
     return;  // answers only ever flow to the master's side
   }
   if (!is_replica_frame(header.type)) {

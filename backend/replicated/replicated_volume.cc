@@ -535,7 +535,7 @@ struct Strand {
     if (it == s.copies.end() || !it->second.link) return;
     Impl::CopyLink& c = it->second;
     Impl::OutFrame out;
-    bool data = h.type == wire::FrameType::kWrite || h.type == wire::FrameType::kSyncData ||
+    bool data = h.type == wire::FrameType::kWrite || h.type == wire::FrameType::kSyncDelta ||
                 h.type == wire::FrameType::kWriteSame;
     wire::WireResult<size_t> r = 0;
     if (data && payload && !payload->empty()) {
@@ -554,11 +554,24 @@ struct Strand {
                     r.error().message);
       return;
     }
+    if (h.type == wire::FrameType::kSyncDelta) {
+      refund_resync(h.count, out.body ? out.body->size() : out.head.size() - wire::kHeaderSize);
+    }
     if (!c.backlog.empty()) {
       c.backlog.push_back(std::move(out));
       return;
     }
     push(c, std::move(out));
+  }
+
+  // The resync rate limit counts what a resync puts on the wire: each resync read reserves
+  // its whole region (issue()), and its SYNC_DELTA (after lz4) gives back what it did not use.
+  void refund_resync(uint64_t region, uint64_t wire_bytes) {
+    if (s.opt.resync_bytes_per_second == 0 || !s.map || region >= s.map->region_count()) return;
+    const uint64_t reserved = s.map->blocks_in(region) * s.local->block_size();
+    if (wire_bytes >= reserved) return;
+    s.resync_free_at -= std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+        double(reserved - wire_bytes) / double(s.opt.resync_bytes_per_second)));
   }
 
   const wire::EncodedPayload& encode_payload(const repl::Payload& payload) {
@@ -640,7 +653,8 @@ struct Strand {
       });
     };
     // Pacing: a resync read waits until the rate limit allows its bytes (the engine keeps
-    // overlapping writes ordered behind it, so only the resync slows down).
+    // overlapping writes ordered behind it, so only the resync slows down); its delta gives
+    // back what it does not send (refund_resync).
     if (op.kind == repl::StoreKind::kRead && op.resync && s.opt.resync_bytes_per_second > 0) {
       auto now = Clock::now();
       auto bytes = op.blocks * s.local->block_size();
@@ -880,7 +894,6 @@ struct Strand {
   void publish() {
     std::vector<CopyStatus> out;
     bool any_behind = false;
-    uint64_t region_bytes = s.map ? s.map->region_bytes() : 0;
     for (const auto& [id, c] : s.copies) {
       CopyStatus cs;
       cs.copy = id;
@@ -901,8 +914,10 @@ struct Strand {
             break;
         }
         cs.applied_seq = p->acked_through;
-        cs.sync_total_bytes = p->sync_planned * region_bytes;
-        cs.sync_done_bytes = p->sync_acked * region_bytes;
+        // Data bytes of the resync: the total is an upper bound (regions counted whole) until
+        // the copy's hashes of every region came in, then exact.
+        cs.sync_total_bytes = p->sync_total_bytes;
+        cs.sync_done_bytes = p->sync_done_bytes;
         cs.behind_bytes = p->pending_bytes + (cs.sync_total_bytes - cs.sync_done_bytes);
         if (p->state != repl::CopyState::kInSync) any_behind = true;
       } else {

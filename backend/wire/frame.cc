@@ -65,14 +65,19 @@ const TypeRule* rule_for(uint8_t type) {
       {false, false, 0, 1, 0, false},                        // ACK
       {true, false, kMaxSmallPayload, 1, 0, false},          // NACK
       {true, false, 0, 8, 0, false},                         // SYNC_REQUEST
-      {true, true, 0, 1, kFlagLast, false},                  // SYNC_DATA
+      {},                                                    // 9: retired SYNC_DATA
       {false, false, 0, 1, 0, false},                        // SYNC_DONE
       {true, false, 0, kRegionEntrySize, kFlagLast, false},  // REGION_SUMMARY
       {false, false, 0, 1, 0, false},                        // HEARTBEAT
       {true, false, 0, 1, kFlagFua, false},                  // IO_REQUEST
       {true, false, 0, 1, kFlagRetry, false},                // IO_REPLY
+      {false, false, 0, 1, 0, false},                        // SYNC_HASH_REQUEST
+      {true, true, 0, kBlockHashSize, 0, false},             // SYNC_HASHES
+      {true, true, 0, 1, kFlagLast, false},                  // SYNC_DELTA
   };
-  if (type == 0 || type > kMaxFrameType) return nullptr;
+  if (type == 0 || type > kMaxFrameType || type == uint8_t(FrameType::kRetiredSyncData)) {
+    return nullptr;
+  }
   return &kRules[type];
 }
 
@@ -130,8 +135,8 @@ const char* to_string(FrameType t) {
       return "NACK";
     case FrameType::kSyncRequest:
       return "SYNC_REQUEST";
-    case FrameType::kSyncData:
-      return "SYNC_DATA";
+    case FrameType::kRetiredSyncData:
+      return "RETIRED_SYNC_DATA";
     case FrameType::kSyncDone:
       return "SYNC_DONE";
     case FrameType::kRegionSummary:
@@ -142,6 +147,12 @@ const char* to_string(FrameType t) {
       return "IO_REQUEST";
     case FrameType::kIoReply:
       return "IO_REPLY";
+    case FrameType::kSyncHashRequest:
+      return "SYNC_HASH_REQUEST";
+    case FrameType::kSyncHashes:
+      return "SYNC_HASHES";
+    case FrameType::kSyncDelta:
+      return "SYNC_DELTA";
   }
   return "UNKNOWN";
 }

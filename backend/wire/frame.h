@@ -29,8 +29,17 @@
 //                  your REGION_SUMMARY so I can compute the delta).
 //   REGION_SUMMARY generation, sequence = sender's applied sequence, count = entries in this
 //                  frame, payload = encode_region_summary(); flag LAST on the final chunk.
-//   SYNC_DATA      generation, sequence = region's seq on the master, count = region index,
-//                  lba = first block of this chunk, payload = data; flag LAST ends the region.
+//   SYNC_DATA      retired (whole-region resync data, replaced by SYNC_DELTA); type 9 is
+//                  refused by the decoder and never reused.
+//   SYNC_HASH_REQUEST  generation, sequence = S (the session's SYNC_REQUEST sequence), count =
+//                  region index, status = hash unit in bytes (sync_delta.h); no payload. The
+//                  copy answers SYNC_HASHES.
+//   SYNC_HASHES    generation, sequence = S echoed, count = region index, status = hash unit,
+//                  payload = encode_block_hashes(): one 16-byte hash per unit of the region.
+//   SYNC_DELTA     generation, sequence = region's seq on the master (the stamp), count =
+//                  region index, lba = first block of the region, status = hash unit, payload
+//                  = encode_sync_delta(): a bitmap of units, then the data of the set ones;
+//                  flag LAST (a delta always carries a whole region's difference).
 //   SYNC_DONE      generation, sequence = master sequence the copy is now consistent at.
 //   HEARTBEAT      generation, sequence = sender's latest sequence.
 //   IO_REQUEST     forwarded block I/O (backend/fwd/): a node presenting a volume it does not
@@ -88,21 +97,24 @@ enum class FrameType : uint8_t {
   kAck = 6,
   kNack = 7,
   kSyncRequest = 8,
-  kSyncData = 9,
+  kRetiredSyncData = 9,  // never reused: see SYNC_DATA above
   kSyncDone = 10,
   kRegionSummary = 11,
   kHeartbeat = 12,
   kIoRequest = 13,
   kIoReply = 14,
+  kSyncHashRequest = 15,
+  kSyncHashes = 16,
+  kSyncDelta = 17,
 };
-inline constexpr uint8_t kMaxFrameType = 14;
+inline constexpr uint8_t kMaxFrameType = 17;
 
 const char* to_string(FrameType t);
 
 // Header flags. kFlagCompressed belongs to the codec: encode() sets it, callers never do.
 inline constexpr uint16_t kFlagCompressed = 1u << 0;
 inline constexpr uint16_t kFlagFua = 1u << 1;    // WRITE, WRITE_SAME, IO_REQUEST: stable first
-inline constexpr uint16_t kFlagLast = 1u << 2;   // REGION_SUMMARY, SYNC_DATA: final chunk
+inline constexpr uint16_t kFlagLast = 1u << 2;   // REGION_SUMMARY, SYNC_DELTA: final chunk
 inline constexpr uint16_t kFlagUnmap = 1u << 3;  // WRITE_SAME: may deallocate (SBC-3 UNMAP bit)
 inline constexpr uint16_t kFlagRetry = 1u << 4;  // IO_REPLY: not taken now, send it again later
 inline constexpr uint16_t kKnownFlags =
@@ -279,6 +291,9 @@ inline constexpr size_t kRegionEntrySize = 16;
 inline constexpr size_t kMaxSummaryEntriesPerFrame = kMaxPayload / kRegionEntrySize;
 std::vector<uint8_t> encode_region_summary(std::span<const RegionEntry> entries);
 WireResult<std::vector<RegionEntry>> decode_region_summary(std::span<const uint8_t> payload);
+
+// SYNC_HASHES: one hash of this size per unit (the codec lives in sync_delta.h).
+inline constexpr size_t kBlockHashSize = 16;
 
 // SYNC_REQUEST: region indices, 8 bytes each.
 std::vector<uint8_t> encode_region_list(std::span<const uint64_t> regions);

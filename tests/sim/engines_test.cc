@@ -8,6 +8,7 @@
 #include "backend/repl/ordered_io.h"
 #include "backend/repl/replica_engine.h"
 #include "backend/repl/resync.h"
+#include "backend/wire/sync_delta.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive on variants
@@ -35,6 +36,16 @@ Payload block_data(uint64_t blocks, uint8_t fill) {
 
 RegionGeometry geo() { return RegionGeometry{kBlocks * kBs, kBs, 12}; }
 
+ReplicaConfig replica_config(uint32_t copy) {
+  ReplicaConfig c;
+  c.volume = kVol;
+  c.copy_id = copy;
+  c.generation = 5;
+  c.block_size = kBs;
+  c.block_count = kBlocks;
+  return c;
+}
+
 struct MasterFixture {
   explicit MasterFixture(uint64_t budget = 1 << 20) {
     MasterConfig c;
@@ -43,6 +54,7 @@ struct MasterFixture {
     c.block_size = kBs;
     c.block_count = kBlocks;
     c.max_inflight_bytes = budget;
+    c.sync_hash_unit = 512;  // 8 units per 4 KiB region
     engine = std::make_unique<MasterEngine>(c, &map);
     EXPECT_TRUE(engine->add_copy(1, true, true).ok());
   }
@@ -330,12 +342,7 @@ TEST(MasterEngine, CopyRecordedInSyncButAddedOutOfSyncGatesUntilConfirmed) {
 
 struct ReplicaFixture {
   ReplicaFixture() {
-    ReplicaConfig c;
-    c.volume = kVol;
-    c.copy_id = 2;
-    c.generation = 5;
-    c.block_size = kBs;
-    c.block_count = kBlocks;
+    ReplicaConfig c = replica_config(2);
     c.reorder_window = 4;
     engine = std::make_unique<ReplicaEngine>(c, &map, 0);
   }
@@ -438,13 +445,7 @@ TEST(ReplicaEngine, FramesForAnotherCopyAreRefused) {
 
 TEST(ReplicaEngine, AfterRestartDataFramesWaitForSyncRequest) {
   RegionMap map = std::move(*RegionMap::in_memory(geo()));
-  ReplicaConfig c;
-  c.volume = kVol;
-  c.copy_id = 2;
-  c.generation = 5;
-  c.block_size = kBs;
-  c.block_count = kBlocks;
-  ReplicaEngine e(c, &map);
+  ReplicaEngine e(replica_config(2), &map);
   ReplicaFixture helper;
   e.on_frame(helper.write(1, 0));
   auto sends = only<ReplicaSendFrame>(e.take_actions());
@@ -478,15 +479,17 @@ TEST(ReplicaEngine, ResyncOverwritesAnOldMastersUnacknowledgedWrite) {
   (void)r.engine->take_actions();
   auto sync_data = [&](uint64_t region, uint64_t stamp) {
     wire::Frame f;
-    f.header.type = wire::FrameType::kSyncData;
+    f.header.type = wire::FrameType::kSyncDelta;
     f.header.volume = kVol;
     f.header.copy_id = 2;
     f.header.generation = 6;
     f.header.sequence = stamp;
     f.header.count = region;
     f.header.lba = region * 8;
+    f.header.status = kBs;
     f.header.flags = wire::kFlagLast;
-    f.payload.assign(8 * kBs, uint8_t(0x5A));
+    const std::vector<uint8_t> data(8 * kBs, uint8_t(0x5A));
+    f.payload = wire::encode_sync_delta(data, kBs, std::vector<bool>(8, true));
     return f;
   };
   r.engine->on_frame(sync_data(0, 2));  // the new master has region 0 @2: it never had 3
@@ -522,19 +525,21 @@ TEST(Resync, PlanSendsOnlyRegionsThatDiffer) {
   std::vector<wire::RegionEntry> summary{{0, 3}, {1, 2}, {5, kUnknownSeq}};
   auto plan = plan_resync(master, summary);
   ASSERT_TRUE(plan.ok());
-  EXPECT_EQ(*plan, (std::vector<uint64_t>{1, 2, 5}));  // never-written 3, 4, 6, 7 skipped
+  // Never-written 3, 4, 6, 7 skipped; the copy never wrote region 2 (no hashes needed).
+  const uint64_t rb = 8 * kBs;
+  EXPECT_EQ(*plan, (std::vector<PlannedRegion>{{1, rb, false}, {2, rb, true}, {5, rb, false}}));
   std::vector<wire::RegionEntry> bad{{99, 1}};
   EXPECT_FALSE(plan_resync(master, bad).ok());
 }
 
 TEST(Resync, SessionBoundsInFlightRegions) {
-  ResyncSession s({1, 2, 5}, 2);
-  EXPECT_EQ(s.next(), 1u);
-  EXPECT_EQ(s.next(), 2u);
+  ResyncSession s({{1, 100, false}, {2, 100, true}, {5, 100, false}}, 2);
+  EXPECT_EQ(s.next()->region, 1u);
+  EXPECT_EQ(s.next()->region, 2u);
   EXPECT_FALSE(s.next());
   EXPECT_FALSE(s.ack(5));
   EXPECT_TRUE(s.ack(2));
-  EXPECT_EQ(s.next(), 5u);
+  EXPECT_EQ(s.next()->region, 5u);
   EXPECT_TRUE(s.ack(1));
   EXPECT_FALSE(s.done());
   EXPECT_TRUE(s.ack(5));
@@ -542,31 +547,54 @@ TEST(Resync, SessionBoundsInFlightRegions) {
   EXPECT_EQ(s.last_acked(), 5u);
 }
 
-// Master and one replica wired directly (stores complete at once, frames delivered in order):
-// a copy that missed writes to regions 1 and 3 gets exactly those two regions back.
-TEST(Resync, EndToEndSendsOnlyChangedRegionsAndJoins) {
-  MasterFixture m;
-  ASSERT_TRUE(m.engine->remove_copy(1).ok());
-  ASSERT_TRUE(m.engine->add_copy(1, false, true).ok());
-  std::vector<uint8_t> master_disk(kBlocks * kBs, 0), replica_disk(kBlocks * kBs, 0);
-  RegionMap rmap = std::move(*RegionMap::in_memory(geo()));
-  ReplicaConfig rc;
-  rc.volume = kVol;
-  rc.copy_id = 1;
-  rc.generation = 5;
-  rc.block_size = kBs;
-  rc.block_count = kBlocks;
-  ReplicaEngine replica(rc, &rmap);
-  auto run = [](std::vector<uint8_t>& disk, const StoreOp& op) -> Payload {
+// Progress in bytes: every region counts whole until compared, then what it sends.
+TEST(Resync, SessionBytesFallAsRegionsAreCompared) {
+  ResyncSession s({{1, 4096, false}, {2, 4096, false}, {3, 1024, true}}, 8);
+  EXPECT_EQ(s.total_bytes(), 9216u);
+  ASSERT_TRUE(s.next());
+  ASSERT_TRUE(s.next());
+  s.diffed(1, 512);
+  EXPECT_EQ(s.total_bytes(), 512u + 4096 + 1024);
+  s.diffed(1, 0);  // a second comparison of the same region changes nothing
+  EXPECT_EQ(s.total_bytes(), 512u + 4096 + 1024);
+  EXPECT_TRUE(s.ack(1));
+  EXPECT_EQ(s.done_bytes(), 512u);
+  s.diffed(2, 0);
+  EXPECT_TRUE(s.ack(2));
+  ASSERT_TRUE(s.next());
+  s.diffed(3, 1024);
+  EXPECT_TRUE(s.ack(3));
+  EXPECT_TRUE(s.done());
+  EXPECT_EQ(s.done_bytes(), 1536u);
+  EXPECT_EQ(s.total_bytes(), 1536u);
+}
+
+// Master and one replica wired directly (stores complete at once, frames delivered in order).
+struct Pair {
+  // in_sync: both start empty and in sync (else the copy needs a resync first).
+  explicit Pair(bool in_sync = false) {
+    if (!in_sync) {
+      EXPECT_TRUE(m.engine->remove_copy(1).ok());
+      EXPECT_TRUE(m.engine->add_copy(1, false, true).ok());
+    }
+    const ReplicaConfig rc = replica_config(1);
+    replica = in_sync ? std::make_unique<ReplicaEngine>(rc, &rmap, 0)
+                      : std::make_unique<ReplicaEngine>(rc, &rmap);
+  }
+  void drop_link() {
+    up = false;
+    m.engine->on_link_down(1);
+    m.engine->confirm_out_of_sync(1);
+    replica->on_link_down();
+  }
+  static Payload run(std::vector<uint8_t>& disk, const StoreOp& op) {
     uint8_t* at = disk.data() + op.lba * kBs;
     if (op.kind == StoreKind::kWrite) std::copy(op.data->begin(), op.data->end(), at);
     if (op.kind == StoreKind::kUnmap) std::fill(at, at + op.blocks * kBs, 0);
     if (op.kind == StoreKind::kRead) return make_payload({at, at + op.blocks * kBs});
     return nullptr;
-  };
-  std::vector<uint64_t> regions_sent;
-  int in_sync = 0, completed = 0;
-  auto pump = [&] {
+  }
+  void pump() {
     for (bool busy = true; busy;) {
       busy = false;
       for (auto& a : m.engine->take_actions()) {
@@ -574,42 +602,157 @@ TEST(Resync, EndToEndSendsOnlyChangedRegionsAndJoins) {
         if (auto* is = std::get_if<IssueStore>(&a)) {
           m.engine->on_store_done(is->op.tag, {}, run(master_disk, is->op));
         } else if (auto* sf = std::get_if<SendFrame>(&a)) {
-          if (sf->header.type == wire::FrameType::kSyncData)
+          if (sf->header.type == wire::FrameType::kSyncDelta) {
             regions_sent.push_back(sf->header.count);
+          }
+          if (sf->header.type == wire::FrameType::kSyncHashRequest) ++hash_requests;
           wire::Frame f{sf->header, sf->payload ? *sf->payload : std::vector<uint8_t>()};
-          replica.on_frame(f);
+          if (up) replica->on_frame(f);
         } else if (std::holds_alternative<CopyInSync>(a)) {
           ++in_sync;
         } else if (std::holds_alternative<CompleteOp>(a)) {
           ++completed;
         }
       }
-      for (auto& a : replica.take_actions()) {
+      for (auto& a : replica->take_actions()) {
         busy = true;
         if (auto* is = std::get_if<ReplicaIssueStore>(&a)) {
-          run(replica_disk, is->op);
-          replica.on_store_done(is->op.tag, {});
+          if (is->op.resync && is->op.kind == StoreKind::kWrite) {
+            resync_written += is->op.data->size();
+          }
+          replica->on_store_done(is->op.tag, {}, run(replica_disk, is->op));
         } else if (auto* sf = std::get_if<ReplicaSendFrame>(&a)) {
-          m.engine->on_frame(
-              1, wire::Frame{sf->header, sf->payload ? *sf->payload : std::vector<uint8_t>()});
+          if (up) {
+            m.engine->on_frame(
+                1, wire::Frame{sf->header, sf->payload ? *sf->payload : std::vector<uint8_t>()});
+          }
         }
       }
     }
-  };
-  m.engine->submit(m.write(1, 8, 2, 0x11));   // region 1
-  m.engine->submit(m.write(2, 25, 3, 0x22));  // region 3
-  pump();
-  EXPECT_EQ(completed, 2);
-  ASSERT_TRUE(m.engine->start_resync(1).ok());
-  m.engine->submit(m.write(3, 40, 1, 0x33));  // region 5, during the sync: streamed
-  pump();
-  EXPECT_EQ(regions_sent, (std::vector<uint64_t>{1, 3}));
-  EXPECT_EQ(in_sync, 1);
-  EXPECT_EQ(m.engine->copy_state(1), CopyState::kInSync);
-  EXPECT_TRUE(replica.consistent());
-  EXPECT_EQ(replica.applied_seq(), m.engine->last_sequence());
-  EXPECT_EQ(replica_disk, master_disk);
-  EXPECT_TRUE(m.map.diff(rmap)->empty());
+  }
+  void resync() {
+    regions_sent.clear();
+    hash_requests = 0;
+    resync_written = 0;
+    ASSERT_TRUE(m.engine->start_resync(1).ok());
+  }
+  void expect_joined() {
+    EXPECT_EQ(m.engine->copy_state(1), CopyState::kInSync);
+    EXPECT_TRUE(replica->consistent());
+    EXPECT_EQ(replica->applied_seq(), m.engine->last_sequence());
+    EXPECT_EQ(replica_disk, master_disk);
+    EXPECT_TRUE(m.map.diff(rmap)->empty());
+  }
+
+  MasterFixture m;
+  std::vector<uint8_t> master_disk = std::vector<uint8_t>(kBlocks * kBs, 0);
+  std::vector<uint8_t> replica_disk = std::vector<uint8_t>(kBlocks * kBs, 0);
+  RegionMap rmap = std::move(*RegionMap::in_memory(geo()));
+  std::unique_ptr<ReplicaEngine> replica;
+  bool up = true;
+  std::vector<uint64_t> regions_sent;
+  uint64_t hash_requests = 0, resync_written = 0;
+  int in_sync = 0, completed = 0;
+};
+
+// A copy that missed writes to regions 1 and 3, which it never wrote, gets exactly those two
+// regions back, without a hash round trip, and only their non-zero blocks.
+TEST(Resync, EndToEndSendsOnlyChangedRegionsAndJoins) {
+  Pair p;
+  p.m.engine->submit(p.m.write(1, 8, 2, 0x11));   // region 1
+  p.m.engine->submit(p.m.write(2, 25, 3, 0x22));  // region 3
+  p.pump();
+  EXPECT_EQ(p.completed, 2);
+  p.resync();
+  p.m.engine->submit(p.m.write(3, 40, 1, 0x33));  // region 5, during the sync: streamed
+  p.pump();
+  EXPECT_EQ(p.regions_sent, (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(p.hash_requests, 0u);
+  EXPECT_EQ(p.resync_written, 5u * kBs);  // the written blocks, no zeros
+  EXPECT_EQ(p.in_sync, 1);
+  p.expect_joined();
+  EXPECT_EQ(p.m.engine->stats().sync_data_bytes, 5u * kBs);
+}
+
+// Scattered small writes while the copy was away, in regions it holds data in: it returns
+// per-unit hashes and gets only the units that differ; a region rewritten with the bytes it
+// held already costs no data at all.
+TEST(Resync, EndToEndHashesSendOnlyDifferingUnits) {
+  Pair p(true);
+  for (uint64_t id = 1; id <= 8; ++id) {  // every block written on both
+    p.m.engine->submit(p.m.write(id, (id - 1) * 8, 8, uint8_t(id)));
+  }
+  p.pump();
+  ASSERT_EQ(p.completed, 8);
+  ASSERT_EQ(p.replica_disk, p.master_disk);
+  p.drop_link();
+  p.pump();
+  p.m.engine->submit(p.m.write(20, 9, 1, 0x77));   // region 1: one unit
+  p.m.engine->submit(p.m.write(21, 17, 1, 0x78));  // region 2: units 1 and 7
+  p.m.engine->submit(p.m.write(22, 23, 1, 0x79));
+  p.m.engine->submit(p.m.write(23, 32, 8, 5));  // region 4: the bytes it held already
+  p.pump();
+  p.up = true;
+  p.m.engine->on_link_up(1);
+  p.resync();
+  p.pump();
+  EXPECT_EQ(p.regions_sent, (std::vector<uint64_t>{1, 2, 4}));
+  EXPECT_EQ(p.hash_requests, 3u);
+  EXPECT_EQ(p.resync_written, 3u * kBs);
+  EXPECT_EQ(p.m.engine->stats().sync_data_bytes, 3u * kBs);
+  EXPECT_EQ(p.m.engine->stats().sync_hash_bytes, 3u * 8 * wire::kBlockHashSize);
+  EXPECT_EQ(p.in_sync, 1);
+  p.expect_joined();
+}
+
+// The copy must not be trusted blindly: SYNC_HASHES of the wrong size, for a region not
+// asked, or from another session change nothing but the first, which drops the copy.
+TEST(Resync, StaleOrMalformedHashesAreRefused) {
+  Pair p(true);
+  p.m.engine->submit(p.m.write(1, 8, 8, 1));
+  p.pump();
+  p.drop_link();
+  p.m.engine->submit(p.m.write(2, 8, 1, 2));
+  p.pump();
+  p.m.engine->on_link_up(1);
+  p.resync();
+  std::vector<SendFrame> sends;
+  for (auto& a : p.m.engine->take_actions()) {
+    if (auto* sf = std::get_if<SendFrame>(&a)) sends.push_back(*sf);
+  }
+  ASSERT_EQ(sends.size(), 1u);  // SYNC_REQUEST
+  const uint64_t s = sends[0].header.sequence;
+  wire::Frame sum;
+  sum.header = sends[0].header;
+  sum.header.type = wire::FrameType::kRegionSummary;
+  const std::vector<wire::RegionEntry> entries{{1, 1}};
+  sum.header.count = 1;
+  sum.header.flags = wire::kFlagLast;
+  sum.payload = wire::encode_region_summary(entries);
+  p.m.engine->on_frame(1, sum);
+  sends.clear();
+  for (auto& a : p.m.engine->take_actions()) {
+    if (auto* sf = std::get_if<SendFrame>(&a)) sends.push_back(*sf);
+  }
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].header.type, wire::FrameType::kSyncHashRequest);
+  EXPECT_EQ(sends[0].header.count, 1u);
+  EXPECT_EQ(sends[0].header.status, 512u);
+  wire::Frame h;
+  h.header = sends[0].header;
+  h.header.type = wire::FrameType::kSyncHashes;
+  h.payload.assign(8 * wire::kBlockHashSize, 0);
+  h.header.sequence = s - 1;  // another session's
+  p.m.engine->on_frame(1, h);
+  h.header.sequence = s;
+  h.header.count = 2;  // not asked
+  p.m.engine->on_frame(1, h);
+  EXPECT_TRUE(p.m.engine->take_actions().empty());
+  EXPECT_EQ(p.m.engine->copy_state(1), CopyState::kSyncing);
+  h.header.count = 1;
+  h.payload.resize(7 * wire::kBlockHashSize);  // a hash short
+  p.m.engine->on_frame(1, h);
+  EXPECT_EQ(p.m.engine->copy_state(1), CopyState::kOutOfSync);
 }
 
 TEST(OrderedIo, OverlapsWaitBarriersWaitForAll) {

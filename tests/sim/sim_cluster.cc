@@ -36,6 +36,7 @@ ClusterWorld::ClusterWorld(uint64_t seed, bool trace)
   mc.volume = volume_;
   mc.generation = 1;
   mc.block_size = kBlockSize;
+  mc.sync_hash_unit = p_.hash_unit;
   mc.block_count = p_.blocks;
   m.master = std::make_unique<repl::MasterEngine>(mc, &*m.map);
   for (uint32_t k = 2; k <= p_.nodes; ++k) {
@@ -145,6 +146,7 @@ void ClusterWorld::become_master(Node& n) {
   mc.generation = n.gen;
   mc.last_sequence = std::max(n.reserved, mgmt::first_sequence(n.gen));
   mc.block_size = kBlockSize;
+  mc.sync_hash_unit = p_.hash_unit;
   mc.block_count = p_.blocks;
   n.master = std::make_unique<repl::MasterEngine>(mc, &*n.map);
   for (uint32_t k : n.copies) {
@@ -226,7 +228,7 @@ void ClusterWorld::store_done(uint32_t id, uint64_t inc, uint64_t epoch, uint64_
     n.master->on_store_done(tag, core::IoResult{}, data);
     drain_master(n);
   } else if (n.replica) {
-    n.replica->on_store_done(tag, core::IoResult{});
+    n.replica->on_store_done(tag, core::IoResult{}, data);
     drain_replica(n, n.stream_owner);
   }
 }

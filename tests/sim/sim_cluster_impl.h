@@ -63,6 +63,7 @@ struct Params {
   uint32_t faults;
   uint32_t power_loss_percent;
   uint32_t ctl_loss_percent;  // heartbeat and report messages lost
+  uint32_t hash_unit;         // resync compares units of this size: 1..8 per region
   explicit Params(Rng& rng) {
     nodes = uint32_t(rng.range(2, 4));
     blocks = uint64_t{64} << rng.below(3);
@@ -72,6 +73,7 @@ struct Params {
     faults = uint32_t(rng.range(2, 8));
     power_loss_percent = rng.chance(50) ? 0 : 30;
     ctl_loss_percent = uint32_t(rng.range(0, 5));
+    hash_unit = 512u << rng.below(4);
   }
   uint32_t count() const { return nodes + spares; }
   uint32_t replicas() const { return nodes - 1; }
@@ -79,9 +81,9 @@ struct Params {
     char b[200];
     std::snprintf(b, sizeof b,
                   "nodes=%u spares=%u blocks=%llu region=%u qd=%u ops=%u faults=%u "
-                  "power_loss=%u%% ctl_loss=%u%%",
+                  "power_loss=%u%% ctl_loss=%u%% hash_unit=%u",
                   nodes, spares, (unsigned long long)blocks, 1u << region_shift, qd, ops, faults,
-                  power_loss_percent, ctl_loss_percent);
+                  power_loss_percent, ctl_loss_percent, hash_unit);
     return b;
   }
 };

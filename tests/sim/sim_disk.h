@@ -79,6 +79,12 @@ class Disk {
   }
   const std::vector<uint8_t>& image() const { return cur_; }
   const std::vector<uint8_t>& stable_image() const { return stable_; }
+  // Block b on stable storage holds `bytes` (nullptr: zeros).
+  bool stable_holds(uint64_t b, const uint8_t* bytes) const {
+    const auto at = stable_.begin() + b * bs_;
+    if (!bytes) return std::all_of(at, at + bs_, [](uint8_t v) { return v == 0; });
+    return std::equal(at, at + bs_, bytes);
+  }
   uint64_t cur_seq(uint64_t b) const { return cur_seq_[b]; }
   uint64_t stable_seq(uint64_t b) const { return stable_seq_[b]; }
   uint64_t blocks() const { return cur_seq_.size(); }

@@ -29,6 +29,7 @@ World::World(uint64_t seed, bool trace)
   mc.max_inflight_bytes = p_.budget;
   mc.max_active_ops = p_.max_active;
   mc.sync_window = p_.window;
+  mc.sync_hash_unit = p_.hash_unit;
   mc.max_queued_bytes = p_.max_queued;
   master_ = std::make_unique<repl::MasterEngine>(mc, &*master_map_);
   replicas_.resize(p_.replicas);
@@ -78,7 +79,7 @@ void World::drain_master() {
                 log("M->%u %s seq=%llu lba=%llu count=%llu", sf.copy,
                     wire::to_string(sf.header.type), (unsigned long long)sf.header.sequence,
                     (unsigned long long)sf.header.lba, (unsigned long long)sf.header.count);
-                if (sf.header.type == wire::FrameType::kSyncData)
+                if (sf.header.type == wire::FrameType::kSyncDelta)
                   on_sync_data_sent(r, sf.header.count);
                 send(r, sf.header, sf.payload, true);
               },
@@ -263,17 +264,18 @@ void World::replica_store_done(uint32_t k, uint64_t incarnation, uint64_t tag) {
   repl::StoreOp op = it->second;
   r.inflight.erase(it);
   core::IoResult result;
+  repl::Payload data;
   if (r.fail_next_op && op.kind != repl::StoreKind::kFlush) {
     // An I/O error: the write may or may not have reached the cache.
     r.fail_next_op = false;
     result.status = core::IoStatus::kMediumError;
     ++summary_.io_errors;
-    if (rng_.chance(50)) exec(*r.disk, op, "replica " + std::to_string(k), nullptr);
+    if (rng_.chance(50)) exec(*r.disk, op, "replica " + std::to_string(k), &data);
     log("replica %u store error at seq %llu", k, (unsigned long long)op.seq);
   } else {
-    exec(*r.disk, op, "replica " + std::to_string(k), nullptr);
+    exec(*r.disk, op, "replica " + std::to_string(k), &data);
   }
-  r.engine->on_store_done(tag, result);
+  r.engine->on_store_done(tag, result, data);
   drain_replica(r);
   if (r.engine->state() == repl::ReplicaState::kFailed && r.alive) {
     restart(k);  // the node reopens a failed copy: same as a restart (and loses its cache)

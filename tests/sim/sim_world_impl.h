@@ -61,6 +61,7 @@ struct Params {
   uint32_t max_active;
   uint32_t window;
   uint64_t max_queued;
+  uint32_t hash_unit;  // resync compares units of this size: 1..8 per region
 
   explicit Params(Rng& rng) {
     replicas = uint32_t(rng.range(1, 3));
@@ -73,14 +74,16 @@ struct Params {
     max_active = rng.chance(30) ? uint32_t(rng.range(2, 8)) : 256;
     window = uint32_t(rng.range(1, 4));
     max_queued = rng.chance(25) ? rng.range(16 << 10, 96 << 10) : 256 << 20;
+    hash_unit = 512u << rng.below(4);
   }
   std::string str() const {
     char b[256];
     std::snprintf(b, sizeof b,
                   "replicas=%u blocks=%llu region=%u qd=%u ops=%u faults=%u budget=%llu "
-                  "max_active=%u window=%u max_queued=%llu",
+                  "max_active=%u window=%u max_queued=%llu hash_unit=%u",
                   replicas, (unsigned long long)blocks, 1u << region_shift, qd, ops, faults,
-                  (unsigned long long)budget, max_active, window, (unsigned long long)max_queued);
+                  (unsigned long long)budget, max_active, window, (unsigned long long)max_queued,
+                  hash_unit);
     return b;
   }
 };
@@ -169,6 +172,8 @@ class World : public SimLoop {
   std::map<uint64_t, repl::StoreOp> master_inflight_;
   std::set<uint64_t> master_done_seqs_;
   std::map<uint64_t, WriteInfo> writes_;  // every sequenced write/unmap, by sequence
+  // Disk d holds on stable storage block b as write `seq` or a later one left it.
+  bool holds_write(const Disk& d, uint64_t b, uint64_t seq) const;
   std::vector<Replica> replicas_;
   std::set<uint32_t> view_;  // the controller's (durable) in-sync record
   std::map<uint32_t, std::set<uint64_t>> acks_;

@@ -133,10 +133,19 @@ std::vector<Case> every_type() {
   c.push_back({nack, std::vector<uint8_t>(why.begin(), why.end())});
   const std::vector<uint64_t> wanted = {1, 5, 1u << 30};
   c.push_back({header(FrameType::kSyncRequest), encode_region_list(wanted)});
-  auto sd = header(FrameType::kSyncData);
+  auto hr = header(FrameType::kSyncHashRequest);
+  hr.count = 42;
+  hr.status = 4096;
+  c.push_back({hr, {}});
+  auto hs = header(FrameType::kSyncHashes);
+  hs.count = 42;
+  hs.status = 4096;
+  c.push_back({hs, random_bytes(256 * kBlockHashSize, 2)});
+  auto sd = header(FrameType::kSyncDelta);
   sd.count = 42;
+  sd.status = 4096;
   sd.flags = kFlagLast;
-  c.push_back({sd, random_bytes(1 << 20, 1)});
+  c.push_back({sd, random_bytes((1 << 20) + 32, 1)});
   c.push_back({header(FrameType::kSyncDone), {}});
   std::vector<RegionEntry> entries;
   for (uint64_t i = 0; i < 1000; ++i) entries.push_back({i * 3, 1000 + i});
@@ -505,6 +514,9 @@ TEST(Frame, TypeRulesEnforcedOnDecode) {
     reseal(bad);
     EXPECT_EQ(decode_all(bad).code, WireErrc::kBadType);
     bad[5] = kMaxFrameType + 1;
+    reseal(bad);
+    EXPECT_EQ(decode_all(bad).code, WireErrc::kBadType);
+    bad[5] = uint8_t(FrameType::kRetiredSyncData);  // retired: never accepted again
     reseal(bad);
     EXPECT_EQ(decode_all(bad).code, WireErrc::kBadType);
   }
