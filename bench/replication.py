@@ -7,9 +7,10 @@ Starts a Tandem cluster of NODES tandemd processes on loopback addresses of this
           round by round; ratios 1r/0r and 2r/0r are medians of per-round ratios;
   lz4     1 replica, compression on vs off, data random vs compressible:2: IOPS and the
           master's replication bytes on the wire vs raw (deltas of /metrics around each run);
-  resync  a 1-replica volume: stop the replica's node, write 1%/10%/100% of the volume,
-          start the node again, time until the copy is in-sync and the master's raw bytes
-          sent meanwhile, divided by the bytes changed.
+  resync  a 1-replica volume: stop the replica's node, write 1%/10%/100% of the volume
+          (1 MiB sequential writes), and 1% as scattered 4 KiB random writes; start the node
+          again, time until the copy is in-sync, the master's raw and wire bytes sent
+          meanwhile and the replica's (its per-4 KiB hashes), divided by the bytes changed.
 
 Peak RSS (VmHWM, reset before each run) of the master's and the replicas' tandemd is kept
 per run. Python 3 standard library only; see bench/README.md.
@@ -47,7 +48,11 @@ LZ4_VARIANTS = [  # (variant name, volume, pattern)
     ("lz4-off/compressible:2", "coff", "compressible:2"),
     ("lz4-on/compressible:2", "con", "compressible:2"),
 ]
-RESYNC_PERCENT = [1, 10, 100]
+# (percent changed, how): "seq" 1 MiB sequential writes, "4k" scattered 4 KiB random writes.
+# The copy starts empty: the first 100% finds most regions never written there (only their
+# non-zero blocks go, no hashes); the second rewrites a volume the copy holds entirely, so
+# every region is compared by hash (the slowest resync there is).
+RESYNC_CASES = [(1, "seq"), (1, "4k"), (10, "seq"), (100, "seq"), (100, "seq")]
 # What run() measures (compare --repl-sections): the first three on one 3-node cluster,
 # failover and memory (bench/failover.py) each on a cluster of their own.
 SECTIONS = ("cost", "lz4", "resync", "failover", "memory")
@@ -372,7 +377,7 @@ class ReplicationBench:
         if not reps:
             raise ClusterError(f"{volume}: no replica copy")
         node = c.node(reps[0]["node"])
-        for pct in RESYNC_PERCENT:
+        for case, (pct, how) in enumerate(RESYNC_CASES):
             mib = max(1, size * pct // 100 // MIB)
             c.wait_in_sync(volume, 1, timeout=120)
             c.stop_node(node, signal.SIGTERM)
@@ -383,10 +388,19 @@ class ReplicationBench:
                 if states and all(s != "in-sync" for s in states):
                     break
                 time.sleep(0.1)
-            wargs = ["--rw", "write", "--bs", "1m", "--qd", "8", "--ops", str(mib), "--range",
-                     f"{mib}MiB", "--pattern", "random", "--seed", str(self.args.seed + pct)]
+            if how == "4k":
+                # Random LBAs over the whole volume: a few may repeat, so the bytes changed
+                # can be a little below those written (the ratio errs high, never low).
+                wargs = ["--rw", "randwrite", "--bs", "4k", "--qd", "32", "--ops",
+                         str(mib * 256), "--pattern", "random", "--seed",
+                         str(self.args.seed + 100 + case)]
+            else:
+                wargs = ["--rw", "write", "--bs", "1m", "--qd", "8", "--ops", str(mib),
+                         "--range", f"{mib}MiB", "--pattern", "random", "--seed",
+                         str(self.args.seed + 100 + case)]
             report, err, _ = self.runner.bench(_Url(c.url(volume), c.master.pid()), wargs, 600)
-            entry = {"percent": pct, "changed_bytes": mib * MIB, "replica_node": node.name}
+            entry = {"percent": pct, "writes": how, "changed_bytes": mib * MIB,
+                     "replica_node": node.name}
             if err:
                 entry["error"] = err
                 self.errors.append(f"resync {pct}%: write while down: {err}")
@@ -405,11 +419,18 @@ class ReplicationBench:
             entry["sent_raw_bytes"] = int(after["raw"] - before["raw"])
             entry["sent_wire_bytes"] = int(after["wire"] - before["wire"])
             entry["raw_over_changed"] = round(entry["sent_raw_bytes"] / entry["changed_bytes"], 3)
+            entry["wire_over_changed"] = round(entry["sent_wire_bytes"] / entry["changed_bytes"],
+                                               3)
+            try:  # the restarted replica's own sends: its hashes, summaries and ACKs
+                entry["replica_sent_raw_bytes"] = int(c.metrics(node)["raw"])
+            except (OSError, ValueError):
+                entry["replica_sent_raw_bytes"] = None
             entry["master_rss_kib"] = proc_peak_rss_kib(c.master.pid())
             entry["replica_rss_kib"] = proc_peak_rss_kib(node.pid()) if node.pid() else None
-            _log(f"resync {pct:>3}% ({mib} MiB changed): {entry.get('seconds', '—')} s, raw "
-                 f"{entry['sent_raw_bytes'] / MIB:.1f} MiB "
-                 f"(x{entry['raw_over_changed']} of changed)")
+            _log(f"resync {pct:>3}% {how} ({mib} MiB changed): {entry.get('seconds', '—')} s, "
+                 f"raw {entry['sent_raw_bytes'] / MIB:.1f} MiB "
+                 f"(x{entry['raw_over_changed']} of changed), replica sent "
+                 f"{(entry['replica_sent_raw_bytes'] or 0) / MIB:.2f} MiB")
             out.append(entry)
 
 
@@ -563,17 +584,24 @@ def _markdown_cluster(r, cores, date):
                          f"{_fmt(x['p99_us'], 2)} |")
     lines += ["", f"### Resync after a replica node was down ({size} volume, 1 replica)", "",
               "The replica's node is stopped (SIGTERM), the share of the volume is written "
-              "sequentially (1 MiB writes), the node is started again; seconds from its start "
-              "until the copy is in-sync (the node's own start-up, until its ready line, in "
-              "brackets), and the master's raw replication bytes meanwhile.",
+              "(seq: 1 MiB sequential writes; 4k: scattered 4 KiB random writes), the node is "
+              "started again; seconds from its start until the copy is in-sync (the node's own "
+              "start-up, until its ready line, in brackets), the master's raw and wire "
+              "replication bytes meanwhile, and what the replica sent (its per-4 KiB hashes of "
+              "the regions to compare, summaries, ACKs).",
               "",
-              "| changed | MiB changed | seconds to in-sync | raw MiB sent | raw / changed | "
-              "master RSS |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| changed | writes | MiB changed | seconds to in-sync | raw MiB sent | raw / changed "
+              "| wire / changed | replica MiB sent | master RSS |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    mib = lambda v: None if v is None else v / MIB
     for e in r.get("resync") or []:
-        lines.append(f"| {e['percent']}% | {e['changed_bytes'] // MIB} | "
+        lines.append(f"| {e['percent']}% | {e.get('writes', 'seq')} | "
+                     f"{e['changed_bytes'] // MIB} | "
                      f"{_fmt(e.get('seconds'), 2)} ({_fmt(e.get('node_start_seconds'), 2)}) | "
                      f"{_fmt(e['sent_raw_bytes'] / MIB, 1)} | "
                      f"{_fmt(e.get('raw_over_changed'), 3)} | "
+                     f"{_fmt(e.get('wire_over_changed'), 3)} | "
+                     f"{_fmt(mib(e.get('replica_sent_raw_bytes')), 2)} | "
                      f"{_fmt(kib(e.get('master_rss_kib')), 1)} |")
     if r["errors"]:
         lines += ["", "Errors:", ""] + [f"- {e}" for e in r["errors"]]

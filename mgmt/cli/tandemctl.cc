@@ -111,7 +111,8 @@ void print_volume(const json& v) {
   for (const auto& c : v["copies"]) {
     uint64_t done = c.value("sync_done_bytes", uint64_t{0});
     uint64_t total = c.value("sync_total_bytes", uint64_t{0});
-    // Progress means something only while a copy resyncs; otherwise "-".
+    // Progress means something only while a copy resyncs; otherwise "-". The total is an upper
+    // bound until the copy's hashes are in (it only falls), so the percentage only rises.
     std::string progress = "-";
     if (c.value("state", "") == "syncing" && total > 0) {
       progress = std::to_string(std::min<uint64_t>(100, done * 100 / total)) + "%";
