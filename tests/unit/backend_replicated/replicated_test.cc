@@ -287,6 +287,32 @@ TEST_F(ReplicatedTest, ReplicaAddedLaterGetsOnlyWrittenRegions) {
   EXPECT_GE(metrics_->bytes_sent_raw.load(), 2 * data.size());
 }
 
+// A replica image that exists without a region map (a reused file) may hold anything: its
+// regions are unknown, so they are compared by hash, never taken for zeros. Old bytes where the
+// master has data and where it has none are both overwritten; equal 4 KiB blocks are not sent.
+TEST_F(ReplicatedTest, ReusedImageWithoutMapIsComparedNotAssumedZero) {
+  open_master();
+  std::vector<std::byte> data(64 * 1024, std::byte{0x5a});
+  ASSERT_TRUE(wait_io([&](auto d) { master_->write(0, data, false, d); }).ok());
+  auto& a = add_node("rep-a");
+  ASSERT_TRUE(a.store->create(id_, kVolumeBytes));
+  {
+    std::fstream f(a.store->path_of(id_), std::ios::in | std::ios::out | std::ios::binary);
+    const std::string junk(8192, 'J');
+    for (uint64_t at : {uint64_t{4096}, uint64_t{5} << 20}) {  // region 0 and unwritten 5
+      f.seekp(std::streamoff(at));
+      f.write(junk.data(), std::streamsize(junk.size()));
+    }
+    ASSERT_TRUE(f.good());
+  }
+  auto ca = open_copy(a, 2, false);
+  master_->set_peers({peer(a, 2, false)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  expect_identical(a);
+  // 64 KiB of data and zeros over the junk in region 5, not whole regions (1 MiB each).
+  EXPECT_LT(metrics_->bytes_sent_raw.load(), 1u << 20);
+}
+
 TEST_F(ReplicatedTest, WritesDuringResyncAndReplicaRestart) {
   open_master();
   write_load(200, 2);  // solo
