@@ -56,6 +56,13 @@ RESYNC_CASES = [(1, "seq"), (1, "4k"), (10, "seq"), (100, "seq"), (100, "seq")]
 # What run() measures (compare --repl-sections): the first three on one 3-node cluster,
 # failover and memory (bench/failover.py) each on a cluster of their own.
 SECTIONS = ("cost", "lz4", "resync", "failover", "memory")
+# --node-timeout-ms of the cost/lz4/resync cluster. A resync case keeps the replica's node
+# down for as long as its writes take; past the node timeout the controller declares the node
+# offline, places a replacement copy on the third node and, once the old node is back, drops
+# the copy with more left to copy: usually the returning one, which then never resyncs (the
+# bench once reported a 100% resync of 0 bytes in 0.23 s that way). The master still sees the
+# copy leave at once (its link closes), and the other sections do not depend on it.
+RESYNC_NODE_TIMEOUT_MS = 600000
 
 
 class ClusterError(Exception):
@@ -371,50 +378,69 @@ class ReplicationBench:
         return out
 
     def resync(self, volume, size, out):
-        """Appends one entry per share to `out` as it goes (a later failure keeps them)."""
+        """Appends one entry per share to `out` as it goes (a later failure keeps them).
+        Every entry must prove itself: the writer wrote every op while the copy was down, the
+        copy that returned is the one that left (not a replacement the controller placed
+        meanwhile), and `volume verify` then finds the master and the copy identical; any of
+        these failing is an error of the entry (and of the results)."""
         c = self.cluster
-        reps = c.replica_copies(volume)
-        if not reps:
-            raise ClusterError(f"{volume}: no replica copy")
-        node = c.node(reps[0]["node"])
         for case, (pct, how) in enumerate(RESYNC_CASES):
             mib = max(1, size * pct // 100 // MIB)
             c.wait_in_sync(volume, 1, timeout=120)
+            reps = c.replica_copies(volume)
+            if len(reps) != 1:
+                raise ClusterError(f"{volume}: expected one replica copy, got {reps}")
+            copy = reps[0].get("number")
+            node = c.node(reps[0]["node"])
+            entry = {"percent": pct, "writes": how, "changed_bytes": mib * MIB,
+                     "replica_node": node.name, "replica_copy": copy}
+            problems = []
+            t_down = time.monotonic()
             c.stop_node(node, signal.SIGTERM)
             # Until the master has noticed (out-of-sync), writes would still be "in-sync".
             t0 = time.monotonic()
+            left = False
             while time.monotonic() - t0 < 30:
                 states = [x.get("state") for x in c.replica_copies(volume)]
                 if states and all(s != "in-sync" for s in states):
+                    left = True
                     break
                 time.sleep(0.1)
+            if not left:
+                problems.append("the copy was still in-sync 30 s after its node stopped")
             if how == "4k":
                 # Random LBAs over the whole volume: a few may repeat, so the bytes changed
                 # can be a little below those written (the ratio errs high, never low).
+                ops = mib * 256
                 wargs = ["--rw", "randwrite", "--bs", "4k", "--qd", "32", "--ops",
-                         str(mib * 256), "--pattern", "random", "--seed",
+                         str(ops), "--pattern", "random", "--seed",
                          str(self.args.seed + 100 + case)]
             else:
-                wargs = ["--rw", "write", "--bs", "1m", "--qd", "8", "--ops", str(mib),
+                ops = mib
+                wargs = ["--rw", "write", "--bs", "1m", "--qd", "8", "--ops", str(ops),
                          "--range", f"{mib}MiB", "--pattern", "random", "--seed",
                          str(self.args.seed + 100 + case)]
-            report, err, _ = self.runner.bench(_Url(c.url(volume), c.master.pid()), wargs, 600)
-            entry = {"percent": pct, "writes": how, "changed_bytes": mib * MIB,
-                     "replica_node": node.name}
+            t_write = time.monotonic()
+            report, err, _ = self.runner.bench(_Url(c.url(volume), c.master.pid()),
+                                               wargs + ["--warmup", "0"], 600)
+            entry["write_seconds"] = round(time.monotonic() - t_write, 2)
+            entry["writer_ops"] = (report or {}).get("ops")
             if err:
-                entry["error"] = err
-                self.errors.append(f"resync {pct}%: write while down: {err}")
+                entry["writer_error"] = err
+                problems.append(f"write while down: {err}")
+            elif entry["writer_ops"] != ops:
+                problems.append(f"the writer completed {entry['writer_ops']} of {ops} writes")
             before = c.metrics()
             proc_rss_reset(c.master.pid())
             t_start = time.monotonic()
+            entry["down_seconds"] = round(t_start - t_down, 2)
             c.start_node(node)
             entry["node_start_seconds"] = round(time.monotonic() - t_start, 2)
             try:
                 c.wait_in_sync(volume, 1, timeout=600)
                 entry["seconds"] = round(time.monotonic() - t_start, 2)
             except ClusterError as e:
-                entry["error"] = str(e)
-                self.errors.append(f"resync {pct}%: {e}")
+                problems.append(str(e))
             after = c.metrics()
             entry["sent_raw_bytes"] = int(after["raw"] - before["raw"])
             entry["sent_wire_bytes"] = int(after["wire"] - before["wire"])
@@ -427,11 +453,50 @@ class ReplicationBench:
                 entry["replica_sent_raw_bytes"] = None
             entry["master_rss_kib"] = proc_peak_rss_kib(c.master.pid())
             entry["replica_rss_kib"] = proc_peak_rss_kib(node.pid()) if node.pid() else None
+            problems += self.check_resync(volume, copy, node, entry)
+            if problems:
+                entry["error"] = "; ".join(problems)
+                self.errors.append(f"resync {pct}% {how}: {entry['error']}")
             _log(f"resync {pct:>3}% {how} ({mib} MiB changed): {entry.get('seconds', '—')} s, "
                  f"raw {entry['sent_raw_bytes'] / MIB:.1f} MiB "
                  f"(x{entry['raw_over_changed']} of changed), replica sent "
-                 f"{(entry['replica_sent_raw_bytes'] or 0) / MIB:.2f} MiB")
+                 f"{(entry['replica_sent_raw_bytes'] or 0) / MIB:.2f} MiB, verify "
+                 f"{'identical' if entry.get('verify_identical') else 'NOT identical'}"
+                 + (f": ERROR {entry['error']}" if problems else ""))
             out.append(entry)
+
+    def check_resync(self, volume, copy, node, entry):
+        """What must hold after a resync case (returns the problems found): the copy in sync
+        is the one whose node was stopped, it got at least half the bytes changed (the
+        writes are random data, so every unit the writer touched differs), and `volume
+        verify` compares the master and it and finds them identical."""
+        c = self.cluster
+        problems = []
+        reps = c.replica_copies(volume)
+        entry["copies_after"] = [{k: r.get(k) for k in ("number", "node", "state")}
+                                 for r in reps]
+        if [(r.get("number"), r.get("node")) for r in reps] != [(copy, node.name)]:
+            problems.append(f"copy {copy} on {node.name} is not the volume's one replica "
+                            f"afterwards (replaced while its node was down?): "
+                            f"{entry['copies_after']}")
+        if entry["sent_raw_bytes"] < entry["changed_bytes"] // 2:
+            problems.append(f"resync sent {entry['sent_raw_bytes']} bytes for "
+                            f"{entry['changed_bytes']} changed")
+        p = c.ctl(["--json", "volume", "verify", volume], check=False, timeout=300)
+        try:
+            v = json.loads(p.stdout)
+        except (json.JSONDecodeError, ValueError):
+            v = {}
+        entry["verify_identical"] = bool(v.get("identical"))
+        entry["verify_compared"] = v.get("compared")
+        entry["verify_differing_regions"] = v.get("differing_count")
+        if p.returncode != 0 or not v.get("identical"):
+            problems.append(f"volume verify: exit {p.returncode}, "
+                            f"{v.get('differing_count')} region(s) differ "
+                            f"{(p.stderr or p.stdout).strip()[:300]}")
+        elif v.get("compared") != 2:
+            problems.append(f"volume verify compared {v.get('compared')} copies, not 2")
+        return problems
 
 
 def _ratios(runs, num, den):
@@ -457,7 +522,8 @@ def run(args, runner, summarize, addrs, smoke=False):
               "addresses": addrs,
               "volume_bytes": args.repl_size, "errors": errors}
     sections = set(getattr(args, "repl_sections", SECTIONS))
-    cluster = Cluster(args.workdir, addrs[:2] if smoke else addrs, args.tandem_bin)
+    cluster = Cluster(args.workdir, addrs[:2] if smoke else addrs, args.tandem_bin,
+                      node_timeout_ms=None if smoke else RESYNC_NODE_TIMEOUT_MS)
     size = args.repl_size
     t_begin = time.monotonic()
     try:
@@ -519,6 +585,16 @@ def _full(args, runner, summarize, cluster, size, sections, result, errors):
 
 
 # ----------------------------------------------------------------------------- markdown
+
+
+def _verdict(e):
+    """A resync row's proof: `volume verify` found both copies identical and nothing else
+    went wrong (the entry's error says what did)."""
+    if "verify_identical" not in e:
+        return "—"  # results from before the bench verified
+    if e.get("error"):
+        return "ERROR (see Errors)"
+    return "yes" if e["verify_identical"] else "NO"
 
 
 def _fmt(v, digits=0):
@@ -588,11 +664,14 @@ def _markdown_cluster(r, cores, date):
               "started again; seconds from its start until the copy is in-sync (the node's own "
               "start-up, until its ready line, in brackets), the master's raw and wire "
               "replication bytes meanwhile, and what the replica sent (its per-4 KiB hashes of "
-              "the regions to compare, summaries, ACKs).",
+              "the regions to compare, summaries, ACKs). Copies identical: `volume verify` "
+              "compared the master and the copy that left and returned and found them "
+              "identical, the writer wrote every op and the resync sent at least half the bytes "
+              "changed (otherwise the row is an error, listed below).",
               "",
               "| changed | writes | MiB changed | seconds to in-sync | raw MiB sent | raw / changed "
-              "| wire / changed | replica MiB sent | master RSS |",
-              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| wire / changed | replica MiB sent | master RSS | copies identical |",
+              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     mib = lambda v: None if v is None else v / MIB
     for e in r.get("resync") or []:
         lines.append(f"| {e['percent']}% | {e.get('writes', 'seq')} | "
@@ -602,7 +681,8 @@ def _markdown_cluster(r, cores, date):
                      f"{_fmt(e.get('raw_over_changed'), 3)} | "
                      f"{_fmt(e.get('wire_over_changed'), 3)} | "
                      f"{_fmt(mib(e.get('replica_sent_raw_bytes')), 2)} | "
-                     f"{_fmt(kib(e.get('master_rss_kib')), 1)} |")
+                     f"{_fmt(kib(e.get('master_rss_kib')), 1)} | "
+                     f"{_verdict(e)} |")
     if r["errors"]:
         lines += ["", "Errors:", ""] + [f"- {e}" for e in r["errors"]]
     return lines
