@@ -244,6 +244,7 @@ class MasterEngine {
   void pump(Copy& c);
   void pump_sync(Copy& c);
   void on_ack(Copy& c, const wire::FrameHeader& h);
+  void acked(Copy& c, uint64_t seq);  // one sequence the copy applied
   void on_summary(Copy& c, const wire::Frame& f);
   void out_of_sync(Copy& c, std::string reason);
   void check_join(Copy& c);

@@ -10,8 +10,6 @@ namespace {
 using wire::FrameType;
 using wire::NackReason;
 
-Payload copy_payload(const std::vector<uint8_t>& bytes) { return make_payload(bytes); }
-
 }  // namespace
 
 const char* to_string(ReplicaState s) {
@@ -103,7 +101,7 @@ void ReplicaEngine::fail_store(const wire::FrameHeader& h) {
   nack(h, NackReason::kIoError, "local store or region map failed");
 }
 
-void ReplicaEngine::on_frame(const wire::Frame& f) {
+void ReplicaEngine::on_frame(wire::Frame f) {
   const wire::FrameHeader& h = f.header;
   switch (h.type) {
     case FrameType::kWrite:
@@ -140,7 +138,7 @@ void ReplicaEngine::on_frame(const wire::Frame& f) {
   handle(f);
 }
 
-void ReplicaEngine::handle(const wire::Frame& f) {
+void ReplicaEngine::handle(wire::Frame& f) {
   const wire::FrameHeader& h = f.header;
   switch (h.type) {
     case FrameType::kSyncRequest:
@@ -200,7 +198,7 @@ void ReplicaEngine::handle(const wire::Frame& f) {
     return;
   }
   if (s - expected_ <= cfg_.reorder_window && held_.size() < cfg_.reorder_window) {
-    held_.emplace(s, f);
+    held_.emplace(s, std::move(f));
     return;
   }
   state_ = ReplicaState::kIdle;
@@ -217,7 +215,7 @@ void ReplicaEngine::drain_held() {
   }
 }
 
-void ReplicaEngine::apply(const wire::Frame& f) {
+void ReplicaEngine::apply(wire::Frame& f) {
   const wire::FrameHeader& h = f.header;
   const uint64_t s = h.sequence;
   const uint32_t bs = cfg_.block_size;
@@ -235,7 +233,7 @@ void ReplicaEngine::apply(const wire::Frame& f) {
                      h.lba,
                      blocks,
                      (h.flags & wire::kFlagFua) != 0,
-                     copy_payload(f.payload),
+                     make_payload(std::move(f.payload)),
                      s};
       break;
     }
@@ -298,7 +296,7 @@ void ReplicaEngine::apply(const wire::Frame& f) {
   add_local(std::move(p), false);
 }
 
-void ReplicaEngine::apply_sync_data(const wire::Frame& f) {
+void ReplicaEngine::apply_sync_data(wire::Frame& f) {
   const wire::FrameHeader& h = f.header;
   const uint32_t bs = cfg_.block_size;
   const uint64_t region = h.count;
@@ -340,7 +338,8 @@ void ReplicaEngine::apply_sync_data(const wire::Frame& f) {
   p.region = region;
   p.stamp = stamp;
   p.last = last;
-  p.op = StoreOp{0, StoreKind::kWrite, h.lba, blocks, false, copy_payload(f.payload), stamp, true};
+  p.op = StoreOp{
+      0, StoreKind::kWrite, h.lba, blocks, false, make_payload(std::move(f.payload)), stamp, true};
   add_local(std::move(p), false);
 }
 

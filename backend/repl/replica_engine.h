@@ -67,7 +67,8 @@ class ReplicaEngine {
   ReplicaEngine(const ReplicaConfig& config, RegionMap* map);
   ReplicaEngine(const ReplicaConfig& config, RegionMap* map, uint64_t in_sync_at);
 
-  void on_frame(const wire::Frame& frame);
+  // Takes the frame by value: a write's payload moves on to the store, not copied.
+  void on_frame(wire::Frame frame);
   // StoreOp `tag` finished (kRead is never issued by a replica).
   void on_store_done(uint64_t tag, core::IoResult result);
   // The link dropped: held frames are discarded; the stream needs a new SYNC_REQUEST.
@@ -95,9 +96,9 @@ class ReplicaEngine {
     StoreOp op;
   };
 
-  void handle(const wire::Frame& f);
-  void apply(const wire::Frame& f);
-  void apply_sync_data(const wire::Frame& f);
+  void handle(wire::Frame& f);
+  void apply(wire::Frame& f);
+  void apply_sync_data(wire::Frame& f);
   void drain_held();
   void add_local(Pending p, bool barrier);
   void advance(uint64_t seq);
