@@ -267,6 +267,19 @@ def proc_rss_reset(pid):
         pass
 
 
+def proc_cpu_seconds(pids):
+    """User + system CPU seconds so far of the processes `pids` (those still running)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def proc_peak_rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -306,12 +319,19 @@ class ReplicationBench:
             if n.pid():
                 proc_rss_reset(n.pid())
         before = c.metrics()
+        pids = [n.pid() for n in c.nodes if n.pid()]
+        cpu_before = proc_cpu_seconds(pids)
         report, err, rss = self.runner.bench(_Url(c.url(volume), c.master.pid()), bench_args,
                                              self.args.seconds + self.args.warmup + 120)
+        cpu = proc_cpu_seconds(pids) - cpu_before
         after = c.metrics()
         entry = {"ok": err is None}
         if report is not None and "lat_us" in report:
             entry.update(self.summarize(report, rss))
+            # Every node's CPU per write (the warm-up's writes are not counted in ops, so this
+            # is exact with --warmup 0 and an overstatement by (warmup+seconds)/seconds else).
+            if entry.get("ops"):
+                entry["cpu_us_per_op"] = round(cpu * 1e6 / entry["ops"], 1)
         entry["master_rss_kib"] = rss.get("server_kib")
         entry["replica_rss_kib"] = max([proc_peak_rss_kib(n.pid()) or 0
                                         for n in c.nodes[1:] if n.pid()] or [0]) or None
@@ -323,10 +343,25 @@ class ReplicationBench:
             _log(f"{label}: FAILED {err}")
         else:
             _log(f"{label}: {entry['iops']:>9,.0f} IOPS {entry['mb_per_s']:>7.1f} MB/s p50 "
-                 f"{entry['p50_us']:.0f} p99 {entry['p99_us']:.0f} us, repl raw "
+                 f"{entry['p50_us']:.0f} p99 {entry['p99_us']:.0f} us, "
+                 f"cpu {entry.get('cpu_us_per_op') or 0:.0f} us/op, repl raw "
                  f"{entry['sent_raw_bytes'] / MIB:.1f} MiB wire "
                  f"{entry['sent_wire_bytes'] / MIB:.1f} MiB")
         return entry
+
+    def prefill(self, volume, size):
+        """Writes the whole volume once (1 MiB, QD 8), as compare does for its LUNs. Besides
+        reads hitting data, this puts every copy's file in the page cache before measuring:
+        on a VM whose free memory goes back to the host (virtio-balloon free page reporting),
+        the first write to a page costs a host fault, about 0.7 ms per MiB here, and a
+        time-bound run of a slower volume would spend more of its run paying it."""
+        report, err, _ = self.runner.bench(
+            _Url(self.cluster.url(volume), self.cluster.master.pid()),
+            ["--rw", "write", "--bs", "1m", "--qd", "8", "--ops", str(size // MIB),
+             "--pattern", "random"], 600)
+        if err:
+            raise ClusterError(f"prefill of {volume} failed: {err}")
+        _log(f"{volume}: prefilled {size // MIB} MiB at {report['mb_per_s']:.0f} MB/s")
 
     def timed_args(self, wargs, pattern):
         return wargs + ["--seconds", str(self.args.seconds), "--warmup", str(self.args.warmup),
@@ -344,7 +379,8 @@ class ReplicationBench:
                     runs[vol].append(e)
             med = {v: {k: median([r.get(k) for r in runs[v] if r["ok"]])
                        for k in ("iops", "mb_per_s", "p50_us", "p99_us", "p99_9_us",
-                                 "master_rss_kib", "replica_rss_kib", "sent_raw_bytes")}
+                                 "master_rss_kib", "replica_rss_kib", "sent_raw_bytes",
+                                 "cpu_us_per_op")}
                    for v in runs}
             rat = [x for x in (_ratios(runs, "r1", "r0"), _ratios(runs, "r2", "r0")) if x]
             out.append({"name": wname, "args": wargs, "runs": runs, "median": med,
@@ -581,6 +617,9 @@ def _full(args, runner, summarize, cluster, size, sections, result, errors):
     for vol, reps in COST_VOLUMES + [("coff", 1), ("con", 1), ("rs", 1)]:
         cluster.wait_in_sync(vol, reps, timeout=120)
     result["volumes"] = {v: cluster.copies(v) for v, _ in COST_VOLUMES}
+    for vol in [v for v, _ in COST_VOLUMES] * ("cost" in sections) + ["coff", "con"] * (
+            "lz4" in sections):
+        rb.prefill(vol, size)
     result["available"] = True
     if "cost" in sections:
         result["cost"] = rb.cost()
@@ -632,13 +671,15 @@ def _markdown_cluster(r, cores, date):
               f"others; {size} volumes, 4 KiB blocks, compression off unless stated; "
               "latency in µs; RSS = peak resident set of tandemd in MiB.", "",
               "### Cost of replication (medians)", "",
-              "| workload | replicas | IOPS | MB/s | p50 | p99 | master RSS | replica RSS |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| workload | replicas | IOPS | MB/s | p50 | p99 | CPU µs/write | master RSS "
+              "| replica RSS |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     kib = lambda v: None if v is None else v / 1024
     for w in r.get("cost") or []:
         for v, m in w["median"].items():
             lines.append(f"| {w['name']} | {v[1]} | {_fmt(m['iops'])} | {_fmt(m['mb_per_s'], 1)} "
                          f"| {_fmt(m['p50_us'], 1)} | {_fmt(m['p99_us'], 1)} | "
+                         f"{_fmt(m.get('cpu_us_per_op'))} | "
                          f"{_fmt(kib(m['master_rss_kib']), 1)} | "
                          f"{_fmt(kib(m['replica_rss_kib']), 1)} |")
     lines += ["", "Ratios, median of per-round ratios (IOPS below 1 and latency above 1: the "

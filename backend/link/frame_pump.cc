@@ -161,10 +161,12 @@ void FramePump::close_queue() {
   for (auto& w : waiters) w.fn(false);
 }
 
-asio::awaitable<std::string> FramePump::run(transport::TlsSocket& stream, FrameFn on_frame) {
+asio::awaitable<std::string> FramePump::run(transport::TlsSocket& stream, FrameFn on_frame,
+                                            std::function<void()> on_read_end) {
   using namespace asio::experimental::awaitable_operators;
   stream_ = &stream;
   on_frame_ = std::move(on_frame);
+  on_read_end_ = std::move(on_read_end);
   last_read_ = last_write_ = Clock::now();
   if (!stopped_) {
     co_await (read_loop() && write_loop() && watchdog());
@@ -175,6 +177,7 @@ asio::awaitable<std::string> FramePump::run(transport::TlsSocket& stream, FrameF
   close_queue();
   stream_ = nullptr;
   on_frame_ = nullptr;
+  on_read_end_ = nullptr;
   metrics_->disconnects.fetch_add(1, std::memory_order_relaxed);
   co_return end_reason_;
 }
@@ -198,6 +201,7 @@ asio::awaitable<void> FramePump::read_loop() {
       if (!step) {
         metrics_->protocol_errors.fetch_add(1, std::memory_order_relaxed);
         decode_failed_ = true;
+        if (on_read_end_) on_read_end_();
         end(std::string("bad frame from peer (") + wire::to_string(step.error().code) +
             "): " + step.error().message);
         co_return;
@@ -212,11 +216,14 @@ asio::awaitable<void> FramePump::read_loop() {
         continue;  // link-level heartbeat: its arrival already refreshed last_read_
       }
       if (auto reason = on_frame_(std::move(frame))) {
+        if (on_read_end_) on_read_end_();
         end(std::move(*reason));
         co_return;
       }
-      if (stopped_) co_return;
+      if (stopped_) break;
     }
+    if (on_read_end_) on_read_end_();
+    if (stopped_) co_return;
   }
 }
 

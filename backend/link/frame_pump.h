@@ -73,7 +73,9 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   // On the strand: pumps `stream` until the session ends, then closes the queue (pending
   // frames are dropped, see dropped()) and returns why it ended. Call once; `stream` must
   // outlive the returned awaitable.
-  boost::asio::awaitable<std::string> run(transport::TlsSocket& stream, FrameFn on_frame);
+  // `on_read_end` (optional) runs after the frames of each socket read were handed over.
+  boost::asio::awaitable<std::string> run(transport::TlsSocket& stream, FrameFn on_frame,
+                                          std::function<void()> on_read_end = {});
   // After run(): caller frames (and bytes) queued or being written when the session ended
   // (HELLO and heartbeats from push_forced are not counted).
   Dropped dropped() const { return dropped_; }
@@ -120,6 +122,7 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   boost::asio::steady_timer tick_;  // watchdog period
   transport::TlsSocket* stream_ = nullptr;
   FrameFn on_frame_;
+  std::function<void()> on_read_end_;
   bool stopped_ = false;
   std::string end_reason_;
   Clock::time_point last_read_{};

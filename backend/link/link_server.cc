@@ -146,6 +146,15 @@ class InboundConn final : public InboundConnection {
   const std::string& remote() const override { return remote_; }
   const wire::Hello& peer_hello() const override { return hello_; }
   size_t queued_bytes() const override { return pump_->queued_bytes(); }
+  void at_read_end(std::function<void()> fn) override { read_end_.push_back(std::move(fn)); }
+  // On the strand, after each read's frames.
+  void run_read_end() {
+    while (!read_end_.empty()) {
+      auto fns = std::move(read_end_);
+      read_end_.clear();
+      for (auto& fn : fns) fn();
+    }
+  }
 
   transport::TlsConnection& tls() { return tls_; }
   detail::FramePump& pump() { return *pump_; }
@@ -161,6 +170,7 @@ class InboundConn final : public InboundConnection {
   wire::Hello hello_;  // written once on the strand before established_ is set
   std::atomic<bool> established_{false};
   std::atomic<bool> overflowed_{false};
+  std::vector<std::function<void()>> read_end_;  // strand
 };
 
 }  // namespace detail
@@ -228,7 +238,8 @@ asio::awaitable<void> LinkServer::Impl::serve(tcp::socket socket) {
   bool got_hello = false;
   bool protocol_error = false;
   const std::string reason = co_await conn->pump().run(
-      conn->tls().stream, [&](wire::Frame&& f) -> std::optional<std::string> {
+      conn->tls().stream,
+      [&](wire::Frame&& f) -> std::optional<std::string> {
         if (!got_hello) {
           if (f.header.type != wire::FrameType::kHello) {
             protocol_error = true;
@@ -254,7 +265,8 @@ asio::awaitable<void> LinkServer::Impl::serve(tcp::socket socket) {
         }
         handler->on_frame(conn, f.header, std::move(f.payload));
         return std::nullopt;
-      });
+      },
+      [&] { conn->run_read_end(); });
   conn->set_established(false);
   {
     std::lock_guard lock(mu);

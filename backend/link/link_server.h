@@ -46,6 +46,10 @@ class InboundConnection {
   virtual const std::string& remote() const = 0;      // "ip:port"
   virtual const wire::Hello& peer_hello() const = 0;  // what the peer announced
   virtual size_t queued_bytes() const = 0;
+  // From a FrameHandler call, on the connection's strand: runs `fn` there once every frame of
+  // the current socket read has been handed over, before the next read, so that answers made
+  // frame by frame go out as one (a cumulative ACK). The default runs it at once.
+  virtual void at_read_end(std::function<void()> fn) { fn(); }
 };
 
 // Supplied by the daemon; routes frames by header (volume, copy id) to the replica engines.

@@ -350,24 +350,48 @@ void MasterEngine::on_frame(uint32_t copy, const wire::Frame& f) {
 
 void MasterEngine::on_ack(Copy& c, const wire::FrameHeader& h) {
   if (c.state == CopyState::kOutOfSync) return;
-  auto it = c.unacked_seq.find(h.sequence);
-  if (it == c.unacked_seq.end()) return;  // not ours (an older stream) or a duplicate
-  c.inflight_bytes -= it->second;
-  c.unacked_seq.erase(it);
-  if (h.status != 0) {
-    out_of_sync(c, "replica store failed");
-    return;
+  if (h.count == wire::kAckThrough) {
+    // Cumulative: the copy applied every sequence <= h.sequence of this link's stream. Frames
+    // of an earlier stream were forgotten at out_of_sync / start_resync, and every sequence a
+    // new stream carries is above that stream's SYNC_REQUEST, so an older cumulative ACK
+    // (at most the old stream's last sequence) never covers one of them.
+    if (h.status != 0) {
+      out_of_sync(c, "replica store failed");
+      return;
+    }
+    bool any = false;
+    while (!c.unacked_seq.empty() && c.unacked_seq.begin()->first <= h.sequence) {
+      const auto [seq, bytes] = *c.unacked_seq.begin();
+      c.inflight_bytes -= bytes;
+      c.unacked_seq.erase(c.unacked_seq.begin());
+      acked(c, seq);
+      any = true;
+    }
+    if (!any) return;
+  } else {
+    auto it = c.unacked_seq.find(h.sequence);
+    if (it == c.unacked_seq.end()) return;  // not ours (an older stream) or a duplicate
+    c.inflight_bytes -= it->second;
+    c.unacked_seq.erase(it);
+    if (h.status != 0) {
+      out_of_sync(c, "replica store failed");
+      return;
+    }
+    acked(c, h.sequence);
   }
-  if (h.sequence == c.acked_through + 1) {
-    ++c.acked_through;
-    while (c.acked_above.erase(c.acked_through + 1)) ++c.acked_through;
-  } else if (h.sequence > c.acked_through) {
-    c.acked_above.insert(h.sequence);
-  }
-  if (auto op = active_.find(h.sequence); op != active_.end()) op->second.waiting.erase(c.id);
   pump(c);
   check_join(c);
   try_complete();
+}
+
+void MasterEngine::acked(Copy& c, uint64_t seq) {
+  if (seq == c.acked_through + 1) {
+    ++c.acked_through;
+    while (c.acked_above.erase(c.acked_through + 1)) ++c.acked_through;
+  } else if (seq > c.acked_through) {
+    c.acked_above.insert(seq);
+  }
+  if (auto op = active_.find(seq); op != active_.end()) op->second.waiting.erase(c.id);
 }
 
 void MasterEngine::out_of_sync(Copy& c, std::string reason) {

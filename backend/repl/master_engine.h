@@ -268,6 +268,7 @@ class MasterEngine {
   void fill_delta(Copy& c, const Tag& t, const Payload& data);
   uint32_t hash_unit() const { return std::max(cfg_.sync_hash_unit, cfg_.block_size); }
   void on_ack(Copy& c, const wire::FrameHeader& h);
+  void acked(Copy& c, uint64_t seq);  // one sequence the copy applied
   void on_summary(Copy& c, const wire::Frame& f);
   void out_of_sync(Copy& c, std::string reason);
   void check_join(Copy& c);

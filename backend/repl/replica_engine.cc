@@ -13,8 +13,6 @@ namespace {
 using wire::FrameType;
 using wire::NackReason;
 
-Payload copy_payload(const std::vector<uint8_t>& bytes) { return make_payload(bytes); }
-
 }  // namespace
 
 const char* to_string(ReplicaState s) {
@@ -106,7 +104,7 @@ void ReplicaEngine::fail_store(const wire::FrameHeader& h) {
   nack(h, NackReason::kIoError, "local store or region map failed");
 }
 
-void ReplicaEngine::on_frame(const wire::Frame& f) {
+void ReplicaEngine::on_frame(wire::Frame f) {
   const wire::FrameHeader& h = f.header;
   switch (h.type) {
     case FrameType::kWrite:
@@ -144,7 +142,7 @@ void ReplicaEngine::on_frame(const wire::Frame& f) {
   handle(f);
 }
 
-void ReplicaEngine::handle(const wire::Frame& f) {
+void ReplicaEngine::handle(wire::Frame& f) {
   const wire::FrameHeader& h = f.header;
   switch (h.type) {
     case FrameType::kSyncRequest:
@@ -213,7 +211,7 @@ void ReplicaEngine::handle(const wire::Frame& f) {
     return;
   }
   if (s - expected_ <= cfg_.reorder_window && held_.size() < cfg_.reorder_window) {
-    held_.emplace(s, f);
+    held_.emplace(s, std::move(f));
     return;
   }
   state_ = ReplicaState::kIdle;
@@ -230,7 +228,7 @@ void ReplicaEngine::drain_held() {
   }
 }
 
-void ReplicaEngine::apply(const wire::Frame& f) {
+void ReplicaEngine::apply(wire::Frame& f) {
   const wire::FrameHeader& h = f.header;
   const uint64_t s = h.sequence;
   const uint32_t bs = cfg_.block_size;
@@ -248,7 +246,7 @@ void ReplicaEngine::apply(const wire::Frame& f) {
                      h.lba,
                      blocks,
                      (h.flags & wire::kFlagFua) != 0,
-                     copy_payload(f.payload),
+                     make_payload(std::move(f.payload)),
                      s};
       break;
     }

@@ -69,7 +69,8 @@ class ReplicaEngine {
   ReplicaEngine(const ReplicaConfig& config, RegionMap* map);
   ReplicaEngine(const ReplicaConfig& config, RegionMap* map, uint64_t in_sync_at);
 
-  void on_frame(const wire::Frame& frame);
+  // Takes the frame by value: a write's payload moves on to the store, not copied.
+  void on_frame(wire::Frame frame);
   // StoreOp `tag` finished. data: the bytes read, for kRead (a region to hash for resync).
   void on_store_done(uint64_t tag, core::IoResult result, Payload data = nullptr);
   // The link dropped: held frames are discarded; the stream needs a new SYNC_REQUEST.
@@ -98,8 +99,8 @@ class ReplicaEngine {
     StoreOp op;
   };
 
-  void handle(const wire::Frame& f);
-  void apply(const wire::Frame& f);
+  void handle(wire::Frame& f);
+  void apply(wire::Frame& f);
   void apply_sync_delta(const wire::Frame& f);
   void read_for_hashes(const wire::FrameHeader& h);
   void region_applied(uint64_t region, uint64_t stamp);

@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <optional>
+#include <thread>
+#include <tuple>
+#include <utility>
 
 #include "backend/repl/region_map.h"
 #include "backend/repl/replica_engine.h"
@@ -16,7 +16,6 @@
 namespace tandem::backend::replicated {
 namespace {
 
-namespace asio = boost::asio;
 namespace repl = backend::repl;
 
 template <class... Ts>
@@ -58,10 +57,13 @@ void nack(const std::shared_ptr<link::InboundConnection>& conn, const wire::Fram
 }  // namespace
 
 struct ReplicaCopy::Impl {
-  Impl(asio::io_context& io, std::shared_ptr<FileVolume> l, Options o)
-      : strand(asio::make_strand(io)), local(std::move(l)), opt(std::move(o)) {}
+  Impl(std::shared_ptr<FileVolume> l, Options o) : local(std::move(l)), opt(std::move(o)) {}
 
-  asio::strand<asio::io_context::executor_type> strand;
+  // The copy's one owner is whoever holds `mu`: the master's connection strand (frames), a
+  // store thread (completions) or a control call. Frames are applied where they are read, so
+  // a small write costs no thread hand-off (and only one ACK per read batch goes back).
+  std::mutex mu;
+  std::atomic<std::thread::id> owner{};  // holder of mu (a completion inside the issuing call)
   std::shared_ptr<FileVolume> local;
   Options opt;
   std::unique_ptr<repl::FileRegionStore> map_store;
@@ -69,9 +71,32 @@ struct ReplicaCopy::Impl {
   std::unique_ptr<repl::ReplicaEngine> engine;
   std::shared_ptr<link::InboundConnection> conn;  // the master's current connection
   bool closed = false;
+  // ACKs the engine emitted and not yet sent (flush_acks), with the header of the first.
+  std::vector<uint64_t> acks;
+  wire::FrameHeader ack_header;
+  uint64_t flush_on = 0;  // connection id whose read end flushes `acks` (0: none scheduled)
+  // Store completions that ran inside the issuing call (validation failures), for run().
+  std::vector<std::tuple<uint64_t, core::IoResult, repl::Payload>> early;
   std::atomic<int> state{0};  // repl::ReplicaState
   std::atomic<uint64_t> applied{0};
 };
+
+namespace {
+
+// Holds the copy's mutex and records the holder (see Impl::owner).
+class Owned {
+ public:
+  explicit Owned(ReplicaCopy::Impl& s) : s_(s), lock_(s.mu) {
+    s_.owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  }
+  ~Owned() { s_.owner.store(std::thread::id{}, std::memory_order_relaxed); }
+
+ private:
+  ReplicaCopy::Impl& s_;
+  std::lock_guard<std::mutex> lock_;
+};
+
+}  // namespace
 
 ReplicaCopy::ReplicaCopy(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ReplicaCopy::~ReplicaCopy() = default;
@@ -84,8 +109,9 @@ std::string ReplicaCopy::state() const {
 }
 
 core::Result<std::shared_ptr<ReplicaCopy>, std::string> ReplicaCopy::open(
-    asio::io_context& io, std::shared_ptr<FileVolume> local, Options options) {
-  auto impl = std::make_unique<Impl>(io, std::move(local), std::move(options));
+    boost::asio::io_context& io, std::shared_ptr<FileVolume> local, Options options) {
+  (void)io;
+  auto impl = std::make_unique<Impl>(std::move(local), std::move(options));
   Impl& s = *impl;
   repl::RegionGeometry g;
   g.volume_bytes = s.local->block_count() * s.local->block_size();
@@ -129,39 +155,98 @@ core::Result<std::shared_ptr<ReplicaCopy>, std::string> ReplicaCopy::open(
 
 namespace {
 
-// Carries out the engine's actions; runs on the copy's strand.
-void run(const std::shared_ptr<ReplicaCopy>& self, ReplicaCopy::Impl& s) {
+// Sends the ACKs gathered since the last call: to a master that takes them, one cumulative
+// ACK for every sequence up to the engine's applied point, single ACKs for any above it
+// (completed out of order). Holding mu; before any other frame, so the order stays the
+// engine's.
+void flush_acks(ReplicaCopy::Impl& s) {
+  if (s.acks.empty()) return;
+  if (s.conn) {
+    const bool through = (s.conn->peer_hello().features & wire::kFeatureAckThrough) != 0;
+    const uint64_t applied = s.engine->applied_seq();
+    auto send = [&](uint64_t seq, uint64_t count) {
+      wire::FrameHeader h = s.ack_header;
+      h.sequence = seq;
+      h.count = count;
+      std::vector<uint8_t> out;
+      if (wire::encode(h, {}, false, out)) (void)s.conn->reply(std::move(out));
+    };
+    bool covered = false;
+    for (uint64_t seq : s.acks) {
+      if (through && seq <= applied) {
+        covered = true;
+      } else {
+        send(seq, 0);
+      }
+    }
+    if (covered) send(applied, wire::kAckThrough);
+  }
+  s.acks.clear();
+}
+
+bool acks_through(const wire::FrameHeader& h) {
+  return h.type == wire::FrameType::kAck && h.status == 0;
+}
+
+// Carries out the engine's actions; holding mu. A write of at most kInlineWriteMax (no FUA)
+// is applied right here; others go to the store pool, whose completion takes mu itself.
+// defer_acks: the caller flushes ACKs later (at the end of the connection's read).
+void run(const std::shared_ptr<ReplicaCopy>& self, ReplicaCopy::Impl& s, bool defer_acks) {
   for (;;) {
     auto actions = s.engine->take_actions();
     if (actions.empty()) break;
     for (auto& a : actions) {
-      std::visit(
-          Overloaded{
-              [&](repl::ReplicaIssueStore& is) {
-                const repl::StoreOp op = is.op;
-                ReplicaCopy::Impl* impl = &s;
-                auto back = [self, impl, tag = op.tag](core::IoResult r, repl::Payload data) {
-                  asio::post(impl->strand, [self, impl, tag, r, data = std::move(data)] {
-                    if (impl->closed) return;
-                    impl->engine->on_store_done(tag, r, data);
-                    run(self, *impl);
-                  });
-                };
-                run_store_op(*s.local, op, back);
-              },
-              [&](repl::ReplicaSendFrame& sf) {
-                if (!s.conn) return;
-                std::vector<uint8_t> out;
-                std::span<const uint8_t> body;
-                if (sf.payload) body = {sf.payload->data(), sf.payload->size()};
-                if (wire::encode(sf.header, body, false, out)) (void)s.conn->reply(std::move(out));
-              },
-          },
-          a);
+      std::visit(Overloaded{
+                     [&](repl::ReplicaIssueStore& is) {
+                       const repl::StoreOp& op = is.op;
+                       if (runs_inline(op)) {
+                         s.engine->on_store_done(op.tag, run_inline(*s.local, op));
+                         return;
+                       }
+                       ReplicaCopy::Impl* impl = &s;
+                       run_store_op(
+                           *s.local, op,
+                           [self, impl, tag = op.tag](core::IoResult r, repl::Payload data) {
+                             if (impl->owner.load(std::memory_order_relaxed) ==
+                                 std::this_thread::get_id()) {
+                               impl->early.emplace_back(tag, r, std::move(data));  // in run()
+                               return;
+                             }
+                             Owned lock(*impl);
+                             if (impl->closed) return;
+                             impl->engine->on_store_done(tag, r, std::move(data));
+                             run(self, *impl, false);
+                           });
+                       for (auto& [tag, r, data] : std::exchange(s.early, {})) {
+                         s.engine->on_store_done(tag, r, std::move(data));
+                       }
+                     },
+                     [&](repl::ReplicaSendFrame& sf) {
+                       if (acks_through(sf.header)) {
+                         if (s.acks.empty()) s.ack_header = sf.header;
+                         s.acks.push_back(sf.header.sequence);
+                         return;
+                       }
+                       flush_acks(s);
+                       if (!s.conn) return;
+                       std::vector<uint8_t> out;
+                       std::span<const uint8_t> body;
+                       if (sf.payload) body = {sf.payload->data(), sf.payload->size()};
+                       if (wire::encode(sf.header, body, false, out))
+                         (void)s.conn->reply(std::move(out));
+                     },
+                 },
+                 a);
     }
   }
+  if (!defer_acks) flush_acks(s);
   s.state.store(static_cast<int>(s.engine->state()));
   s.applied.store(s.engine->applied_seq());
+}
+
+bool data_frame(wire::FrameType t) {
+  return t == wire::FrameType::kWrite || t == wire::FrameType::kUnmap ||
+         t == wire::FrameType::kWriteSame || t == wire::FrameType::kFlush;
 }
 
 }  // namespace
@@ -169,60 +254,79 @@ void run(const std::shared_ptr<ReplicaCopy>& self, ReplicaCopy::Impl& s) {
 void ReplicaCopy::on_frame(const std::shared_ptr<link::InboundConnection>& conn,
                            const wire::FrameHeader& header, std::vector<uint8_t> payload) {
   auto self = shared_from_this();
-  asio::post(impl_->strand, [self, conn, header, p = std::move(payload)]() mutable {
-    Impl& s = *self->impl_;
+  Impl& s = *impl_;
+  bool schedule = false;
+  {
+    Owned lock(s);
     if (s.closed) return nack(conn, header, wire::NackReason::kUnknownCopy, "copy closed");
     if (s.conn != conn) {
+      flush_acks(s);
       if (s.conn) s.engine->on_link_down();  // the master reconnected: a new stream
       s.conn = conn;
     }
-    s.engine->on_frame(wire::Frame{header, std::move(p)});
-    run(self, s);
-  });
+    // ACKs go out before anything that may rebase the stream (their applied point with them).
+    if (!data_frame(header.type)) flush_acks(s);
+    s.engine->on_frame(wire::Frame{header, std::move(payload)});
+    run(self, s, /*defer_acks=*/true);
+    if (!s.acks.empty() && s.flush_on != conn->id()) {
+      s.flush_on = conn->id();
+      schedule = true;
+    }
+  }
+  if (schedule) {
+    conn->at_read_end([self] {
+      Impl& s = *self->impl_;
+      Owned lock(s);
+      s.flush_on = 0;
+      flush_acks(s);
+    });
+  }
 }
 
 void ReplicaCopy::on_connection_down(uint64_t connection_id) {
-  auto self = shared_from_this();
-  asio::post(impl_->strand, [self, connection_id] {
-    Impl& s = *self->impl_;
-    if (!s.conn || s.conn->id() != connection_id || s.closed) return;
-    s.conn.reset();
-    s.engine->on_link_down();
-    run(self, s);
-  });
+  Impl& s = *impl_;
+  Owned lock(s);
+  if (!s.conn || s.conn->id() != connection_id || s.closed) return;
+  s.acks.clear();
+  s.conn.reset();
+  s.engine->on_link_down();
+  run(shared_from_this(), s, false);
 }
 
 void ReplicaCopy::set_generation(uint64_t generation) {
-  auto self = shared_from_this();
-  asio::post(impl_->strand, [self, generation] {
-    Impl& s = *self->impl_;
-    if (s.closed) return;
-    (void)s.engine->set_generation(generation);
-    run(self, s);
-  });
+  Impl& s = *impl_;
+  Owned lock(s);
+  if (s.closed) return;
+  flush_acks(s);
+  (void)s.engine->set_generation(generation);
+  run(shared_from_this(), s, false);
 }
 
 void ReplicaCopy::close(std::function<void()> done) {
   auto self = shared_from_this();
-  asio::post(impl_->strand, [self, done = std::move(done)]() mutable {
-    Impl& s = *self->impl_;
+  Impl& s = *impl_;
+  uint64_t applied = 0;
+  bool consistent = false;
+  {
+    Owned lock(s);
     if (s.closed) {
       if (done) done();
       return;
     }
+    flush_acks(s);
     s.closed = true;
     s.conn.reset();
-    uint64_t applied = s.engine->applied_seq();
-    bool consistent = s.engine->consistent();
-    s.local->flush([self, applied, consistent, done = std::move(done)](core::IoResult r) mutable {
-      Impl& s = *self->impl_;
-      asio::post(s.strand, [self, applied, consistent, ok = r.ok(), done = std::move(done)] {
-        Impl& s = *self->impl_;
-        // Only a consistent copy may record clean regions (replica_engine.h).
-        if (ok && consistent) (void)s.map->checkpoint(applied, /*everything=*/true);
-        if (done) done();
-      });
-    });
+    applied = s.engine->applied_seq();
+    consistent = s.engine->consistent();
+  }
+  s.local->flush([self, applied, consistent, done = std::move(done)](core::IoResult r) mutable {
+    Impl& s = *self->impl_;
+    {
+      Owned lock(s);
+      // Only a consistent copy may record clean regions (replica_engine.h).
+      if (r.ok() && consistent) (void)s.map->checkpoint(applied, /*everything=*/true);
+    }
+    if (done) done();
   });
 }
 

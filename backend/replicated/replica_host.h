@@ -1,15 +1,19 @@
 // ReplicaCopy: one replica copy this node holds (volume uuid, copy number): the pure
-// ReplicaEngine on its own strand, its FileVolume and its persisted RegionMap. Frames come
-// from whichever inbound connection the master uses; replies go back on that connection. A
-// frame on a new connection ends the stream of the old one (the master reconnected): the
-// copy waits for the master's SYNC_REQUEST, as after a restart.
+// ReplicaEngine, its FileVolume and its persisted RegionMap, under one mutex. Frames come
+// from whichever inbound connection the master uses and are applied on that connection's
+// strand: a write of at most FileVolume::kInlineWriteMax (no FUA) is written there, larger
+// ones and flushes go to the store pool. Replies go back on that connection; the ACKs of one
+// socket read go out together at its end, as one cumulative ACK when the master's HELLO
+// allows (wire::kFeatureAckThrough). A frame on a new connection ends the stream of the old
+// one (the master reconnected): the copy waits for the master's SYNC_REQUEST, as after a
+// restart.
 //
 // ReplicaHost: the node's FrameHandler on tcp/5703. Routes each frame by (volume, copy) to
 // its ReplicaCopy, forwarded I/O requests to the I/O handler, and answers frames for copies
 // this node does not hold with NACK kUnknownCopy.
 //
-// Owner: the daemon's volume host. Thread-safe (a mutex guards the routing table; each copy
-// serialises on its strand). The io_context and the FileVolume's IoPool must outlive them.
+// Owner: the daemon's volume host. Thread-safe (a mutex guards the routing table, another
+// each copy). The FileVolume's IoPool must outlive them.
 #pragma once
 
 #include <cstdint>

@@ -639,6 +639,11 @@ struct Strand {
   }
 
   void issue(const repl::StoreOp& op) {
+    if (runs_inline(op)) {
+      // On the strand: its completion's actions are taken by run()'s loop.
+      s.engine->on_store_done(op.tag, run_inline(*s.local, op));
+      return;
+    }
     std::weak_ptr<ReplicatedVolume> weak = self;
     Impl* impl = &s;
     uint64_t tag = op.tag;

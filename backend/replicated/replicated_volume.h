@@ -1,7 +1,8 @@
 // ReplicatedVolume: the master copy of one volume as the iSCSI target sees it (a
 // core::BlockVolume). It runs the pure MasterEngine on one strand and carries out its
-// actions: local store operations on the node's FileVolume, frames to each replica over its
-// own PeerLink (mutual TLS on tcp/5703, lz4 per the volume's label), completions to the
+// actions: local store operations on the node's FileVolume (a small write is written on the
+// strand itself, see store_ops.h runs_inline; the rest on the store pool), frames to each replica
+// over its own PeerLink (mutual TLS on tcp/5703, lz4 per the volume's label), completions to the
 // target, out-of-sync reports to the control plane. The links run on the volume's strand, so
 // an ACK is handled where it is read; a write's payload is encoded (lz4, CRC) once and the
 // same bytes are queued on every replica's link.

@@ -13,6 +13,18 @@
 
 namespace tandem::backend::replicated {
 
+// A write small enough to apply on the calling thread (FileVolume::write_now): a page-cache
+// copy of at most kInlineWriteMax costs less than the hand-off to a store thread and back.
+// FUA writes (a sync) and everything else go to the pool (run_store_op).
+inline bool runs_inline(const repl::StoreOp& op) {
+  return op.kind == repl::StoreKind::kWrite && !op.fua && op.data &&
+         op.data->size() <= FileVolume::kInlineWriteMax;
+}
+
+inline core::IoResult run_inline(FileVolume& local, const repl::StoreOp& op) {
+  return local.write_now(op.lba, std::as_bytes(std::span(*op.data)));
+}
+
 inline void run_store_op(FileVolume& local, const repl::StoreOp& op,
                          std::function<void(core::IoResult, repl::Payload)> done) {
   switch (op.kind) {

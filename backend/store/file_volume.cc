@@ -25,9 +25,14 @@ IoResult from_errno(int err) {
 bool writes_allowed(core::VolumeState s, IoResult* why) {
   switch (s) {
     case core::VolumeState::kHealthy:
-    case core::VolumeState::kDegraded: return true;
-    case core::VolumeState::kReadOnly: *why = {IoStatus::kWriteProtected}; return false;
-    default: *why = {IoStatus::kNotReady}; return false;
+    case core::VolumeState::kDegraded:
+      return true;
+    case core::VolumeState::kReadOnly:
+      *why = {IoStatus::kWriteProtected};
+      return false;
+    default:
+      *why = {IoStatus::kNotReady};
+      return false;
   }
 }
 
@@ -126,6 +131,16 @@ void FileVolume::read(uint64_t lba, std::span<std::byte> out, Done done) {
   post([self = shared_from_this(), lba, out, done = std::move(done)] {
     done(pread_all(self->fd_, lba * self->block_size_, out));
   });
+}
+
+core::IoResult FileVolume::write_now(uint64_t lba, std::span<const std::byte> data) {
+  IoResult why;
+  if (!writes_allowed(state(), &why)) return why;
+  if (data.size() % block_size_ || !in_range(lba, data.size() / block_size_)) {
+    return {IoStatus::kOutOfRange};
+  }
+  std::shared_lock lock(caw_mu_);
+  return pwrite_all(lba * block_size_, data, false);
 }
 
 void FileVolume::write(uint64_t lba, std::span<const std::byte> data, bool fua, Done done) {

@@ -41,6 +41,13 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
 
   static constexpr size_t kInlineReadMax = 128 * 1024;  // bounds a network thread's turn
 
+  // Writes on the calling thread, no pool hop: a replica applies a small write where its
+  // frame was read, since a page-cache copy of a few KiB costs less than two thread hand-offs.
+  // Same checks as write(); no FUA (a sync does not belong on a network thread). The caller
+  // orders it against its own pool I/O (the replica engine never overlaps two writes).
+  [[nodiscard]] core::IoResult write_now(uint64_t lba, std::span<const std::byte> data);
+  static constexpr size_t kInlineWriteMax = 64 * 1024;  // bounds a network thread's turn
+
   void set_state(core::VolumeState s) { state_.store(s, std::memory_order_release); }
   // After the file was grown (FileStore::grow), publish the new capacity.
   void refresh_capacity();

@@ -22,7 +22,10 @@
 //   UNMAP          generation, sequence, lba, count = blocks; no payload.
 //   WRITE_SAME     generation, sequence, lba, count = blocks, payload = one block; flag UNMAP.
 //   FLUSH          generation, sequence; the replica acks once everything <= sequence is stable.
-//   ACK            generation, sequence acknowledged, status = core::IoStatus (0 = ok).
+//   ACK            generation, sequence acknowledged, status = core::IoStatus (0 = ok);
+//                  count = kAckThrough (only to a peer whose HELLO has kFeatureAckThrough):
+//                  every sequence <= sequence that this link carried since the last
+//                  SYNC_REQUEST is applied (one ACK for a whole read batch); else count = 0.
 //   NACK           generation, sequence, status = NackReason, payload = optional UTF-8 text.
 //   SYNC_REQUEST   generation, sequence = the requester's highest applied sequence;
 //                  payload = optional encode_region_list() of wanted regions (empty = send me
@@ -270,10 +273,13 @@ class FrameDecoder {
 
 // HELLO: the sender's identity and capabilities.
 inline constexpr uint32_t kFeatureLz4 = 1u << 0;
+// The sender, as a master, takes ACKs with count = kAckThrough (cumulative).
+inline constexpr uint32_t kFeatureAckThrough = 1u << 1;
+inline constexpr uint64_t kAckThrough = 1;
 struct Hello {
   std::string node_id;  // 1..255 bytes (the node's UUID)
   std::string address;  // 0..255 bytes, the replication endpoint as the sender sees it
-  uint32_t features = kFeatureLz4;
+  uint32_t features = kFeatureLz4 | kFeatureAckThrough;
   uint32_t max_payload = kMaxPayload;  // largest raw payload the sender accepts
 
   bool operator==(const Hello&) const = default;

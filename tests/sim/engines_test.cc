@@ -108,6 +108,57 @@ TEST(MasterEngine, WriteCompletesAfterLocalWriteAndEveryInSyncAck) {
   EXPECT_TRUE(done[0].result.ok());
 }
 
+TEST(MasterEngine, CumulativeAckCompletesEverySequenceUpToIt) {
+  MasterFixture m;
+  for (uint64_t i = 1; i <= 3; ++i) m.engine->submit(m.write(10 + i, i * 4, 1));
+  for (const auto& st : only<IssueStore>(m.engine->take_actions())) {
+    m.engine->on_store_done(st.op.tag, {});
+  }
+  EXPECT_TRUE(only<CompleteOp>(m.engine->take_actions()).empty());
+  wire::Frame through = m.ack(2);
+  through.header.count = wire::kAckThrough;
+  m.engine->on_frame(1, through);
+  auto done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].sequence, 1u);
+  EXPECT_EQ(done[1].sequence, 2u);
+  EXPECT_EQ(m.engine->copy_progress(1)->acked_through, 2u);
+  // A single ACK still names one sequence; a repeated cumulative one changes nothing.
+  m.engine->on_frame(1, through);
+  EXPECT_TRUE(only<CompleteOp>(m.engine->take_actions()).empty());
+  m.engine->on_frame(1, m.ack(3));
+  done = only<CompleteOp>(m.engine->take_actions());
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].id, 13u);
+  EXPECT_EQ(m.engine->copy_progress(1)->pending_bytes, 0u);
+}
+
+TEST(MasterEngine, CumulativeAckOfAnEarlierStreamCoversNothingOfTheNext) {
+  MasterFixture m;
+  m.engine->submit(m.write(1, 0, 1));
+  (void)m.engine->take_actions();
+  // The copy drops out and is resynced: its new stream starts above SYNC_REQUEST's sequence.
+  m.engine->on_frame(1, m.nack(1, wire::NackReason::kNotReady));
+  m.engine->confirm_out_of_sync(1);
+  ASSERT_TRUE(m.engine->start_resync(1).ok());
+  m.engine->submit(m.write(2, 8, 1));
+  auto sends = only<SendFrame>(m.engine->take_actions());
+  ASSERT_FALSE(sends.empty());
+  const uint64_t sync_at = sends.front().header.sequence;  // SYNC_REQUEST
+  EXPECT_EQ(sends.front().header.type, wire::FrameType::kSyncRequest);
+  const uint64_t pending = m.engine->copy_progress(1)->pending_bytes;
+  ASSERT_GT(pending, 0u);
+  // A cumulative ACK the copy sent in its old stream (at most that stream's last sequence).
+  wire::Frame old = m.ack(sync_at);
+  old.header.count = wire::kAckThrough;
+  m.engine->on_frame(1, old);
+  EXPECT_EQ(m.engine->copy_progress(1)->pending_bytes, pending);
+  wire::Frame now = m.ack(sync_at + 2);
+  now.header.count = wire::kAckThrough;
+  m.engine->on_frame(1, now);
+  EXPECT_LT(m.engine->copy_progress(1)->pending_bytes, pending);
+}
+
 TEST(MasterEngine, NackDropsTheCopyAndCompletionWaitsForTheController) {
   MasterFixture m;
   m.engine->submit(m.write(1, 0, 1));

@@ -4,9 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -147,6 +147,21 @@ TEST_F(FileVolumeTest, ReadOnlyAndHaltedRefuseWrites) {
   EXPECT_TRUE(r.ok());
   vol_->set_state(core::VolumeState::kHalted);
   EXPECT_EQ(write(0, pattern(1, 1)).status, IoStatus::kNotReady);
+}
+
+// write_now: the replicas' small writes, on the calling thread, with write()'s checks.
+TEST_F(FileVolumeTest, WriteNowWritesOnTheCallingThreadWithTheSameChecks) {
+  auto d = pattern(8, 9);
+  ASSERT_TRUE(vol_->write_now(40, d).ok());
+  EXPECT_EQ(read(40, 8), d);  // done when it returns: no completion to wait for
+  const uint64_t last = vol_->block_count();
+  EXPECT_EQ(vol_->write_now(last - 1, pattern(2, 1)).status, IoStatus::kOutOfRange);
+  EXPECT_EQ(vol_->write_now(0, std::vector<std::byte>(100)).status, IoStatus::kOutOfRange);
+  vol_->set_state(core::VolumeState::kReadOnly);
+  EXPECT_EQ(vol_->write_now(0, pattern(1, 1)).status, IoStatus::kWriteProtected);
+  vol_->set_state(core::VolumeState::kHalted);
+  EXPECT_EQ(vol_->write_now(0, pattern(1, 1)).status, IoStatus::kNotReady);
+  EXPECT_EQ(read(40, 8), d);
 }
 
 TEST_F(FileVolumeTest, GrowPublishesNewCapacityAndShrinkIsRefused) {

@@ -549,6 +549,58 @@ TEST_F(LinkTest, OrderPreservedForTenThousandFrames) {
   EXPECT_EQ(log->m.read([&] { return log->count(State::kDown); }), 0u);
 }
 
+// at_read_end: a handler that defers work until the frames of one socket read are handed over
+// (as the replica does with its ACKs) sees it run once per read, after that read's frames,
+// before the next read's, so one read's answers can go back as one.
+class ReadEndHandler : public FrameHandler {
+ public:
+  void on_frame(const std::shared_ptr<InboundConnection>& conn, const wire::FrameHeader&,
+                std::vector<uint8_t>) override {
+    ++frames_;  // on the connection's strand, as at_read_end's callback
+    if (scheduled_) return;
+    scheduled_ = true;
+    conn->at_read_end([this] {
+      scheduled_ = false;
+      const uint64_t n = frames_;
+      m.update([&] {
+        if (!frames_at_ends.empty() && n <= frames_at_ends.back()) ++out_of_order;
+        frames_at_ends.push_back(n);
+      });
+    });
+  }
+  Monitor m;
+  std::vector<uint64_t> frames_at_ends;  // frames handed over when each read ended
+  int out_of_order = 0;
+
+ private:
+  uint64_t frames_ = 0;
+  bool scheduled_ = false;
+};
+
+TEST_F(LinkTest, ReadEndRunsOncePerReadAfterItsFrames) {
+  auto handler = std::make_shared<ReadEndHandler>();
+  auto events = std::make_shared<EventLog>();
+  LinkServer* server = start_server(handler, events);
+  ASSERT_NE(server, nullptr);
+  auto log = std::make_shared<LinkLog>();
+  PeerLink* link = make_link(server->local_port(), log);
+  ASSERT_TRUE(log->wait_state(State::kUp));
+  constexpr uint64_t kFrames = 2'000;
+  for (uint64_t seq = 1; seq <= kFrames; ++seq) {
+    ASSERT_EQ(send_waiting(*link, write_frame(seq, random_bytes(512, uint32_t(seq)))),
+              SendStatus::kQueued);
+  }
+  ASSERT_TRUE(handler->m.wait([&] {
+    return !handler->frames_at_ends.empty() && handler->frames_at_ends.back() == kFrames;
+  }));
+  handler->m.read([&] {
+    EXPECT_EQ(handler->out_of_order, 0);
+    // The sender joins queued frames into one write, so reads carry several frames each.
+    EXPECT_LT(handler->frames_at_ends.size(), kFrames);
+    return 0;
+  });
+}
+
 TEST_F(LinkTest, BackPressureRefusesThenResumes) {
   auto handler = std::make_shared<TestHandler>();
   auto events = std::make_shared<EventLog>();

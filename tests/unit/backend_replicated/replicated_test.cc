@@ -150,8 +150,8 @@ class ReplicatedTest : public ::testing::Test {
     return *c;
   }
 
-  void open_master(uint64_t resync_bytes_per_second = 0,
-                   std::chrono::milliseconds lease_hold = 20s) {
+  void open_master(uint64_t resync_bytes_per_second = 0, std::chrono::milliseconds lease_hold = 20s,
+                   uint32_t features = wire::Hello{}.features) {
     auto vol = FileVolume::open(master_store_->path_of(id_), id_, kBlock, pool_);
     ASSERT_TRUE(vol);
     ReplicatedVolume::Options o;
@@ -159,7 +159,7 @@ class ReplicatedTest : public ::testing::Test {
     o.image_path = master_store_->path_of(id_);
     o.map_path = (tmp_.path() / "master" / (id_ + ".map")).string();
     o.seq_path = (tmp_.path() / "master" / (id_ + ".seq")).string();
-    o.hello = wire::Hello{"id-master", "127.0.0.1"};
+    o.hello = wire::Hello{"id-master", "127.0.0.1", features};
     o.link_metrics = metrics_;
     o.resync_bytes_per_second = resync_bytes_per_second;
     o.lease_hold = lease_hold;
@@ -222,6 +222,29 @@ class ReplicatedTest : public ::testing::Test {
     EXPECT_TRUE(wait_io([&](auto d) { master_->flush(d); }).ok());
   }
 
+  // `count` 4 KiB writes (no FUA) submitted at once, then a flush; returns the requests sent
+  // (writes and the flush) once all completed.
+  int burst(int count, uint32_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<std::byte>> bufs(count, std::vector<std::byte>(kBlock));
+    for (auto& b : bufs) {
+      for (auto& x : b) x = std::byte(rng());
+    }
+    std::promise<void> all;
+    std::atomic<int> left{count}, failed{0};
+    for (int i = 0; i < count; ++i) {
+      const uint64_t lba = rng() % (kVolumeBytes / kBlock);
+      master_->write(lba, bufs[i], false, [&](core::IoResult r) {
+        if (!r.ok()) failed.fetch_add(1);
+        if (left.fetch_sub(1) == 1) all.set_value();
+      });
+    }
+    EXPECT_EQ(all.get_future().wait_for(30s), std::future_status::ready);
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_TRUE(wait_io([&](auto d) { master_->flush(d); }).ok());
+    return count + 1;
+  }
+
   void expect_identical(ReplicaNode& n) {
     EXPECT_TRUE(file_bytes(master_store_->path_of(id_)) == file_bytes(n.store->path_of(id_)))
         << "copy on " << n.name << " differs from the master";
@@ -267,6 +290,39 @@ TEST_F(ReplicatedTest, FreshVolumeWritesReachEveryReplica) {
   // writes for them): none ever drops out, so nothing is reported.
   EXPECT_EQ(out_of_sync_reports_.load(), 0);
   EXPECT_GT(metrics_->bytes_sent_raw.load(), 400u * kBlock);
+}
+
+// Small writes are applied where the replica reads them and the ACKs of one read go back as
+// one cumulative ACK, so a burst costs far fewer frames back than writes; a master that does
+// not announce kFeatureAckThrough gets one ACK per sequence. Both end with identical copies.
+TEST_F(ReplicatedTest, ReplicaAcksABurstWithOneCumulativeAckPerRead) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  const uint64_t before = metrics_->frames_received.load();
+  const int writes = burst(256, 11);
+  const uint64_t answers = metrics_->frames_received.load() - before;
+  RecordProperty("answer_frames", std::to_string(answers));
+  // The master writes a burst as joined frames, so each replica read holds many of them.
+  EXPECT_LT(answers, uint64_t(writes) / 2) << "ACKs were not coalesced";
+  expect_identical(a);
+  EXPECT_TRUE(eventually([&] { return ca->applied_seq() == master_->last_sequence(); }));
+  EXPECT_EQ(out_of_sync_reports_.load(), 0);
+}
+
+TEST_F(ReplicatedTest, MasterWithoutCumulativeAcksGetsOneAckPerWrite) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master(0, 20s, wire::kFeatureLz4);
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  const uint64_t before = metrics_->frames_received.load();
+  const int writes = burst(256, 12);
+  EXPECT_GE(metrics_->frames_received.load() - before, uint64_t(writes));
+  expect_identical(a);
+  EXPECT_EQ(out_of_sync_reports_.load(), 0);
 }
 
 TEST_F(ReplicatedTest, ReplicaAddedLaterGetsOnlyWrittenRegions) {
@@ -456,9 +512,7 @@ class CountingVolume : public core::BlockVolume {
   uint64_t block_count() const override { return kVolumeBytes / kBlock; }
   core::VolumeState state() const override { return core::VolumeState::kDegraded; }
   void read(uint64_t, std::span<std::byte>, Done done) override { ++reads, done({}); }
-  void write(uint64_t, std::span<const std::byte>, bool, Done done) override {
-    ++writes, done({});
-  }
+  void write(uint64_t, std::span<const std::byte>, bool, Done done) override { ++writes, done({}); }
   void flush(Done done) override { done({}); }
   void unmap(uint64_t, uint64_t, Done done) override { done({}); }
   void compare_and_write(uint64_t, std::span<const std::byte>, std::span<const std::byte>, bool,
