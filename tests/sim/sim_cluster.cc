@@ -446,9 +446,10 @@ void ClusterWorld::heartbeat(uint32_t id) {
     }
   }
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
-  at(ctl_latency(), [this, id, inc = n.inc, sent = now(), cinc = ctl_.inc, reports] {
+  at(ctl_latency(), [this, id, inc = n.inc, boot = n.boot, sent = now(), cinc = ctl_.inc,
+                     reports] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
-    ctl_heartbeat(id, inc, sent, reports);
+    ctl_heartbeat(id, inc, boot, sent, reports);
   });
 }
 
@@ -492,17 +493,22 @@ void ClusterWorld::report_out_of_sync(Node& n, uint32_t copy) {
 
 // ---- The controller ----
 
-void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, int64_t sent_at,
+void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, uint64_t boot, int64_t sent_at,
                                  const std::vector<CopyReport>& reports) {
   NodeRec& nr = ctl_.nodes[id];
   nr.last_hb = now();
   if (!nr.online) log("controller: node %u online again", id);
   nr.online = true;
+  if (nr.boot != boot) {  // ClusterService::heartbeat: record_boot in the same transaction
+    nr.boot = boot;
+    ctl_node_rebooted(id);
+  }
   if (ctl_.master == id) {  // apply_copy_reports: a deposed master's view is stale
     for (const CopyReport& r : reports) {
       auto it = ctl_.copies.find(r.copy);
       if (it == ctl_.copies.end()) continue;
       it->second.in_sync = r.in_sync;
+      it->second.rebooted = false;  // the master goes on (or went on) without it
       it->second.applied = r.applied;
       it->second.state = r.state;
       it->second.sync_total = r.sync_total;
@@ -545,9 +551,55 @@ void ClusterWorld::ctl_liveness() {
     if (!nr.online || !mgmt::node_expired(nr.last_hb, ctl_.started, now(), kTimeoutUs)) continue;
     nr.online = false;
     log("controller: node %u offline", id);
-    if (ctl_.master == id) promote_away_from(id);
+  }
+  // A volume whose master's node is offline is looked at again on every check: it may be
+  // waiting for a copy that holds every acknowledged write to come back (choose_master). Not
+  // within a timeout of the controller's start: nodes first get a full timeout to heartbeat.
+  if (!ctl_.nodes[ctl_.master].online && now() - ctl_.started > kTimeoutUs) {
+    promote_away_from(ctl_.master);
   }
   restore_replica_count();
+}
+
+// ClusterService::record_boot: the node's boot id changed (power loss): its copy lost what it
+// had not flushed. A replica that was in sync is recorded out of sync (and rebooted); a
+// master whose copy rebooted gives way to an intact copy (choose_master), even one on an
+// offline node (the volume then waits for it), and is kept only when none exists.
+void ClusterWorld::ctl_node_rebooted(uint32_t id) {
+  auto it = ctl_.copies.find(id);
+  if (it == ctl_.copies.end()) return;
+  CopyRec& c = it->second;
+  log("controller: node %u rebooted; its copy needs a resync", id);
+  ++summary_.reboots;
+  if (id != ctl_.master) {
+    if (c.in_sync) c.in_sync = false, c.rebooted = true;
+    return;
+  }
+  c.in_sync = false;
+  c.rebooted = true;
+  auto candidates = promotion_candidates(0);
+  const mgmt::MasterChoice choice = mgmt::choose_master(candidates);
+  const uint32_t pick = candidates[choice.index].number;
+  if (choice.kind == mgmt::MasterChoiceKind::kNone || pick == id ||
+      (choice.kind == mgmt::MasterChoiceKind::kWait && ctl_.copies[pick].rebooted)) {
+    c.in_sync = true;
+    c.rebooted = false;
+    log("controller: master %u kept after its reboot (unflushed writes may be lost)", id);
+    return;
+  }
+  promote(pick, choice.kind == mgmt::MasterChoiceKind::kWait ? "waited for (its node is away)"
+                                                               : "intact");
+}
+
+std::vector<mgmt::PromotionCandidate> ClusterWorld::promotion_candidates(uint32_t lost) {
+  std::vector<mgmt::PromotionCandidate> candidates;
+  for (const auto& [k, c] : ctl_.copies) {
+    mgmt::PromotionCandidate pc{k, k != ctl_.master, c.in_sync, ctl_.nodes[k].online, k == lost,
+                                c.applied};
+    pc.rebooted = c.rebooted;
+    candidates.push_back(pc);
+  }
+  return candidates;
 }
 
 // ClusterService::restore_replica_counts: a lost replica is replaced on a node without a
@@ -590,14 +642,12 @@ void ClusterWorld::restore_replica_count() {
 }
 
 void ClusterWorld::promote_away_from(uint32_t lost) {
-  std::vector<mgmt::PromotionCandidate> candidates;
-  for (const auto& [k, c] : ctl_.copies) {
-    candidates.push_back(
-        {k, k != ctl_.master, c.in_sync, ctl_.nodes[k].online, k == lost, c.applied});
-  }
-  auto pick = mgmt::pick_new_master(candidates);
-  if (!pick) {
-    log("controller: master %u lost and no in-sync replica online", lost);
+  auto candidates = promotion_candidates(lost);
+  const mgmt::MasterChoice choice = mgmt::choose_master(candidates);
+  if (choice.kind != mgmt::MasterChoiceKind::kPromote) {
+    log("controller: master %u lost; %s", lost,
+        choice.kind == mgmt::MasterChoiceKind::kWait ? "waiting for an intact copy"
+                                                     : "no copy holds every acknowledged write");
     return;
   }
   // C2: the lost master stopped acknowledging before anyone else can.
@@ -605,21 +655,29 @@ void ClusterWorld::promote_away_from(uint32_t lost) {
     fail("controller promoted within a node timeout of its own start");
     return;
   }
+  promote(candidates[choice.index].number,
+          choice.unflushed_may_be_lost ? "every copy rebooted: unflushed writes may be lost"
+                                       : "in sync");
+}
+
+void ClusterWorld::promote(uint32_t winner, const char* why) {
+  const uint32_t lost = ctl_.master;
   Node& old = node(lost);
-  if (old.alive && mgmt::lease_holds(old.lease_until, now())) {
+  if (old.alive && mgmt::lease_holds(old.lease_until, now())) {  // C2
     fail("controller promoted away from node " + std::to_string(lost) +
          " whose lease still holds until " + std::to_string(old.lease_until));
     return;
   }
-  const uint32_t winner = candidates[*pick].number;
   const uint64_t before = ctl_.gen;
   ctl_.gen += 1;
   if (ctl_.gen <= before) fail("generation did not increase");  // C2
   ctl_.copies[lost].in_sync = false;
+  ctl_.copies[winner].in_sync = true;
+  ctl_.copies[winner].rebooted = false;
   ctl_.master = winner;
   ++summary_.promotions;
-  log("controller: node %u promoted at generation %llu (applied %llu)", winner,
-      (unsigned long long)ctl_.gen, (unsigned long long)candidates[*pick].applied_seq);
+  log("controller: node %u promoted at generation %llu (applied %llu; %s)", winner,
+      (unsigned long long)ctl_.gen, (unsigned long long)ctl_.copies[winner].applied, why);
 }
 
 // ---- Crashes ----
@@ -646,6 +704,7 @@ void ClusterWorld::crash(uint32_t id, bool power_loss) {
   n.fenced = true;
   n.stream_owner = 0;
   if (power_loss) {
+    ++n.boot;
     power_lost_ = true;
     ++power_losses_;
     flushable_floor_ = durable_floor_;  // unflushed acknowledged writes may be gone

@@ -91,6 +91,7 @@ struct Node {
   uint32_t id = 0;  // also its copy number
   bool alive = true;
   uint64_t inc = 0;  // incarnation: bumped by a crash
+  uint64_t boot = 1;  // the node's boot id: changed by a power loss, not by a process kill
   std::unique_ptr<Disk> disk;
   std::unique_ptr<SimRegionStore> mstore;
   std::optional<repl::RegionMap> map;
@@ -128,6 +129,7 @@ struct Link {  // between the master engine on node m and the copy on node k
 
 struct CopyRec {
   bool in_sync = true;
+  bool rebooted = false;  // in sync when its node rebooted, no master report since
   uint64_t applied = 0;
   mgmt::CopySyncState state = mgmt::CopySyncState::kInSync;  // as the master last reported
   uint64_t sync_total = 0, sync_done = 0;                    // bytes of the running resync
@@ -135,6 +137,7 @@ struct CopyRec {
 struct NodeRec {
   bool online = true;
   int64_t last_hb = 0;
+  uint64_t boot = 1;  // the boot id of its last heartbeat
 };
 struct Controller {
   bool up = true;
@@ -210,10 +213,13 @@ class ClusterWorld : public SimLoop {
   void fence_poll(uint32_t id);
   void tick(uint32_t id);
   void report_out_of_sync(Node& n, uint32_t copy);
-  void ctl_heartbeat(uint32_t id, uint64_t inc, int64_t sent_at,
+  void ctl_heartbeat(uint32_t id, uint64_t inc, uint64_t boot, int64_t sent_at,
                      const std::vector<CopyReport>& reports);
+  void ctl_node_rebooted(uint32_t id);
+  std::vector<mgmt::PromotionCandidate> promotion_candidates(uint32_t lost);
   void ctl_liveness();
   void promote_away_from(uint32_t lost);
+  void promote(uint32_t winner, const char* why);
   void restore_replica_count();
   void crash(uint32_t id, bool power_loss);
   void revive(uint32_t id);
