@@ -29,6 +29,24 @@ class CatalogueTest : public ::testing::Test {
     return c.ok() ? std::move(*c) : nullptr;
   }
 
+  // A file at an earlier schema `version` holding node n1 ('n-id'), volume db1 ('v-id') and
+  // the copies `copies_sql` inserts.
+  void old_file(int version, const char* copies_sql) {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    ASSERT_TRUE(migrate_to(raw, version).ok());
+    const std::string sql =
+        std::string(
+            "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
+            "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
+            "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
+            "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
+            "'{}','n-id','healthy',1,1);") +
+        copies_sql;
+    ASSERT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+  }
+
   std::filesystem::path dir_;
   std::string path_;
 };
@@ -94,20 +112,9 @@ TEST_F(CatalogueTest, EveryEarlierVersionUpgradesKeepingData) {
 // Migration 5: a version-4 file's copies become copy number 1 with zero progress, and new
 // copy numbers continue above the highest ever given, even after the highest is deleted.
 TEST_F(CatalogueTest, Version4CopiesUpgradeToNumberedCopies) {
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
-  ASSERT_TRUE(migrate_to(raw, 4).ok());
-  ASSERT_EQ(sqlite3_exec(raw,
-                         "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
-                         "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
-                         "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
-                         "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
-                         "'{}','n-id','healthy',1,1);"
-                         "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq) "
-                         "VALUES('c-id','v-id','n-id','master','in-sync',7);",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(raw);
+  old_file(4,
+           "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq) "
+           "VALUES('c-id','v-id','n-id','master','in-sync',7);");
   auto c = open();
   ASSERT_TRUE(c);
   ASSERT_EQ(c->schema_version(), Catalogue::latest_version());
@@ -158,20 +165,9 @@ TEST_F(CatalogueTest, Version4CopiesUpgradeToNumberedCopies) {
 // Migration 6: a version-5 file's nodes have no boot id yet and its copies are not rebooted;
 // the boot id survives a node's re-registration and the flag round-trips.
 TEST_F(CatalogueTest, Version5UpgradesToBootIdsAndRebootedCopies) {
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
-  ASSERT_TRUE(migrate_to(raw, 5).ok());
-  ASSERT_EQ(sqlite3_exec(raw,
-                         "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
-                         "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
-                         "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
-                         "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
-                         "'{}','n-id','healthy',1,1);"
-                         "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq,number) "
-                         "VALUES('c-id','v-id','n-id','master','in-sync',7,1);",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(raw);
+  old_file(5,
+           "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq,number) "
+           "VALUES('c-id','v-id','n-id','master','in-sync',7,1);");
   auto c = open();
   ASSERT_TRUE(c);
   ASSERT_EQ(c->schema_version(), 6);
