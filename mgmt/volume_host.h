@@ -136,7 +136,8 @@ class VolumeHost {
   // Runs when the old object closed: the volume may open in its new role.
   std::function<void()> role_change_done(const std::string& volume_id);
   void delete_files(const std::string& id);
-  void report_out_of_sync(const std::string& volume_id, uint32_t copy, std::string reason);
+  void report_out_of_sync(const std::string& volume_id, uint64_t generation, uint32_t copy,
+                          std::string reason);
   void run_reporter();
 
   boost::asio::io_context& io_;
@@ -168,11 +169,13 @@ class VolumeHost {
   // Urgent out-of-sync reports waiting for the controller.
   struct Urgent {
     std::string volume_id;
+    uint64_t generation;  // of the master that found the copy out of sync
     uint32_t copy;
     std::string reason;
   };
   std::vector<Urgent> urgent_;  // guarded by work_mu_
-  // Drops from `batch` (and the matching `reports`) the volumes no longer mastered here.
+  // Drops from `batch` (and the matching `reports`) the volumes no longer mastered here at
+  // the generation the report was made at.
   void still_mastered(std::vector<Urgent>& batch, std::vector<CopyReport>& reports);
   bool report_soon_ = false;  // a copy changed state: report all (best effort); work_mu_
   std::condition_variable urgent_cv_;
