@@ -437,6 +437,7 @@ void ClusterWorld::heartbeat(uint32_t id) {
       auto pr = n.master->copy_progress(k);
       if (!pr) continue;
       CopyReport r{k, pr->state == repl::CopyState::kInSync, pr->acked_through};
+      r.generation = n.master->generation();
       r.state = pr->state == repl::CopyState::kInSync      ? mgmt::CopySyncState::kInSync
                 : pr->state == repl::CopyState::kOutOfSync ? mgmt::CopySyncState::kOther
                                                            : mgmt::CopySyncState::kSyncing;
@@ -476,10 +477,17 @@ void ClusterWorld::tick(uint32_t id) {
 // POST /cluster/copy-state: recorded before the master acknowledges anything without the copy.
 void ClusterWorld::report_out_of_sync(Node& n, uint32_t copy) {
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
-  at(ctl_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch, copy, cinc = ctl_.inc] {
+  at(ctl_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch, copy, cinc = ctl_.inc,
+                     gen = n.master->generation()] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
-    // apply_copy_reports: only the catalogue's master is listened to; the answer is 200 anyway.
-    if (ctl_.master == id && ctl_.copies.count(copy)) ctl_.copies[copy].in_sync = false;
+    // report_copy_state: only the catalogue's master at the catalogue's generation is
+    // listened to; anyone else gets 409 and confirms nothing (the tick retries until the
+    // node learns it was deposed and closes the engine).
+    if (ctl_.master != id || ctl_.gen != gen) return;
+    if (ctl_.copies.count(copy)) {
+      ctl_.copies[copy].in_sync = false;
+      ctl_.copies[copy].rebooted = false;
+    }
     at(ctl_latency(), [this, id, inc, ep, copy] {
       Node& n = node(id);
       if (!n.alive || n.inc != inc || n.epoch != ep || n.cut || !n.master) return;
@@ -503,8 +511,11 @@ void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, uint64_t boot, int64
     nr.boot = boot;
     ctl_node_rebooted(id);
   }
-  if (ctl_.master == id) {  // apply_copy_reports: a deposed master's view is stale
+  // apply_copy_reports: a deposed master's view is stale, and so is one made at an earlier
+  // generation by a node that masters the volume again.
+  if (ctl_.master == id) {
     for (const CopyReport& r : reports) {
+      if (r.generation != ctl_.gen) continue;
       auto it = ctl_.copies.find(r.copy);
       if (it == ctl_.copies.end()) continue;
       it->second.in_sync = r.in_sync;
@@ -592,10 +603,14 @@ void ClusterWorld::ctl_node_rebooted(uint32_t id) {
 }
 
 std::vector<mgmt::PromotionCandidate> ClusterWorld::promotion_candidates(uint32_t lost) {
+  // ClusterService::promote_away_from: a node silent for longer than a lease is not
+  // promoted to (it may have died with the master); record_boot looks at the online flag only.
   std::vector<mgmt::PromotionCandidate> candidates;
   for (const auto& [k, c] : ctl_.copies) {
-    mgmt::PromotionCandidate pc{k, k != ctl_.master, c.in_sync, ctl_.nodes[k].online, k == lost,
-                                c.applied};
+    const NodeRec& nr = ctl_.nodes[k];
+    const bool online =
+        nr.online && (lost == 0 || now() - nr.last_hb <= mgmt::lease_ms(kTimeoutUs));
+    mgmt::PromotionCandidate pc{k, k != ctl_.master, c.in_sync, online, k == lost, c.applied};
     pc.rebooted = c.rebooted;
     candidates.push_back(pc);
   }

@@ -156,6 +156,7 @@ struct CopyReport {
   uint64_t applied = 0;
   mgmt::CopySyncState state = mgmt::CopySyncState::kOther;
   uint64_t sync_total = 0, sync_done = 0;
+  uint64_t generation = 0;  // the reporting master's
 };
 
 struct ClientOp {
