@@ -475,9 +475,9 @@ db::DbResult<void> master_rebooted(db::Tx& tx, const db::VolumeRow& v, const Nod
   if (!copies) return core::fail(copies.error());
   auto candidates = candidates_of(*copies, nodes, "", v.master_node);
   const MasterChoice choice = choose_master(candidates);
-  const bool to_other = choice.kind != MasterChoiceKind::kNone &&
-                        candidates[choice.index].replica &&
-                        !(choice.kind == MasterChoiceKind::kWait && candidates[choice.index].rebooted);
+  const bool to_other =
+      choice.kind != MasterChoiceKind::kNone && candidates[choice.index].replica &&
+      !(choice.kind == MasterChoiceKind::kWait && candidates[choice.index].rebooted);
   if (to_other) {
     for (auto& c : *copies) c.rebooted = c.rebooted || c.node_id == v.master_node;
     return hand_over(tx, v, *copies, choice.index, nodes.names,
@@ -504,8 +504,8 @@ bool valid_boot_id(const std::string& id) {
   });
 }
 
-db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id,
-                               const std::string& node_name, const std::string& boot_id) {
+db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id, const std::string& node_name,
+                               const std::string& boot_id) {
   if (boot_id.empty()) return false;
   auto prev = tx.node_boot_id(node_id);
   if (!prev) return core::fail(prev.error());
@@ -538,7 +538,8 @@ db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id,
                                "replica copy " + std::to_string(c.number) + " on " + node_name +
                                    " is out of sync: its node rebooted"});
     if (!ev) return core::fail(ev.error());
-    if (auto h = refresh_volume_health(tx, c.volume_id, node_name); !h) return core::fail(h.error());
+    if (auto h = refresh_volume_health(tx, c.volume_id, node_name); !h)
+      return core::fail(h.error());
   }
   return true;
 }
@@ -568,11 +569,11 @@ db::DbResult<int> ClusterService::promote_away_from(db::Tx& tx, const db::NodeRo
     const MasterChoice choice = choose_master(candidates);
     if (choice.kind != MasterChoiceKind::kPromote) {
       if (newly_lost && copies->size() > 1) {
-        const std::string why =
-            choice.kind == MasterChoiceKind::kWait
-                ? "; waiting for copy " + std::to_string(candidates[choice.index].number) +
-                      ", which holds every acknowledged write, to come back"
-                : "; no copy is known to hold every acknowledged write";
+        const std::string why = choice.kind == MasterChoiceKind::kWait
+                                    ? "; waiting for copy " +
+                                          std::to_string(candidates[choice.index].number) +
+                                          ", which holds every acknowledged write, to come back"
+                                    : "; no copy is known to hold every acknowledged write";
         auto e = tx.append_event({0, 0, v.name, lost.name, "volume-master-lost",
                                   "master node " + lost.name +
                                       " is offline and no in-sync replica is online to take over" +

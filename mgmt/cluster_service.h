@@ -115,11 +115,12 @@ struct CopyReportOutcome {
 // Applies a node's copy reports to the catalogue inside the caller's transaction. Only
 // reports for volumes whose master_node is `node_id`, at the volume's generation, count; the
 // others are ignored (a deposed master's view is stale). A report clears the copy's rebooted
-// mark (the master has acknowledged writes without it, or resynced it). A copy's state change writes a "copy-<state>" event; the
-// volume then becomes "degraded" when any replica is not in-sync and "healthy" when all are
-// (with a "volume-degraded"/"volume-healthy" event), unless it is in another state (offline,
-// read-only, halted), which the data plane owns. Usable on any catalogue: the controller's
-// own data plane calls it (through ClusterService::apply_copy_reports) for its node.
+// mark (the master has acknowledged writes without it, or resynced it). A copy's state change
+// writes a "copy-<state>" event; the volume then becomes "degraded" when any replica is not in-sync
+// and "healthy" when all are (with a "volume-degraded"/"volume-healthy" event), unless it is in
+// another state (offline, read-only, halted), which the data plane owns. Usable on any catalogue:
+// the controller's own data plane calls it (through ClusterService::apply_copy_reports) for its
+// node.
 db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string& node_id,
                                                    const std::vector<CopyReport>& reports);
 // Records the boot id a node (`node_id`, named `node_name`) reported, in the caller's
@@ -131,8 +132,8 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
 // else kept with an event (mgmt::choose_master). Events: node-rebooted, and per volume. The
 // node must not hold a master lease (its first heartbeat since it started: it has none).
 // Returns whether a reboot was recorded. An empty boot id or a first one records nothing.
-db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id,
-                               const std::string& node_name, const std::string& boot_id);
+db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id, const std::string& node_name,
+                               const std::string& boot_id);
 // Recomputes a volume's healthy/degraded state from its replica rows (event on change).
 db::DbResult<void> refresh_volume_health(db::Tx& tx, const std::string& volume_id,
                                          const std::string& node_name);

@@ -545,7 +545,8 @@ HttpResponse post_heartbeat(const ApiContext& ctx, const HttpRequest& req, const
   if (body->contains("boot_id")) {
     const json& b = (*body)["boot_id"];
     if (!b.is_string() || !valid_boot_id(b.get<std::string>())) {
-      return error_response(ApiError{422, "invalid_value",
+      return error_response(ApiError{422,
+                                     "invalid_value",
                                      "boot_id must be 1-64 characters of [0-9A-Za-z-]",
                                      {{"field", "boot_id"}}});
     }

@@ -260,7 +260,7 @@ int run(int argc, char** argv) {
   }
 
   std::string api_url = "http://" + o.bind + ":" + std::to_string(o.http_port);
-  mgmt::NodeIdentity me{o.node_name, o.bind,       api_url, o.iscsi_port,
+  mgmt::NodeIdentity me{o.node_name, o.bind,     api_url, o.iscsi_port,
                         o.repl_port, o.data_dir, boot_id};
   bool controller = o.join.empty();
   if (controller) {

@@ -447,8 +447,7 @@ void ClusterWorld::heartbeat(uint32_t id) {
     }
   }
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
-  at(ctl_latency(), [this, id, inc = n.inc, boot = n.boot, sent = now(), cinc = ctl_.inc,
-                     reports] {
+  at(ctl_latency(), [this, id, inc = n.inc, boot = n.boot, sent = now(), cinc = ctl_.inc, reports] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
     ctl_heartbeat(id, inc, boot, sent, reports);
   });
@@ -599,7 +598,7 @@ void ClusterWorld::ctl_node_rebooted(uint32_t id) {
     return;
   }
   promote(pick, choice.kind == mgmt::MasterChoiceKind::kWait ? "waited for (its node is away)"
-                                                               : "intact");
+                                                             : "intact");
 }
 
 std::vector<mgmt::PromotionCandidate> ClusterWorld::promotion_candidates(uint32_t lost) {
@@ -670,9 +669,9 @@ void ClusterWorld::promote_away_from(uint32_t lost) {
     fail("controller promoted within a node timeout of its own start");
     return;
   }
-  promote(candidates[choice.index].number,
-          choice.unflushed_may_be_lost ? "every copy rebooted: unflushed writes may be lost"
-                                       : "in sync");
+  promote(candidates[choice.index].number, choice.unflushed_may_be_lost
+                                               ? "every copy rebooted: unflushed writes may be lost"
+                                               : "in sync");
 }
 
 void ClusterWorld::promote(uint32_t winner, const char* why) {

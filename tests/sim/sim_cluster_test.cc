@@ -29,8 +29,7 @@ void print(uint64_t seed, const ClusterSummary& s) {
       (unsigned long long)s.demotions, (unsigned long long)s.placements,
       (unsigned long long)s.drops, (unsigned long long)s.resyncs,
       (unsigned long long)s.fenced_answers, (unsigned long long)s.reboots,
-      (unsigned long long)s.generation,
-      (unsigned long long)s.events, double(s.sim_time_us) / 1e6);
+      (unsigned long long)s.generation, (unsigned long long)s.events, double(s.sim_time_us) / 1e6);
 }
 
 TEST(SimCluster, ManySeeds) {

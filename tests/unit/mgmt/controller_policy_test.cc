@@ -59,8 +59,8 @@ TEST(ControllerPolicy, PromotesTheInSyncReplicaWithTheHighestAppliedSequence) {
 TEST(ControllerPolicy, ARebootedReplicaIsNeverPickedFirst) {
   // Seed 5700 of sim_cluster: the replica whose node lost power was still recorded in sync.
   std::vector<PromotionCandidate> c = {
-      {1, false, true, false, true, 900},          // the lost master
-      {2, true, true, true, false, 990, true},     // rebooted: its unflushed writes are gone
+      {1, false, true, false, true, 900},       // the lost master
+      {2, true, true, true, false, 990, true},  // rebooted: its unflushed writes are gone
       {3, true, true, true, false, 800},
   };
   EXPECT_EQ(c[*pick_new_master(c)].number, 3u) << "the intact one, though it is behind";

@@ -169,7 +169,8 @@ TEST_F(CopyReportsTest, ARebootedNodesReplicaGoesOutOfSync) {
   EXPECT_TRUE(copy(2).rebooted);
   EXPECT_EQ(volume_state(), "degraded");
   auto kinds = event_kinds();
-  EXPECT_EQ(kinds, (std::vector<std::string>{"node-rebooted", "copy-out-of-sync", "volume-degraded"}));
+  EXPECT_EQ(kinds,
+            (std::vector<std::string>{"node-rebooted", "copy-out-of-sync", "volume-degraded"}));
   apply("id-a", {{"vol-1", 2, "syncing", 5, 0, 100, 100}});
   EXPECT_FALSE(copy(2).rebooted) << "its master went on without it";
 }
@@ -231,8 +232,8 @@ TEST_F(CopyReportsTest, LostMasterIsNeverReplacedByARebootedReplica) {
       return {};
     });
   };
-  ASSERT_TRUE(cat_->transact<bool>([](db::Tx& tx) { return record_boot(tx, "id-b", "b", "1"); })
-                  .ok());
+  ASSERT_TRUE(
+      cat_->transact<bool>([](db::Tx& tx) { return record_boot(tx, "id-b", "b", "1"); }).ok());
   ASSERT_TRUE(*cat_->transact<bool>([](db::Tx& tx) { return record_boot(tx, "id-b", "b", "2"); }));
   ClusterService cluster(*cat_, nullptr, "ctl", std::chrono::milliseconds(3000));
   ASSERT_TRUE(heard("id-a", now - 10000).ok());

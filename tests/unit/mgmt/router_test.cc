@@ -554,9 +554,13 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
 
   // The master (n2) reports its replica out of sync through the heartbeat.
   json rep = {{"known_revision", rev},
-              {"copies", {{{"volume_id", vid}, {"number", replica_number},
-                           {"state", "out-of-sync"}, {"applied_seq", 5}, {"generation", 1},
-                           {"behind_bytes", 4096}}}}};
+              {"copies",
+               {{{"volume_id", vid},
+                 {"number", replica_number},
+                 {"state", "out-of-sync"},
+                 {"applied_seq", 5},
+                 {"generation", 1},
+                 {"behind_bytes", 4096}}}}};
   ans = body(call("POST", "/api/v1/nodes/n2/heartbeat", rep.dump(), tok));
   EXPECT_TRUE(ans.contains("state")) << "the report changed the state";
   json v = body(call("GET", "/api/v1/volumes/v"));
@@ -566,8 +570,12 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
 
   // The copy-state route: committed before 200.
   json cs = {{"node", "n2"},
-             {"copies", {{{"volume_id", vid}, {"number", replica_number}, {"state", "in-sync"},
-                          {"applied_seq", 9}, {"generation", 1}}}}};
+             {"copies",
+              {{{"volume_id", vid},
+                {"number", replica_number},
+                {"state", "in-sync"},
+                {"applied_seq", 9},
+                {"generation", 1}}}}};
   auto r = call("POST", "/api/v1/cluster/copy-state", cs.dump(), tok);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(body(r)["applied"], 1);
