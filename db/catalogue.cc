@@ -122,7 +122,7 @@ VolumeRow read_volume(Stmt& s) {
 
 constexpr const char* kCopyCols =
     "id, volume_id, node_id, role, state, applied_seq, number, sync_done_bytes, "
-    "sync_total_bytes, behind_bytes, updated_ms, rebooted";
+    "sync_total_bytes, behind_bytes, updated_ms, rebooted, report_seq";
 CopyRow read_copy(Stmt& s) {
   CopyRow c;
   c.id = s.text(0);
@@ -137,6 +137,7 @@ CopyRow read_copy(Stmt& s) {
   c.behind_bytes = static_cast<uint64_t>(s.i64(9));
   c.updated_ms = s.i64(10);
   c.rebooted = s.i64(11) != 0;
+  c.report_seq = static_cast<uint64_t>(s.i64(12));
   return c;
 }
 
@@ -325,8 +326,8 @@ DbResult<std::vector<VolumeRow>> Tx::list_volumes() {
 DbResult<void> Tx::insert_copy(const CopyRow& c) {
   Stmt s(db_,
          "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq, number, "
-         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms, rebooted) "
-         "VALUES(?,?,?,?,?,?,?,?,?,?,?,?)");
+         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms, rebooted, report_seq) "
+         "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
   auto r = s.bind(c.id)
                .bind(c.volume_id)
                .bind(c.node_id)
@@ -339,6 +340,7 @@ DbResult<void> Tx::insert_copy(const CopyRow& c) {
                .bind(static_cast<int64_t>(c.behind_bytes))
                .bind(c.updated_ms ? c.updated_ms : now_ms())
                .bind(int64_t{c.rebooted})
+               .bind(static_cast<int64_t>(c.report_seq))
                .run();
   if (!r) return r;
   Stmt h(db_, "UPDATE volumes SET copy_number_hwm = MAX(copy_number_hwm, ?) WHERE id = ?");
@@ -348,13 +350,13 @@ DbResult<void> Tx::insert_copy(const CopyRow& c) {
 DbResult<void> Tx::put_copy(const CopyRow& c) {
   Stmt s(db_,
          "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq, number, "
-         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms, rebooted) "
-         "VALUES(?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms, rebooted, report_seq) "
+         "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
          "volume_id=excluded.volume_id, node_id=excluded.node_id, role=excluded.role, "
          "state=excluded.state, applied_seq=excluded.applied_seq, number=excluded.number, "
          "sync_done_bytes=excluded.sync_done_bytes, sync_total_bytes=excluded.sync_total_bytes, "
          "behind_bytes=excluded.behind_bytes, updated_ms=excluded.updated_ms, "
-         "rebooted=excluded.rebooted");
+         "rebooted=excluded.rebooted, report_seq=excluded.report_seq");
   return s.bind(c.id)
       .bind(c.volume_id)
       .bind(c.node_id)
@@ -367,14 +369,15 @@ DbResult<void> Tx::put_copy(const CopyRow& c) {
       .bind(static_cast<int64_t>(c.behind_bytes))
       .bind(c.updated_ms)
       .bind(int64_t{c.rebooted})
+               .bind(static_cast<int64_t>(c.report_seq))
       .run();
 }
 
 DbResult<void> Tx::update_copy(const CopyRow& c) {
   Stmt s(db_,
          "UPDATE copies SET node_id=?, role=?, state=?, applied_seq=?, number=?, "
-         "sync_done_bytes=?, sync_total_bytes=?, behind_bytes=?, updated_ms=?, rebooted=? "
-         "WHERE id=?");
+         "sync_done_bytes=?, sync_total_bytes=?, behind_bytes=?, updated_ms=?, rebooted=?, "
+         "report_seq=? WHERE id=?");
   auto r = s.bind(c.node_id)
                .bind(c.role)
                .bind(c.state)
@@ -385,6 +388,7 @@ DbResult<void> Tx::update_copy(const CopyRow& c) {
                .bind(static_cast<int64_t>(c.behind_bytes))
                .bind(c.updated_ms ? c.updated_ms : now_ms())
                .bind(int64_t{c.rebooted})
+               .bind(static_cast<int64_t>(c.report_seq))
                .bind(c.id)
                .run();
   if (!r) return r;

@@ -76,6 +76,9 @@ struct CopyRow {
   // In sync when its node rebooted (boot id changed) and no master has reported on it since:
   // it holds every acknowledged write except unflushed ones (mgmt::choose_master).
   bool rebooted = false;
+  // The report_seq of the newest master report applied to this row (0: none since the
+  // volume's master last changed). mgmt::apply_copy_reports ignores an older "in-sync".
+  uint64_t report_seq = 0;
 };
 
 // iSCSI access control of one volume. Empty initiators: everyone may log in. Empty user:

@@ -62,6 +62,7 @@ nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports) {
                    {"number", r.number},
                    {"state", r.state},
                    {"generation", r.generation},
+                   {"report_seq", r.report_seq},
                    {"applied_seq", r.applied_seq},
                    {"sync_done_bytes", r.sync_done_bytes},
                    {"sync_total_bytes", r.sync_total_bytes},
@@ -121,11 +122,12 @@ core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohman
       return bad("generation must be the reporting master's generation (a positive integer)");
     }
     r.generation = gen->get<uint64_t>();
-    if (!u64(e, "applied_seq", &r.applied_seq) || !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
+    if (!u64(e, "report_seq", &r.report_seq) || !u64(e, "applied_seq", &r.applied_seq) ||
+        !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
         !u64(e, "sync_total_bytes", &r.sync_total_bytes) ||
         !u64(e, "behind_bytes", &r.behind_bytes)) {
       return bad(
-          "applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
+          "report_seq, applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
           "non-negative integers");
     }
     out.push_back(std::move(r));
@@ -185,6 +187,11 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
       continue;
     }
     db::CopyRow c = *it;
+    if (r.state == db::kCopyInSync && r.report_seq < c.report_seq) {
+      ++out.ignored;  // made before a newer report that may have taken it out of sync
+      continue;
+    }
+    c.report_seq = std::max(c.report_seq, r.report_seq);
     if (c.role == "master" && !r.volume_state.empty() && known_volume_state(r.volume_state)) {
       // The master applies the failure mode: its verdict is the volume's state.
       db::VolumeRow v = **vol;
@@ -403,14 +410,18 @@ db::DbResult<void> hand_over(db::Tx& tx, db::VolumeRow v, const std::vector<db::
     return it != names.end() ? it->second : id;
   };
   const std::string from = name(v.master_node);
+  // The new master orders its reports from its own node's sequence.
   for (auto c : copies) {
-    if (c.role == "master" && c.number != copies[winner].number) {
+    if (c.number == copies[winner].number) continue;
+    if (c.role == "master") {
       c.role = "replica";
       c.state = db::kCopyOutOfSync;
-      if (auto u = tx.update_copy(c); !u) return u;
     }
+    c.report_seq = 0;
+    if (auto u = tx.update_copy(c); !u) return u;
   }
   db::CopyRow w = copies[winner];
+  w.report_seq = 0;
   w.role = "master";
   w.state = db::kCopyInSync;
   w.rebooted = false;

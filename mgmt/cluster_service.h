@@ -78,11 +78,16 @@ struct CopyReport {
   // generation is not the volume's (a deposed master's late report, even when its node has
   // been made master again since), so nothing but the current master changes the copies.
   uint64_t generation = 0;
+  // When the master made it: increasing on the master's node, across restarts too
+  // (VolumeHost::next_report_seq). A heartbeat made before a copy dropped out of sync can
+  // arrive after the copy-state report that recorded it: its "in-sync" is older than the row's
+  // report_seq and ignored. 0: unordered (applied as before).
+  uint64_t report_seq = 0;
 };
 inline constexpr size_t kMaxCopyReports = 10000;
 
-// JSON of reports: [{volume_id, number, state, generation, applied_seq, sync_done_bytes,
-// sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array, types,
+// JSON of reports: [{volume_id, number, state, generation, report_seq, applied_seq,
+// sync_done_bytes, sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array, types,
 // lengths, known states, a generation of at least 1) and fails with a 400/422 naming `field`.
 nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports);
 core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohmann::json& j,

@@ -540,7 +540,23 @@ std::shared_ptr<core::BlockVolume> VolumeHost::open_volume(const std::string& vo
   return nullptr;
 }
 
+uint64_t VolumeHost::next_report_seq() {
+  const auto now_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  uint64_t cur = report_seq_.load();
+  uint64_t next = 0;
+  do {
+    next = std::max(cur + 1, now_us);
+  } while (!report_seq_.compare_exchange_weak(cur, next));
+  return next;
+}
+
 std::vector<CopyReport> VolumeHost::copy_reports() {
+  // Taken before any state is read: a copy that drops out of sync after this is reported
+  // through the copy-state route with a higher sequence, which this snapshot cannot undo.
+  const uint64_t seq = next_report_seq();
   std::lock_guard lock(mu_);
   std::vector<CopyReport> out;
   for (const auto& [id, m] : masters_) {
@@ -549,6 +565,7 @@ std::vector<CopyReport> VolumeHost::copy_reports() {
     self.number = m.number;
     self.state = db::kCopyInSync;
     self.generation = m.row.generation;
+    self.report_seq = seq;
     self.applied_seq = m.volume->last_sequence();
     self.volume_state = volume_state_name(m.volume->state());
     out.push_back(self);
@@ -558,6 +575,7 @@ std::vector<CopyReport> VolumeHost::copy_reports() {
       r.number = c.copy;
       r.state = c.state;
       r.generation = m.row.generation;
+      r.report_seq = seq;
       r.applied_seq = c.applied_seq;
       r.sync_done_bytes = c.sync_done_bytes;
       r.sync_total_bytes = c.sync_total_bytes;
@@ -641,12 +659,14 @@ void VolumeHost::run_reporter() {
     urgent_.clear();
     lock.unlock();
     std::vector<CopyReport> reports;
+    const uint64_t seq = next_report_seq();  // after the events: above earlier snapshots
     for (const auto& u : batch) {
       CopyReport r;
       r.volume_id = u.volume_id;
       r.number = u.copy;
       r.state = db::kCopyOutOfSync;
       r.generation = u.generation;
+      r.report_seq = seq;
       reports.push_back(r);
       spdlog::info("volume={} recording copy {} out of sync: {}", u.volume_id, u.copy, u.reason);
     }

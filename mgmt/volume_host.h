@@ -138,6 +138,10 @@ class VolumeHost {
   void delete_files(const std::string& id);
   void report_out_of_sync(const std::string& volume_id, uint64_t generation, uint32_t copy,
                           std::string reason);
+  // Orders this node's copy reports (CopyReport::report_seq): above every earlier one, and
+  // from the wall clock's microseconds, so a restarted process goes on above its last ones.
+  uint64_t next_report_seq();
+  std::atomic<uint64_t> report_seq_{0};
   void run_reporter();
 
   boost::asio::io_context& io_;

@@ -433,11 +433,13 @@ void ClusterWorld::heartbeat(uint32_t id) {
   std::vector<CopyReport> reports;
   if (n.master) {
     const uint64_t region = n.map->region_bytes();
+    const uint64_t seq = next_report_seq(n);
     for (uint32_t k : n.engine_copies) {
       auto pr = n.master->copy_progress(k);
       if (!pr) continue;
       CopyReport r{k, pr->state == repl::CopyState::kInSync, pr->acked_through};
       r.generation = n.master->generation();
+      r.seq = seq;
       r.state = pr->state == repl::CopyState::kInSync      ? mgmt::CopySyncState::kInSync
                 : pr->state == repl::CopyState::kOutOfSync ? mgmt::CopySyncState::kOther
                                                            : mgmt::CopySyncState::kSyncing;
@@ -477,15 +479,17 @@ void ClusterWorld::tick(uint32_t id) {
 void ClusterWorld::report_out_of_sync(Node& n, uint32_t copy) {
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
   at(ctl_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch, copy, cinc = ctl_.inc,
-                     gen = n.master->generation()] {
+                     gen = n.master->generation(), seq = next_report_seq(n)] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
     // report_copy_state: only the catalogue's master at the catalogue's generation is
     // listened to; anyone else gets 409 and confirms nothing (the tick retries until the
     // node learns it was deposed and closes the engine).
     if (ctl_.master != id || ctl_.gen != gen) return;
     if (ctl_.copies.count(copy)) {
-      ctl_.copies[copy].in_sync = false;
-      ctl_.copies[copy].rebooted = false;
+      CopyRec& c = ctl_.copies[copy];
+      c.in_sync = false;
+      c.rebooted = false;
+      c.report_seq = std::max(c.report_seq, seq);
     }
     at(ctl_latency(), [this, id, inc, ep, copy] {
       Node& n = node(id);
@@ -517,6 +521,10 @@ void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, uint64_t boot, int64
       if (r.generation != ctl_.gen) continue;
       auto it = ctl_.copies.find(r.copy);
       if (it == ctl_.copies.end()) continue;
+      // A heartbeat made before the copy dropped out of sync, arriving after the copy-state
+      // report that recorded it (found by seed 115416): its in-sync is stale.
+      if (r.in_sync && r.seq < it->second.report_seq) continue;
+      it->second.report_seq = std::max(it->second.report_seq, r.seq);
       it->second.in_sync = r.in_sync;
       it->second.rebooted = false;  // the master goes on (or went on) without it
       it->second.applied = r.applied;
@@ -686,6 +694,7 @@ void ClusterWorld::promote(uint32_t winner, const char* why) {
   ctl_.gen += 1;
   if (ctl_.gen <= before) fail("generation did not increase");  // C2
   ctl_.copies[lost].in_sync = false;
+  for (auto& [k, c] : ctl_.copies) c.report_seq = 0;  // the new master numbers its own
   ctl_.copies[winner].in_sync = true;
   ctl_.copies[winner].rebooted = false;
   ctl_.master = winner;

@@ -181,8 +181,10 @@ TEST_F(CatalogueTest, Version5UpgradesToBootIdsAndRebootedCopies) {
     EXPECT_FALSE(copies->front().rebooted);
     CopyRow row = copies->front();
     row.rebooted = true;
+    row.report_seq = 1ull << 52;
     if (auto u = tx.update_copy(row); !u) return u;
     EXPECT_TRUE(tx.copies_of("v-id")->front().rebooted);
+    EXPECT_EQ(tx.copies_of("v-id")->front().report_seq, 1ull << 52);
     row.rebooted = false;
     if (auto p = tx.put_copy(row); !p) return p;
     EXPECT_FALSE(tx.copies_on("n-id")->front().rebooted);

@@ -151,6 +151,29 @@ TEST_F(CopyReportsTest, ReportsFromAnotherGenerationAreRefused) {
   EXPECT_EQ(copy(2).state, "out-of-sync");
 }
 
+// A heartbeat made before the master saw a copy drop out of sync can arrive after the
+// copy-state report that recorded it (sim_cluster seed 115416): its in-sync is ignored.
+TEST_F(CopyReportsTest, AStaleInSyncReportNeverUndoesANewerOutOfSync) {
+  CopyReport out{"vol-1", 2, "out-of-sync", 5};
+  out.report_seq = 100;
+  EXPECT_EQ(apply("id-a", {out}).applied, 1);
+  CopyReport stale{"vol-1", 2, "in-sync", 5};
+  stale.report_seq = 99;
+  auto o = apply("id-a", {stale});
+  EXPECT_EQ(o.applied, 0);
+  EXPECT_EQ(o.ignored, 1);
+  EXPECT_EQ(o.not_master, 0);
+  EXPECT_EQ(copy(2).state, "out-of-sync");
+  CopyReport older_syncing{"vol-1", 2, "syncing", 5};
+  older_syncing.report_seq = 98;  // never harmful: applied (the row keeps the newest sequence)
+  EXPECT_EQ(apply("id-a", {older_syncing}).applied, 1);
+  EXPECT_EQ(copy(2).report_seq, 100u);
+  CopyReport fresh = stale;
+  fresh.report_seq = 101;
+  EXPECT_EQ(apply("id-a", {fresh}).applied, 1);
+  EXPECT_EQ(copy(2).state, "in-sync");
+}
+
 // A node's boot id changing (a reboot) takes its replicas out of sync at once, marked
 // rebooted; a master report clears the mark; the same boot id again (a process restart) and a
 // first boot id change nothing.
