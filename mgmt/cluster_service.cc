@@ -544,6 +544,10 @@ db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id, const std
     if (c.state != db::kCopyInSync) continue;  // it was not counted on anyway
     c.state = db::kCopyOutOfSync;
     c.rebooted = true;
+    // A master heartbeat made before the reboot (its engine had not yet seen the link drop)
+    // must not record the copy in sync again: report sequences are wall-clock microseconds
+    // on the master's node, and a reboot takes far longer than the clocks' skew.
+    c.report_seq = std::max(c.report_seq, static_cast<uint64_t>(db::now_ms()) * 1000);
     if (auto u = tx.update_copy(c); !u) return core::fail(u.error());
     auto ev = tx.append_event({0, 0, (*vol)->name, node_name, "copy-out-of-sync",
                                "replica copy " + std::to_string(c.number) + " on " + node_name +

@@ -590,7 +590,12 @@ void ClusterWorld::ctl_node_rebooted(uint32_t id) {
   log("controller: node %u rebooted; its copy needs a resync", id);
   ++summary_.reboots;
   if (id != ctl_.master) {
-    if (c.in_sync) c.in_sync = false, c.rebooted = true;
+    if (c.in_sync) {
+      c.in_sync = false;
+      c.rebooted = true;
+      // record_boot: a master heartbeat made before the reboot cannot undo this.
+      c.report_seq = std::max(c.report_seq, uint64_t(now_) * 16);
+    }
     return;
   }
   c.in_sync = false;

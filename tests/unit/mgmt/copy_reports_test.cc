@@ -194,6 +194,10 @@ TEST_F(CopyReportsTest, ARebootedNodesReplicaGoesOutOfSync) {
   auto kinds = event_kinds();
   EXPECT_EQ(kinds,
             (std::vector<std::string>{"node-rebooted", "copy-out-of-sync", "volume-degraded"}));
+  CopyReport before{"vol-1", 2, "in-sync", 5};  // made before the reboot, arriving after
+  before.report_seq = static_cast<uint64_t>(db::now_ms() - 5000) * 1000;
+  EXPECT_EQ(apply("id-a", {before}).applied, 0);
+  EXPECT_EQ(copy(2).state, "out-of-sync");
   apply("id-a", {{"vol-1", 2, "syncing", 5, 0, 100, 100}});
   EXPECT_FALSE(copy(2).rebooted) << "its master went on without it";
 }
