@@ -122,7 +122,7 @@ VolumeRow read_volume(Stmt& s) {
 
 constexpr const char* kCopyCols =
     "id, volume_id, node_id, role, state, applied_seq, number, sync_done_bytes, "
-    "sync_total_bytes, behind_bytes, updated_ms";
+    "sync_total_bytes, behind_bytes, updated_ms, rebooted, report_seq";
 CopyRow read_copy(Stmt& s) {
   CopyRow c;
   c.id = s.text(0);
@@ -136,6 +136,8 @@ CopyRow read_copy(Stmt& s) {
   c.sync_total_bytes = static_cast<uint64_t>(s.i64(8));
   c.behind_bytes = static_cast<uint64_t>(s.i64(9));
   c.updated_ms = s.i64(10);
+  c.rebooted = s.i64(11) != 0;
+  c.report_seq = static_cast<uint64_t>(s.i64(12));
   return c;
 }
 
@@ -175,8 +177,9 @@ DbResult<void> Tx::upsert_node(const NodeRow& n) {
       .run();
 }
 
-DbResult<std::string> Tx::node_token_hash(const std::string& node_id) {
-  Stmt s(db_, "SELECT token_sha256 FROM nodes WHERE id = ?");
+// One text column of a node's row; kNotFound when there is no such node.
+DbResult<std::string> Tx::node_text(const char* sql, const std::string& node_id) {
+  Stmt s(db_, sql);
   s.bind(node_id);
   auto r = first<std::string>(db_, s, [](Stmt& st) { return st.text(0); });
   if (!r) return core::fail(r.error());
@@ -184,9 +187,22 @@ DbResult<std::string> Tx::node_token_hash(const std::string& node_id) {
   return std::move(**r);
 }
 
+DbResult<std::string> Tx::node_token_hash(const std::string& node_id) {
+  return node_text("SELECT token_sha256 FROM nodes WHERE id = ?", node_id);
+}
+
 DbResult<void> Tx::set_node_token_hash(const std::string& node_id, const std::string& hash) {
   Stmt s(db_, "UPDATE nodes SET token_sha256 = ? WHERE id = ?");
   return s.bind(hash).bind(node_id).run();
+}
+
+DbResult<std::string> Tx::node_boot_id(const std::string& node_id) {
+  return node_text("SELECT boot_id FROM nodes WHERE id = ?", node_id);
+}
+
+DbResult<void> Tx::set_node_boot_id(const std::string& node_id, const std::string& boot_id) {
+  Stmt s(db_, "UPDATE nodes SET boot_id = ? WHERE id = ?");
+  return s.bind(boot_id).bind(node_id).run();
 }
 
 DbResult<void> Tx::set_node_state(const std::string& node_id, const std::string& state) {
@@ -310,8 +326,8 @@ DbResult<std::vector<VolumeRow>> Tx::list_volumes() {
 DbResult<void> Tx::insert_copy(const CopyRow& c) {
   Stmt s(db_,
          "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq, number, "
-         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms) "
-         "VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms, rebooted, report_seq) "
+         "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)");
   auto r = s.bind(c.id)
                .bind(c.volume_id)
                .bind(c.node_id)
@@ -323,6 +339,8 @@ DbResult<void> Tx::insert_copy(const CopyRow& c) {
                .bind(static_cast<int64_t>(c.sync_total_bytes))
                .bind(static_cast<int64_t>(c.behind_bytes))
                .bind(c.updated_ms ? c.updated_ms : now_ms())
+               .bind(int64_t{c.rebooted})
+               .bind(static_cast<int64_t>(c.report_seq))
                .run();
   if (!r) return r;
   Stmt h(db_, "UPDATE volumes SET copy_number_hwm = MAX(copy_number_hwm, ?) WHERE id = ?");
@@ -332,12 +350,13 @@ DbResult<void> Tx::insert_copy(const CopyRow& c) {
 DbResult<void> Tx::put_copy(const CopyRow& c) {
   Stmt s(db_,
          "INSERT INTO copies(id, volume_id, node_id, role, state, applied_seq, number, "
-         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms) "
-         "VALUES(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+         "sync_done_bytes, sync_total_bytes, behind_bytes, updated_ms, rebooted, report_seq) "
+         "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
          "volume_id=excluded.volume_id, node_id=excluded.node_id, role=excluded.role, "
          "state=excluded.state, applied_seq=excluded.applied_seq, number=excluded.number, "
          "sync_done_bytes=excluded.sync_done_bytes, sync_total_bytes=excluded.sync_total_bytes, "
-         "behind_bytes=excluded.behind_bytes, updated_ms=excluded.updated_ms");
+         "behind_bytes=excluded.behind_bytes, updated_ms=excluded.updated_ms, "
+         "rebooted=excluded.rebooted, report_seq=excluded.report_seq");
   return s.bind(c.id)
       .bind(c.volume_id)
       .bind(c.node_id)
@@ -349,13 +368,16 @@ DbResult<void> Tx::put_copy(const CopyRow& c) {
       .bind(static_cast<int64_t>(c.sync_total_bytes))
       .bind(static_cast<int64_t>(c.behind_bytes))
       .bind(c.updated_ms)
+      .bind(int64_t{c.rebooted})
+               .bind(static_cast<int64_t>(c.report_seq))
       .run();
 }
 
 DbResult<void> Tx::update_copy(const CopyRow& c) {
   Stmt s(db_,
          "UPDATE copies SET node_id=?, role=?, state=?, applied_seq=?, number=?, "
-         "sync_done_bytes=?, sync_total_bytes=?, behind_bytes=?, updated_ms=? WHERE id=?");
+         "sync_done_bytes=?, sync_total_bytes=?, behind_bytes=?, updated_ms=?, rebooted=?, "
+         "report_seq=? WHERE id=?");
   auto r = s.bind(c.node_id)
                .bind(c.role)
                .bind(c.state)
@@ -365,6 +387,8 @@ DbResult<void> Tx::update_copy(const CopyRow& c) {
                .bind(static_cast<int64_t>(c.sync_total_bytes))
                .bind(static_cast<int64_t>(c.behind_bytes))
                .bind(c.updated_ms ? c.updated_ms : now_ms())
+               .bind(int64_t{c.rebooted})
+               .bind(static_cast<int64_t>(c.report_seq))
                .bind(c.id)
                .run();
   if (!r) return r;

@@ -73,6 +73,12 @@ struct CopyRow {
   uint64_t sync_total_bytes = 0;
   uint64_t behind_bytes = 0;
   int64_t updated_ms = 0;  // filled by insert/update when 0
+  // In sync when its node rebooted (boot id changed) and no master has reported on it since:
+  // it holds every acknowledged write except unflushed ones (mgmt::choose_master).
+  bool rebooted = false;
+  // The report_seq of the newest master report applied to this row (0: none since the
+  // volume's master last changed). mgmt::apply_copy_reports ignores an older "in-sync".
+  uint64_t report_seq = 0;
 };
 
 // iSCSI access control of one volume. Empty initiators: everyone may log in. Empty user:
@@ -112,6 +118,10 @@ class Tx {
   DbResult<std::string> node_token_hash(const std::string& node_id);
   DbResult<void> set_node_token_hash(const std::string& node_id, const std::string& hash);
   DbResult<void> set_node_state(const std::string& node_id, const std::string& state);
+  // The boot id the node's heartbeats last carried ("" before any). Kept apart from
+  // upsert_node, so re-registering a node never forgets it.
+  DbResult<std::string> node_boot_id(const std::string& node_id);
+  DbResult<void> set_node_boot_id(const std::string& node_id, const std::string& boot_id);
   DbResult<void> delete_node(const std::string& node_id);
 
   // Volumes.
@@ -167,6 +177,7 @@ class Tx {
  private:
   friend class Catalogue;
   explicit Tx(sqlite3* db) : db_(db) {}
+  DbResult<std::string> node_text(const char* sql, const std::string& node_id);
   sqlite3* db_;
 };
 

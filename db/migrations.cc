@@ -11,7 +11,7 @@ namespace tandem::db {
 namespace {
 
 // Index i holds the statements that take the schema from version i to i+1.
-constexpr std::array<const char*, 5> kMigrations{
+constexpr std::array<const char*, 6> kMigrations{
     // 1: the base catalogue.
     R"sql(
 CREATE TABLE nodes(
@@ -96,6 +96,15 @@ ALTER TABLE copies ADD COLUMN behind_bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE copies ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX copies_number ON copies(volume_id, number);
 ALTER TABLE volumes ADD COLUMN copy_number_hwm INTEGER NOT NULL DEFAULT 1;
+)sql",
+    // 6: power loss. Each node's boot id as its heartbeats last gave it ('' unknown); per
+    // copy whether it was in sync when its node rebooted (so it may lack unflushed writes)
+    // with no master report since (mgmt::choose_master), and the sequence of the newest
+    // master report applied to it (a stale report never records it in sync again).
+    R"sql(
+ALTER TABLE nodes ADD COLUMN boot_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE copies ADD COLUMN rebooted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE copies ADD COLUMN report_seq INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 

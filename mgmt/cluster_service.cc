@@ -61,6 +61,8 @@ nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports) {
     out.push_back({{"volume_id", r.volume_id},
                    {"number", r.number},
                    {"state", r.state},
+                   {"generation", r.generation},
+                   {"report_seq", r.report_seq},
                    {"applied_seq", r.applied_seq},
                    {"sync_done_bytes", r.sync_done_bytes},
                    {"sync_total_bytes", r.sync_total_bytes},
@@ -114,11 +116,18 @@ core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohman
       }
       r.volume_state = vs->get<std::string>();
     }
-    if (!u64(e, "applied_seq", &r.applied_seq) || !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
+    auto gen = e.find("generation");
+    if (gen == e.end() || !gen->is_number_unsigned() || gen->get<uint64_t>() < 1 ||
+        gen->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      return bad("generation must be the reporting master's generation (a positive integer)");
+    }
+    r.generation = gen->get<uint64_t>();
+    if (!u64(e, "report_seq", &r.report_seq) || !u64(e, "applied_seq", &r.applied_seq) ||
+        !u64(e, "sync_done_bytes", &r.sync_done_bytes) ||
         !u64(e, "sync_total_bytes", &r.sync_total_bytes) ||
         !u64(e, "behind_bytes", &r.behind_bytes)) {
       return bad(
-          "applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
+          "report_seq, applied_seq, sync_done_bytes, sync_total_bytes and behind_bytes must be "
           "non-negative integers");
     }
     out.push_back(std::move(r));
@@ -162,9 +171,11 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
   for (const auto& r : reports) {
     auto vol = tx.volume_by_id(r.volume_id);
     if (!vol) return core::fail(vol.error());
-    if (!*vol || (*vol)->master_node != node_id || !known_copy_state(r.state)) {
+    const bool not_master =
+        *vol && ((*vol)->master_node != node_id || (*vol)->generation != r.generation);
+    if (!*vol || not_master || !known_copy_state(r.state)) {
       ++out.ignored;
-      if (*vol && (*vol)->master_node != node_id) ++out.not_master;
+      if (not_master) ++out.not_master;
       continue;
     }
     auto copies = tx.copies_of(r.volume_id);
@@ -176,6 +187,11 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
       continue;
     }
     db::CopyRow c = *it;
+    if (r.state == db::kCopyInSync && r.report_seq < c.report_seq) {
+      ++out.ignored;  // made before a newer report that may have taken it out of sync
+      continue;
+    }
+    c.report_seq = std::max(c.report_seq, r.report_seq);
     if (c.role == "master" && !r.volume_state.empty() && known_volume_state(r.volume_state)) {
       // The master applies the failure mode: its verdict is the volume's state.
       db::VolumeRow v = **vol;
@@ -190,6 +206,7 @@ db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string
     }
     bool state_changed = c.state != r.state;
     c.state = r.state;
+    c.rebooted = false;  // its master went on without it, or resynced it
     c.applied_seq = r.applied_seq;
     c.sync_done_bytes = r.sync_done_bytes;
     c.sync_total_bytes = r.sync_total_bytes;
@@ -306,6 +323,9 @@ core::Result<nlohmann::json, ApiError> ClusterService::heartbeat(const std::stri
       auto e = tx.append_event({0, 0, "", n.name, "node-online", "node " + n.name + " is back"});
       if (!e) return core::fail(e.error());
     }
+    // Before its copy reports: a rebooted master's reports are not its own any more when its
+    // volumes were handed over. Its lease comes with this answer, so it has none now.
+    if (auto b = record_boot(tx, n.id, n.name, report.boot_id); !b) return core::fail(b.error());
     for (const auto& ev : report.events) {
       auto e = tx.append_event({0, 0, "", n.name, ev.kind, ev.message});
       if (!e) return core::fail(e.error());
@@ -376,66 +396,218 @@ core::Result<CopyReportOutcome, ApiError> ClusterService::apply_copy_reports(
   return *r;
 }
 
-// The node `lost` is offline (its lease expired: it stopped acknowledging writes before the
-// controller's timeout ran out). Every volume it mastered gets a new master: the in-sync
-// replica on an online node with the highest applied sequence. Every in-sync copy holds every
-// acknowledged write (the master records a copy out of sync before it acknowledges anything
-// without it), so none is lost. The generation goes up: frames of the old one are refused by
-// every copy once it learns the new one, so a deposed master can never get a write
-// acknowledged again. The old master's copy becomes an out-of-sync replica; when its node
-// returns, the new master resyncs it (regions it changed alone included).
-db::DbResult<void> ClusterService::promote_away_from(db::Tx& tx, const db::NodeRow& lost) {
-  auto vols = tx.list_volumes();
-  if (!vols) return core::fail(vols.error());
+namespace {
+
+// The volume's master moves to copies[winner] at the next generation (frames of the old one
+// are refused by every copy once it learns the new one, so a deposed master can never get a
+// write acknowledged again). The old master's copy becomes an out-of-sync replica; when its
+// node returns, the new master resyncs it (regions it changed alone included).
+db::DbResult<void> hand_over(db::Tx& tx, db::VolumeRow v, const std::vector<db::CopyRow>& copies,
+                             size_t winner, const std::map<std::string, std::string>& names,
+                             const std::string& why) {
+  auto name = [&](const std::string& id) {
+    auto it = names.find(id);
+    return it != names.end() ? it->second : id;
+  };
+  const std::string from = name(v.master_node);
+  // The new master orders its reports from its own node's sequence.
+  for (auto c : copies) {
+    if (c.number == copies[winner].number) continue;
+    if (c.role == "master") {
+      c.role = "replica";
+      c.state = db::kCopyOutOfSync;
+    }
+    c.report_seq = 0;
+    if (auto u = tx.update_copy(c); !u) return u;
+  }
+  db::CopyRow w = copies[winner];
+  w.report_seq = 0;
+  w.role = "master";
+  w.state = db::kCopyInSync;
+  w.rebooted = false;
+  if (auto u = tx.update_copy(w); !u) return u;
+  v.generation += 1;
+  v.master_node = w.node_id;
+  if (auto u = tx.update_volume(v); !u) return u;
+  const std::string to = name(w.node_id);
+  auto e = tx.append_event({0, 0, v.name, to, "volume-promoted",
+                            "master " + from + " " + why + ": copy " + std::to_string(w.number) +
+                                " on " + to + " is the new master (generation " +
+                                std::to_string(v.generation) + ")"});
+  if (!e) return core::fail(e.error());
+  if (auto h = refresh_volume_health(tx, v.id, to); !h) return h;
+  spdlog::warn("cluster: volume {} promoted copy {} on {} (generation {}): master {} {}", v.name,
+               w.number, to, v.generation, from, why);
+  return {};
+}
+
+struct NodeView {
+  std::map<std::string, std::string> names;  // id -> name
+  std::set<std::string> online;
+};
+
+// `heard_since_ms`: a node last heard before then does not count as online, though the
+// liveness check has not expired it yet (it may have died with the master).
+db::DbResult<NodeView> node_view(db::Tx& tx, int64_t heard_since_ms = 0) {
   auto nodes = tx.list_nodes();
   if (!nodes) return core::fail(nodes.error());
-  std::map<std::string, const db::NodeRow*> by_id;
-  for (const auto& n : *nodes) by_id[n.id] = &n;
-  for (auto v : *vols) {
+  NodeView out;
+  for (const auto& n : *nodes) {
+    out.names[n.id] = n.name;
+    if (n.state == "online" && n.last_heartbeat_ms >= heard_since_ms) out.online.insert(n.id);
+  }
+  return out;
+}
+
+// The promotion candidates of a volume's copies; `lost_node` holds the master that cannot
+// serve, `rebooted_node` (may be empty) one that just rebooted.
+std::vector<PromotionCandidate> candidates_of(const std::vector<db::CopyRow>& copies,
+                                              const NodeView& nodes, const std::string& lost_node,
+                                              const std::string& rebooted_node) {
+  std::vector<PromotionCandidate> out;
+  for (const auto& c : copies) {
+    const bool rebooted = c.rebooted || c.node_id == rebooted_node;
+    PromotionCandidate p{c.number,
+                         c.role == "replica",
+                         c.state == db::kCopyInSync && !rebooted,
+                         nodes.online.count(c.node_id) != 0,
+                         c.node_id == lost_node,
+                         c.applied_seq};
+    p.rebooted = rebooted;
+    out.push_back(p);
+  }
+  return out;
+}
+
+// The master's node of `v` rebooted (record_boot): its copy lost what it had not flushed.
+db::DbResult<void> master_rebooted(db::Tx& tx, const db::VolumeRow& v, const NodeView& nodes,
+                                   const std::string& node_name) {
+  auto copies = tx.copies_of(v.id);
+  if (!copies) return core::fail(copies.error());
+  auto candidates = candidates_of(*copies, nodes, "", v.master_node);
+  const MasterChoice choice = choose_master(candidates);
+  const bool to_other =
+      choice.kind != MasterChoiceKind::kNone && candidates[choice.index].replica &&
+      !(choice.kind == MasterChoiceKind::kWait && candidates[choice.index].rebooted);
+  if (to_other) {
+    for (auto& c : *copies) c.rebooted = c.rebooted || c.node_id == v.master_node;
+    return hand_over(tx, v, *copies, choice.index, nodes.names,
+                     choice.kind == MasterChoiceKind::kWait
+                         ? "rebooted and the only copy holding every acknowledged write is on "
+                           "an offline node: the volume waits for it"
+                         : "rebooted (writes it had not flushed may be gone)");
+  }
+  if (copies->size() > 1) {
+    auto e = tx.append_event({0, 0, v.name, node_name, "volume-unflushed-writes-lost",
+                              "master node " + node_name +
+                                  " rebooted and no other copy holds every acknowledged write: it "
+                                  "stays master; writes it had not flushed may have been lost"});
+    if (!e) return core::fail(e.error());
+  }
+  return {};
+}
+
+}  // namespace
+
+bool valid_boot_id(const std::string& id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-';
+  });
+}
+
+db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id, const std::string& node_name,
+                               const std::string& boot_id) {
+  if (boot_id.empty()) return false;
+  auto prev = tx.node_boot_id(node_id);
+  if (!prev) return core::fail(prev.error());
+  if (*prev == boot_id) return false;
+  if (auto s = tx.set_node_boot_id(node_id, boot_id); !s) return core::fail(s.error());
+  if (prev->empty()) return false;  // the first one heard: nothing to compare with
+  auto e = tx.append_event({0, 0, "", node_name, "node-rebooted",
+                            "node " + node_name +
+                                " rebooted (its boot id changed): writes its copies had not "
+                                "flushed may be gone; its copies need a resync"});
+  if (!e) return core::fail(e.error());
+  spdlog::warn("cluster: node {} rebooted; its copies need a resync", node_name);
+  auto nodes = node_view(tx);
+  if (!nodes) return core::fail(nodes.error());
+  auto mine = tx.copies_on(node_id);
+  if (!mine) return core::fail(mine.error());
+  for (auto c : *mine) {
+    auto vol = tx.volume_by_id(c.volume_id);
+    if (!vol) return core::fail(vol.error());
+    if (!*vol) continue;
+    if ((*vol)->master_node == node_id) {
+      if (auto m = master_rebooted(tx, **vol, *nodes, node_name); !m) return core::fail(m.error());
+      continue;
+    }
+    if (c.state != db::kCopyInSync) continue;  // it was not counted on anyway
+    c.state = db::kCopyOutOfSync;
+    c.rebooted = true;
+    // A master heartbeat made before the reboot (its engine had not yet seen the link drop)
+    // must not record the copy in sync again: report sequences are wall-clock microseconds
+    // on the master's node, and a reboot takes far longer than the clocks' skew.
+    c.report_seq = std::max(c.report_seq, static_cast<uint64_t>(db::now_ms()) * 1000);
+    if (auto u = tx.update_copy(c); !u) return core::fail(u.error());
+    auto ev = tx.append_event({0, 0, (*vol)->name, node_name, "copy-out-of-sync",
+                               "replica copy " + std::to_string(c.number) + " on " + node_name +
+                                   " is out of sync: its node rebooted"});
+    if (!ev) return core::fail(ev.error());
+    if (auto h = refresh_volume_health(tx, c.volume_id, node_name); !h)
+      return core::fail(h.error());
+  }
+  return true;
+}
+
+// The node `lost` is offline (its lease expired: it stopped acknowledging writes before the
+// controller's timeout ran out). Every volume it mastered gets a new master as choose_master
+// says: an intact in-sync replica on an online node, with the highest applied sequence. Every
+// in-sync copy holds every acknowledged write (the master records a copy out of sync before it
+// acknowledges anything without it), so none is lost. A replica whose node rebooted since is
+// not in sync (record_boot): while an intact copy (the lost master's own, after a process
+// kill) may come back, the volume waits for it, and this is looked at again at every check.
+db::DbResult<int> ClusterService::promote_away_from(db::Tx& tx, const db::NodeRow& lost,
+                                                    bool newly_lost, int64_t now_ms) {
+  auto vols = tx.list_volumes();
+  if (!vols) return core::fail(vols.error());
+  // A replica's node silent for longer than a lease is not promoted to: it may have died
+  // with the master (or restarted and not yet said whether it rebooted). The volume waits a
+  // check or two instead.
+  auto nodes = node_view(tx, now_ms - lease_ms(node_timeout_.count()));
+  if (!nodes) return core::fail(nodes.error());
+  int promoted = 0;
+  for (const auto& v : *vols) {
     if (v.master_node != lost.id) continue;
     auto copies = tx.copies_of(v.id);
     if (!copies) return core::fail(copies.error());
-    std::vector<PromotionCandidate> candidates;
-    for (const auto& c : *copies) {
-      auto n = by_id.find(c.node_id);
-      candidates.push_back({c.number, c.role == "replica", c.state == db::kCopyInSync,
-                            n != by_id.end() && n->second->state == "online", c.node_id == lost.id,
-                            c.applied_seq});
-    }
-    auto pick = pick_new_master(candidates);
-    if (!pick) {
-      if (!copies->empty() && copies->size() > 1) {
+    auto candidates = candidates_of(*copies, *nodes, lost.id, "");
+    const MasterChoice choice = choose_master(candidates);
+    if (choice.kind != MasterChoiceKind::kPromote) {
+      if (newly_lost && copies->size() > 1) {
+        const std::string why = choice.kind == MasterChoiceKind::kWait
+                                    ? "; waiting for copy " +
+                                          std::to_string(candidates[choice.index].number) +
+                                          ", which holds every acknowledged write, to come back"
+                                    : "; no copy is known to hold every acknowledged write";
         auto e = tx.append_event({0, 0, v.name, lost.name, "volume-master-lost",
                                   "master node " + lost.name +
-                                      " is offline and no in-sync replica is online to take over"});
+                                      " is offline and no in-sync replica is online to take over" +
+                                      why});
         if (!e) return core::fail(e.error());
       }
       continue;
     }
-    db::CopyRow winner = (*copies)[*pick];
-    for (auto c : *copies) {
-      if (c.node_id == lost.id && c.role == "master") {
-        c.role = "replica";
-        c.state = db::kCopyOutOfSync;
-        if (auto u = tx.update_copy(c); !u) return u;
-      }
+    if (auto h = hand_over(tx, v, *copies, choice.index, nodes->names,
+                           choice.unflushed_may_be_lost
+                               ? "lost and every copy that was in sync rebooted (writes not "
+                                 "flushed may have been lost)"
+                               : "lost");
+        !h) {
+      return core::fail(h.error());
     }
-    winner.role = "master";
-    if (auto u = tx.update_copy(winner); !u) return u;
-    v.generation += 1;
-    v.master_node = winner.node_id;
-    if (auto u = tx.update_volume(v); !u) return u;
-    std::string to = by_id.count(winner.node_id) ? by_id[winner.node_id]->name : winner.node_id;
-    auto e = tx.append_event(
-        {0, 0, v.name, to, "volume-promoted",
-         "master " + lost.name + " lost: copy " + std::to_string(winner.number) + " on " + to +
-             " is the new master (generation " + std::to_string(v.generation) + ")"});
-    if (!e) return core::fail(e.error());
-    if (auto h = refresh_volume_health(tx, v.id, to); !h) return h;
-    spdlog::warn("cluster: volume {} promoted copy {} on {} (generation {})", v.name, winner.number,
-                 to, v.generation);
+    ++promoted;
   }
-  return {};
+  return promoted;
 }
 
 core::VolumeSettings settings_of(db::Tx& tx, const db::VolumeRow& v) {
@@ -552,7 +724,19 @@ int ClusterService::check_liveness(int64_t now_ms) {
       if (!e) return core::fail(e.error());
       spdlog::warn("cluster: node {} missed heartbeats; marked offline", n.name);
       ++changed;
-      if (auto p = promote_away_from(tx, n); !p) return p;
+      auto p = promote_away_from(tx, n, true, now_ms);
+      if (!p) return core::fail(p.error());
+    }
+    // Volumes left waiting (choose_master) are looked at again: the copy they wait for may be
+    // back. Never within a timeout of this controller's start (every node gets one to
+    // heartbeat first), so only masters whose lease ran out long ago are replaced.
+    if (now_ms - started_ms_ > node_timeout_.count()) {
+      for (const auto& n : *nodes) {
+        if (n.name == controller_name_ || n.state == "online") continue;
+        auto p = promote_away_from(tx, n, false, now_ms);
+        if (!p) return core::fail(p.error());
+        changed += *p;
+      }
     }
     if (auto r = restore_replica_counts(tx); !r) return r;
     return {};

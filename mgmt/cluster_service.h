@@ -74,12 +74,21 @@ struct CopyReport {
   // On the master's own copy only: what the volume may serve under its failure mode
   // (healthy | degraded | read-only | halted); empty: leave it to the replica states.
   std::string volume_state;
+  // The generation of the master that made the report. The controller refuses a report whose
+  // generation is not the volume's (a deposed master's late report, even when its node has
+  // been made master again since), so nothing but the current master changes the copies.
+  uint64_t generation = 0;
+  // When the master made it: increasing on the master's node, across restarts too
+  // (VolumeHost::next_report_seq). A heartbeat made before a copy dropped out of sync can
+  // arrive after the copy-state report that recorded it: its "in-sync" is older than the row's
+  // report_seq and ignored. 0: unordered (applied as before).
+  uint64_t report_seq = 0;
 };
 inline constexpr size_t kMaxCopyReports = 10000;
 
-// JSON of reports: [{volume_id, number, state, applied_seq, sync_done_bytes,
-// sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array, types,
-// lengths, known states) and fails with a 400/422 naming `field`.
+// JSON of reports: [{volume_id, number, state, generation, report_seq, applied_seq,
+// sync_done_bytes, sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array, types,
+// lengths, known states, a generation of at least 1) and fails with a 400/422 naming `field`.
 nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports);
 core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohmann::json& j,
                                                                    const char* field = "copies");
@@ -92,25 +101,44 @@ struct HeartbeatReport {
   // The cluster-state revision the node holds; the answer carries a new snapshot when it
   // differs from the controller's (-1: none yet).
   int64_t known_revision = -1;
+  // The node's boot id (Linux /proc/sys/kernel/random/boot_id; "" when unknown): a change
+  // means the node rebooted and its copies may have lost unflushed writes (record_boot).
+  std::string boot_id;
 };
+// A boot id as a heartbeat may carry it: 1-64 bytes of [0-9A-Za-z-].
+bool valid_boot_id(const std::string& id);
 
 struct CopyReportOutcome {
   int applied = 0;  // rows updated
   int ignored = 0;  // unknown volume or copy, or the node is not the volume's master
-  // Of `ignored`: reports for a volume the node does not master (any more). A deposed master
-  // must not take such an answer as "recorded": it would then acknowledge writes alone.
+  // Of `ignored`: reports for a volume the node does not master (any more), or that it
+  // mastered at another generation than the volume's. A deposed master must not take such an
+  // answer as "recorded": it would then acknowledge writes alone.
   int not_master = 0;
 };
 
 // Applies a node's copy reports to the catalogue inside the caller's transaction. Only
-// reports for volumes whose master_node is `node_id` count; the others are ignored (a
-// deposed master's view is stale). A copy's state change writes a "copy-<state>" event; the
-// volume then becomes "degraded" when any replica is not in-sync and "healthy" when all are
-// (with a "volume-degraded"/"volume-healthy" event), unless it is in another state (offline,
-// read-only, halted), which the data plane owns. Usable on any catalogue: the controller's
-// own data plane calls it (through ClusterService::apply_copy_reports) for its node.
+// reports for volumes whose master_node is `node_id`, at the volume's generation, count; the
+// others are ignored (a deposed master's view is stale). A report clears the copy's rebooted
+// mark (the master has acknowledged writes without it, or resynced it). A copy's state change
+// writes a "copy-<state>" event; the volume then becomes "degraded" when any replica is not in-sync
+// and "healthy" when all are (with a "volume-degraded"/"volume-healthy" event), unless it is in
+// another state (offline, read-only, halted), which the data plane owns. Usable on any catalogue:
+// the controller's own data plane calls it (through ClusterService::apply_copy_reports) for its
+// node.
 db::DbResult<CopyReportOutcome> apply_copy_reports(db::Tx& tx, const std::string& node_id,
                                                    const std::vector<CopyReport>& reports);
+// Records the boot id a node (`node_id`, named `node_name`) reported, in the caller's
+// transaction. When it differs from the one recorded before (a reboot: power loss or a
+// kernel crash; a process restart keeps it), every copy on the node lost what it had not
+// flushed: an in-sync replica is recorded out of sync and rebooted (never promoted, resynced
+// by its master), and a volume the node masters is handed to a copy that holds every
+// acknowledged write when one exists, even on an offline node (the volume then waits for it),
+// else kept with an event (mgmt::choose_master). Events: node-rebooted, and per volume. The
+// node must not hold a master lease (its first heartbeat since it started: it has none).
+// Returns whether a reboot was recorded. An empty boot id or a first one records nothing.
+db::DbResult<bool> record_boot(db::Tx& tx, const std::string& node_id, const std::string& node_name,
+                               const std::string& boot_id);
 // Recomputes a volume's healthy/degraded state from its replica rows (event on change).
 db::DbResult<void> refresh_volume_health(db::Tx& tx, const std::string& volume_id,
                                          const std::string& node_name);
@@ -143,11 +171,17 @@ class ClusterService {
   // Marks nodes whose last heartbeat is older than the timeout offline (with an event);
   // the controller's own node is kept alive by its own loop. Heartbeats count from this
   // service's construction at the earliest (a restarted controller waits a full timeout).
-  // Returns how many changed.
+  // Volumes whose master's node is offline are promoted as choose_master says (re-checked
+  // each time: one waiting for a copy is promoted when it returns). Returns how many nodes
+  // and waiting volumes changed.
   int check_liveness(int64_t now_ms);
 
  private:
-  db::DbResult<void> promote_away_from(db::Tx& tx, const db::NodeRow& lost);
+  // Every volume mastered on `lost` (offline): promoted as choose_master says, or left to
+  // wait (events only when `newly_lost`: this is re-checked at every liveness check).
+  // Returns how many volumes were promoted.
+  db::DbResult<int> promote_away_from(db::Tx& tx, const db::NodeRow& lost, bool newly_lost,
+                                      int64_t now_ms);
   db::DbResult<void> restore_replica_counts(db::Tx& tx);
 
   db::Catalogue& cat_;

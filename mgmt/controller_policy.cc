@@ -20,10 +20,44 @@ std::optional<size_t> pick_new_master(std::span<const PromotionCandidate> copies
   std::optional<size_t> best;
   for (size_t i = 0; i < copies.size(); ++i) {
     const PromotionCandidate& c = copies[i];
-    if (!c.replica || !c.in_sync || !c.node_online || c.on_lost_node) continue;
+    if (!c.replica || !c.in_sync || c.rebooted || !c.node_online || c.on_lost_node) continue;
     if (!best || c.applied_seq > copies[*best].applied_seq) best = i;
   }
   return best;
+}
+
+MasterChoice choose_master(std::span<const PromotionCandidate> copies) {
+  if (auto p = pick_new_master(copies)) return {MasterChoiceKind::kPromote, *p, false};
+  // 2. An intact copy that cannot serve yet. Another replica is preferred to the lost
+  // master's own copy as the one to wait for: a caller hands mastership to it.
+  std::optional<size_t> intact;
+  auto rank = [&](size_t i) {
+    return std::pair<bool, uint64_t>(copies[i].replica, copies[i].applied_seq);
+  };
+  for (size_t i = 0; i < copies.size(); ++i) {
+    const PromotionCandidate& c = copies[i];
+    if (!c.in_sync || c.rebooted) continue;
+    if (!intact || rank(i) > rank(*intact)) intact = i;
+  }
+  if (intact) return {MasterChoiceKind::kWait, *intact, false};
+  // 3. Every copy that was in sync rebooted. The master's own copy applied every acknowledged
+  // write and completed every FLUSH, and a replica's recorded sequence is never above it, so
+  // it is preferred; among replicas, the highest applied sequence.
+  std::optional<size_t> best;
+  bool all_back = true;
+  for (size_t i = 0; i < copies.size(); ++i) {
+    const PromotionCandidate& c = copies[i];
+    if (!c.rebooted) continue;
+    all_back = all_back && c.node_online;
+    auto key = [&](size_t k) {
+      return std::pair<bool, uint64_t>(!copies[k].replica, copies[k].applied_seq);
+    };
+    if (!best || key(i) > key(*best)) best = i;
+  }
+  if (!best) return {MasterChoiceKind::kNone, 0, false};
+  const PromotionCandidate& b = copies[*best];
+  if (!b.node_online || (b.replica && !all_back)) return {MasterChoiceKind::kWait, *best, false};
+  return {MasterChoiceKind::kPromote, *best, true};
 }
 
 uint64_t first_sequence(uint64_t generation) { return generation > 1 ? generation << 40 : 0; }

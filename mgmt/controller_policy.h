@@ -38,17 +38,60 @@ bool lease_holds(int64_t until, int64_t now);
 
 struct PromotionCandidate {
   uint32_t number = 0;  // the copy number
-  bool replica = true;  // false: the master's own copy (never a candidate)
+  bool replica = true;  // false: the master's own copy
   bool in_sync = false;
   bool node_online = false;
   bool on_lost_node = false;
   uint64_t applied_seq = 0;
+  // The copy was in sync when its node rebooted (its boot id changed: power loss, kernel
+  // crash) and has not been resynced since. It holds every acknowledged write except those
+  // its node had not yet flushed to stable storage, which the reboot may have lost. Such a
+  // copy is never in sync (the controller records it out of sync with the reboot).
+  bool rebooted = false;
 };
 
 // The copy to promote when the master's node is lost: an in-sync replica on an online node
-// other than the lost one, with the highest applied sequence (ties: the first given). None:
-// no copy can take over without losing acknowledged writes.
+// other than the lost one, not rebooted, with the highest applied sequence (ties: the first
+// given). None: no copy can take over without losing acknowledged writes.
 std::optional<size_t> pick_new_master(std::span<const PromotionCandidate> copies);
+
+// What the controller does about a volume whose master's copy cannot serve (its node is
+// lost, or it rebooted): the full rule, pick_new_master first.
+enum class MasterChoiceKind : uint8_t {
+  kPromote,  // copies[index] becomes (or, when it is the master's own copy, stays) master
+  kWait,     // a copy that holds every acknowledged write may come back: wait for it
+  kNone,     // no copy is known to hold the acknowledged writes: the operator must decide
+};
+struct MasterChoice {
+  MasterChoiceKind kind = MasterChoiceKind::kNone;
+  size_t index = 0;  // kPromote: the copy; kWait: the intact copy to wait for (see below)
+  // kPromote: every candidate had rebooted, so writes acknowledged but not yet flushed
+  // (FUA / SYNCHRONIZE CACHE) may be gone, as on a disk with a volatile write cache that
+  // lost power (the target advertises WCE = 1). Worth an event.
+  bool unflushed_may_be_lost = false;
+};
+
+// The rule, in order:
+//  1. pick_new_master: an intact (in sync, not rebooted) replica on an online node other than
+//     the lost one. Nothing acknowledged is lost.
+//  2. Otherwise, when any intact copy exists that cannot serve now (its node offline, or it
+//     is the lost master's own copy, e.g. a process kill), wait: it may come back with every
+//     acknowledged write, and a rebooted copy chosen now would lose the writes it had not
+//     flushed, for good (the intact copy would be resynced from it). `index` names the intact
+//     copy with the highest applied sequence (the lost master's own copy only when it is the
+//     only one): a caller whose master is online but rebooted may hand mastership to it, so
+//     that the volume waits for it instead of serving from the rebooted copy.
+//  3. Otherwise, when some copies rebooted (every copy that was in sync lost power, e.g. the
+//     whole cluster), the best of them: the master's own copy (it applied every acknowledged
+//     write and completed every FLUSH; a replica's recorded sequence is never above its own),
+//     else the replica with the highest applied sequence, once every rebooted copy is on an
+//     online node again (none can still turn out better). It is promoted (the master's own
+//     copy: kept) with unflushed_may_be_lost; until it is online, wait. Out-of-sync copies
+//     never count: they may lack acknowledged writes that were flushed.
+//  4. Otherwise none.
+// `copies` holds every copy of the volume, the master's own among them (replica = false; its
+// in_sync says whether it is intact: it holds every acknowledged write unless it rebooted).
+MasterChoice choose_master(std::span<const PromotionCandidate> copies);
 
 // Generation g's master numbers its writes above g << 40, so no two masters of a volume ever
 // use the same sequence (equal sequences mean equal data, region_map.h). Generation 1 starts

@@ -424,8 +424,8 @@ void VolumeHost::open_master(const db::VolumeRow& v, const db::CopyRow& me,
   o.resync_bytes_per_second = opt_.resync_bytes_per_second;
   o.link_timeout = opt_.link_timeout;
   std::string vid = v.id;
-  o.on_out_of_sync = [this, vid](uint32_t copy, const std::string& reason) {
-    report_out_of_sync(vid, copy, reason);
+  o.on_out_of_sync = [this, vid, gen = v.generation](uint32_t copy, const std::string& reason) {
+    report_out_of_sync(vid, gen, copy, reason);
   };
   o.on_change = [this] {
     // A copy is in sync again (or changed otherwise): tell the controller now rather than
@@ -540,7 +540,23 @@ std::shared_ptr<core::BlockVolume> VolumeHost::open_volume(const std::string& vo
   return nullptr;
 }
 
+uint64_t VolumeHost::next_report_seq() {
+  const auto now_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  uint64_t cur = report_seq_.load();
+  uint64_t next = 0;
+  do {
+    next = std::max(cur + 1, now_us);
+  } while (!report_seq_.compare_exchange_weak(cur, next));
+  return next;
+}
+
 std::vector<CopyReport> VolumeHost::copy_reports() {
+  // Taken before any state is read: a copy that drops out of sync after this is reported
+  // through the copy-state route with a higher sequence, which this snapshot cannot undo.
+  const uint64_t seq = next_report_seq();
   std::lock_guard lock(mu_);
   std::vector<CopyReport> out;
   for (const auto& [id, m] : masters_) {
@@ -548,6 +564,8 @@ std::vector<CopyReport> VolumeHost::copy_reports() {
     self.volume_id = id;
     self.number = m.number;
     self.state = db::kCopyInSync;
+    self.generation = m.row.generation;
+    self.report_seq = seq;
     self.applied_seq = m.volume->last_sequence();
     self.volume_state = volume_state_name(m.volume->state());
     out.push_back(self);
@@ -556,6 +574,8 @@ std::vector<CopyReport> VolumeHost::copy_reports() {
       r.volume_id = id;
       r.number = c.copy;
       r.state = c.state;
+      r.generation = m.row.generation;
+      r.report_seq = seq;
       r.applied_seq = c.applied_seq;
       r.sync_done_bytes = c.sync_done_bytes;
       r.sync_total_bytes = c.sync_total_bytes;
@@ -594,11 +614,11 @@ void VolumeHost::flush_all() {
   for (auto& v : vols) (void)wait([&](auto done) { v->flush(done); });
 }
 
-void VolumeHost::report_out_of_sync(const std::string& volume_id, uint32_t copy,
-                                    std::string reason) {
+void VolumeHost::report_out_of_sync(const std::string& volume_id, uint64_t generation,
+                                    uint32_t copy, std::string reason) {
   {
     std::lock_guard lock(work_mu_);
-    urgent_.push_back(Urgent{volume_id, copy, std::move(reason)});
+    urgent_.push_back(Urgent{volume_id, generation, copy, std::move(reason)});
   }
   urgent_cv_.notify_all();
 }
@@ -607,7 +627,8 @@ void VolumeHost::still_mastered(std::vector<Urgent>& batch, std::vector<CopyRepo
   std::lock_guard lock(mu_);
   size_t kept = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (!masters_.count(batch[i].volume_id)) continue;
+    auto it = masters_.find(batch[i].volume_id);
+    if (it == masters_.end() || it->second.row.generation != batch[i].generation) continue;
     if (kept != i) {  // (a self-move would empty the strings)
       batch[kept] = std::move(batch[i]);
       reports[kept] = std::move(reports[i]);
@@ -638,11 +659,14 @@ void VolumeHost::run_reporter() {
     urgent_.clear();
     lock.unlock();
     std::vector<CopyReport> reports;
+    const uint64_t seq = next_report_seq();  // after the events: above earlier snapshots
     for (const auto& u : batch) {
       CopyReport r;
       r.volume_id = u.volume_id;
       r.number = u.copy;
       r.state = db::kCopyOutOfSync;
+      r.generation = u.generation;
+      r.report_seq = seq;
       reports.push_back(r);
       spdlog::info("volume={} recording copy {} out of sync: {}", u.volume_id, u.copy, u.reason);
     }
@@ -666,7 +690,9 @@ void VolumeHost::run_reporter() {
       {
         std::lock_guard l(mu_);
         auto it = masters_.find(u.volume_id);
-        if (it != masters_.end()) vol = it->second.volume;
+        if (it != masters_.end() && it->second.row.generation == u.generation) {
+          vol = it->second.volume;
+        }
       }
       if (vol) vol->confirm_out_of_sync(u.copy);
     }

@@ -136,7 +136,12 @@ class VolumeHost {
   // Runs when the old object closed: the volume may open in its new role.
   std::function<void()> role_change_done(const std::string& volume_id);
   void delete_files(const std::string& id);
-  void report_out_of_sync(const std::string& volume_id, uint32_t copy, std::string reason);
+  void report_out_of_sync(const std::string& volume_id, uint64_t generation, uint32_t copy,
+                          std::string reason);
+  // Orders this node's copy reports (CopyReport::report_seq): above every earlier one, and
+  // from the wall clock's microseconds, so a restarted process goes on above its last ones.
+  uint64_t next_report_seq();
+  std::atomic<uint64_t> report_seq_{0};
   void run_reporter();
 
   boost::asio::io_context& io_;
@@ -168,11 +173,13 @@ class VolumeHost {
   // Urgent out-of-sync reports waiting for the controller.
   struct Urgent {
     std::string volume_id;
+    uint64_t generation;  // of the master that found the copy out of sync
     uint32_t copy;
     std::string reason;
   };
   std::vector<Urgent> urgent_;  // guarded by work_mu_
-  // Drops from `batch` (and the matching `reports`) the volumes no longer mastered here.
+  // Drops from `batch` (and the matching `reports`) the volumes no longer mastered here at
+  // the generation the report was made at.
   void still_mastered(std::vector<Urgent>& batch, std::vector<CopyReport>& reports);
   bool report_soon_ = false;  // a copy changed state: report all (best effort); work_mu_
   std::condition_variable urgent_cv_;

@@ -542,6 +542,16 @@ HttpResponse post_heartbeat(const ApiContext& ctx, const HttpRequest& req, const
     }
     rep.known_revision = k.get<int64_t>();
   }
+  if (body->contains("boot_id")) {
+    const json& b = (*body)["boot_id"];
+    if (!b.is_string() || !valid_boot_id(b.get<std::string>())) {
+      return error_response(ApiError{422,
+                                     "invalid_value",
+                                     "boot_id must be 1-64 characters of [0-9A-Za-z-]",
+                                     {{"field", "boot_id"}}});
+    }
+    rep.boot_id = b.get<std::string>();
+  }
   auto r = ctx.cluster->heartbeat(p[0], bearer_of(req), rep);
   if (!r) return error_response(r.error());
   return json_response(200, *r);

@@ -291,6 +291,7 @@ void NodeAgent::run() {
     json report{{"capacity_bytes", store.total_bytes().ok() ? *store.total_bytes() : 0},
                 {"free_bytes", store.free_bytes().ok() ? *store.free_bytes() : 0},
                 {"known_revision", known_revision_}};
+    if (!me_.boot_id.empty()) report["boot_id"] = me_.boot_id;
     std::function<std::vector<CopyReport>()> reporter;
     {
       std::lock_guard lock(mu_);

@@ -26,6 +26,7 @@ struct NodeIdentity {
   uint16_t iscsi_port = 3260;
   uint16_t repl_port = 5703;
   std::string data_dir;
+  std::string boot_id;  // sent with every heartbeat ("" : unknown; reboots go unnoticed)
 };
 
 // The controller's CA on disk (DATA_DIR/tls/ca/).

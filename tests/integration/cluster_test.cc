@@ -21,6 +21,13 @@ namespace {
 
 using nlohmann::json;
 
+// Reports as a master of generation 1 (every volume here is) makes them: the controller
+// refuses reports from any other generation.
+std::vector<mgmt::CopyReport> at_generation_1(std::vector<mgmt::CopyReport> reports) {
+  for (auto& r : reports) r.generation = 1;
+  return reports;
+}
+
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -290,7 +297,7 @@ TEST_F(ClusterTest, NodeAgentMirrorsStateAndReportsCopies) {
   agent.set_state_applied_hook([&] { ++applied; });
   agent.set_copy_reporter([&] {
     std::lock_guard lock(mu);
-    return reports;
+    return at_generation_1(reports);
   });
   agent.start();
   auto n4_online = [&] {
@@ -311,8 +318,9 @@ TEST_F(ClusterTest, NodeAgentMirrorsStateAndReportsCopies) {
   EXPECT_GT(applied.load(), 0);
 
   // Synchronous report: recorded on the controller when it returns.
-  ASSERT_TRUE(agent.report_copies_now({{vid, replica, "out-of-sync", 3, 0, 0, 512}},
-                                      std::chrono::milliseconds(3000)));
+  ASSERT_TRUE(
+      agent.report_copies_now(at_generation_1({{vid, replica, "out-of-sync", 3, 0, 0, 512}}),
+                              std::chrono::milliseconds(3000)));
   auto v = controller_->http("GET", "/api/v1/volumes/ag").body;
   EXPECT_EQ(v["state"], "degraded");
   EXPECT_EQ(v["copies"][1]["state"], "out-of-sync");
@@ -364,7 +372,7 @@ TEST_F(ClusterTest, NodeAgentSendsOversizedReportsInWindows) {
                         std::make_shared<mgmt::TokenHash>());
   agent.set_copy_reporter([&] {
     std::lock_guard lock(mu);
-    return reports;
+    return at_generation_1(reports);
   });
   agent.start();
   auto n4_state = [&](const std::string& want) {

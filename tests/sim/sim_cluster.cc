@@ -435,10 +435,13 @@ void ClusterWorld::heartbeat(uint32_t id) {
   std::vector<CopyReport> reports;
   if (n.master) {
     const uint64_t region = n.map->region_bytes();
+    const uint64_t seq = next_report_seq(n);
     for (uint32_t k : n.engine_copies) {
       auto pr = n.master->copy_progress(k);
       if (!pr) continue;
       CopyReport r{k, pr->state == repl::CopyState::kInSync, pr->acked_through};
+      r.generation = n.master->generation();
+      r.seq = seq;
       r.state = pr->state == repl::CopyState::kInSync      ? mgmt::CopySyncState::kInSync
                 : pr->state == repl::CopyState::kOutOfSync ? mgmt::CopySyncState::kOther
                                                            : mgmt::CopySyncState::kSyncing;
@@ -448,9 +451,9 @@ void ClusterWorld::heartbeat(uint32_t id) {
     }
   }
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
-  at(ctl_latency(), [this, id, inc = n.inc, sent = now(), cinc = ctl_.inc, reports] {
+  at(ctl_latency(), [this, id, inc = n.inc, boot = n.boot, sent = now(), cinc = ctl_.inc, reports] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
-    ctl_heartbeat(id, inc, sent, reports);
+    ctl_heartbeat(id, inc, boot, sent, reports);
   });
 }
 
@@ -477,10 +480,19 @@ void ClusterWorld::tick(uint32_t id) {
 // POST /cluster/copy-state: recorded before the master acknowledges anything without the copy.
 void ClusterWorld::report_out_of_sync(Node& n, uint32_t copy) {
   if (n.cut || !ctl_.up || rng_.chance(p_.ctl_loss_percent)) return;
-  at(ctl_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch, copy, cinc = ctl_.inc] {
+  at(ctl_latency(), [this, id = n.id, inc = n.inc, ep = n.epoch, copy, cinc = ctl_.inc,
+                     gen = n.master->generation(), seq = next_report_seq(n)] {
     if (!ctl_.up || ctl_.inc != cinc || node(id).cut) return;
-    // apply_copy_reports: only the catalogue's master is listened to; the answer is 200 anyway.
-    if (ctl_.master == id && ctl_.copies.count(copy)) ctl_.copies[copy].in_sync = false;
+    // report_copy_state: only the catalogue's master at the catalogue's generation is
+    // listened to; anyone else gets 409 and confirms nothing (the tick retries until the
+    // node learns it was deposed and closes the engine).
+    if (ctl_.master != id || ctl_.gen != gen) return;
+    if (ctl_.copies.count(copy)) {
+      CopyRec& c = ctl_.copies[copy];
+      c.in_sync = false;
+      c.rebooted = false;
+      c.report_seq = std::max(c.report_seq, seq);
+    }
     at(ctl_latency(), [this, id, inc, ep, copy] {
       Node& n = node(id);
       if (!n.alive || n.inc != inc || n.epoch != ep || n.cut || !n.master) return;
@@ -494,17 +506,29 @@ void ClusterWorld::report_out_of_sync(Node& n, uint32_t copy) {
 
 // ---- The controller ----
 
-void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, int64_t sent_at,
+void ClusterWorld::ctl_heartbeat(uint32_t id, uint64_t inc, uint64_t boot, int64_t sent_at,
                                  const std::vector<CopyReport>& reports) {
   NodeRec& nr = ctl_.nodes[id];
   nr.last_hb = now();
   if (!nr.online) log("controller: node %u online again", id);
   nr.online = true;
-  if (ctl_.master == id) {  // apply_copy_reports: a deposed master's view is stale
+  if (nr.boot != boot) {  // ClusterService::heartbeat: record_boot in the same transaction
+    nr.boot = boot;
+    ctl_node_rebooted(id);
+  }
+  // apply_copy_reports: a deposed master's view is stale, and so is one made at an earlier
+  // generation by a node that masters the volume again.
+  if (ctl_.master == id) {
     for (const CopyReport& r : reports) {
+      if (r.generation != ctl_.gen) continue;
       auto it = ctl_.copies.find(r.copy);
       if (it == ctl_.copies.end()) continue;
+      // A heartbeat made before the copy dropped out of sync, arriving after the copy-state
+      // report that recorded it (found by seed 115416): its in-sync is stale.
+      if (r.in_sync && r.seq < it->second.report_seq) continue;
+      it->second.report_seq = std::max(it->second.report_seq, r.seq);
       it->second.in_sync = r.in_sync;
+      it->second.rebooted = false;  // the master goes on (or went on) without it
       it->second.applied = r.applied;
       it->second.state = r.state;
       it->second.sync_total = r.sync_total;
@@ -547,9 +571,64 @@ void ClusterWorld::ctl_liveness() {
     if (!nr.online || !mgmt::node_expired(nr.last_hb, ctl_.started, now(), kTimeoutUs)) continue;
     nr.online = false;
     log("controller: node %u offline", id);
-    if (ctl_.master == id) promote_away_from(id);
+  }
+  // A volume whose master's node is offline is looked at again on every check: it may be
+  // waiting for a copy that holds every acknowledged write to come back (choose_master). Not
+  // within a timeout of the controller's start: nodes first get a full timeout to heartbeat.
+  if (!ctl_.nodes[ctl_.master].online && now() - ctl_.started > kTimeoutUs) {
+    promote_away_from(ctl_.master);
   }
   restore_replica_count();
+}
+
+// ClusterService::record_boot: the node's boot id changed (power loss): its copy lost what it
+// had not flushed. A replica that was in sync is recorded out of sync (and rebooted); a
+// master whose copy rebooted gives way to an intact copy (choose_master), even one on an
+// offline node (the volume then waits for it), and is kept only when none exists.
+void ClusterWorld::ctl_node_rebooted(uint32_t id) {
+  auto it = ctl_.copies.find(id);
+  if (it == ctl_.copies.end()) return;
+  CopyRec& c = it->second;
+  log("controller: node %u rebooted; its copy needs a resync", id);
+  ++summary_.reboots;
+  if (id != ctl_.master) {
+    if (c.in_sync) {
+      c.in_sync = false;
+      c.rebooted = true;
+      // record_boot: a master heartbeat made before the reboot cannot undo this.
+      c.report_seq = std::max(c.report_seq, uint64_t(now_) * 16);
+    }
+    return;
+  }
+  c.in_sync = false;
+  c.rebooted = true;
+  auto candidates = promotion_candidates(0);
+  const mgmt::MasterChoice choice = mgmt::choose_master(candidates);
+  const uint32_t pick = candidates[choice.index].number;
+  if (choice.kind == mgmt::MasterChoiceKind::kNone || pick == id ||
+      (choice.kind == mgmt::MasterChoiceKind::kWait && ctl_.copies[pick].rebooted)) {
+    c.in_sync = true;
+    c.rebooted = false;
+    log("controller: master %u kept after its reboot (unflushed writes may be lost)", id);
+    return;
+  }
+  promote(pick, choice.kind == mgmt::MasterChoiceKind::kWait ? "waited for (its node is away)"
+                                                             : "intact");
+}
+
+std::vector<mgmt::PromotionCandidate> ClusterWorld::promotion_candidates(uint32_t lost) {
+  // ClusterService::promote_away_from: a node silent for longer than a lease is not
+  // promoted to (it may have died with the master); record_boot looks at the online flag only.
+  std::vector<mgmt::PromotionCandidate> candidates;
+  for (const auto& [k, c] : ctl_.copies) {
+    const NodeRec& nr = ctl_.nodes[k];
+    const bool online =
+        nr.online && (lost == 0 || now() - nr.last_hb <= mgmt::lease_ms(kTimeoutUs));
+    mgmt::PromotionCandidate pc{k, k != ctl_.master, c.in_sync, online, k == lost, c.applied};
+    pc.rebooted = c.rebooted;
+    candidates.push_back(pc);
+  }
+  return candidates;
 }
 
 // ClusterService::restore_replica_counts: a lost replica is replaced on a node without a
@@ -592,14 +671,12 @@ void ClusterWorld::restore_replica_count() {
 }
 
 void ClusterWorld::promote_away_from(uint32_t lost) {
-  std::vector<mgmt::PromotionCandidate> candidates;
-  for (const auto& [k, c] : ctl_.copies) {
-    candidates.push_back(
-        {k, k != ctl_.master, c.in_sync, ctl_.nodes[k].online, k == lost, c.applied});
-  }
-  auto pick = mgmt::pick_new_master(candidates);
-  if (!pick) {
-    log("controller: master %u lost and no in-sync replica online", lost);
+  auto candidates = promotion_candidates(lost);
+  const mgmt::MasterChoice choice = mgmt::choose_master(candidates);
+  if (choice.kind != mgmt::MasterChoiceKind::kPromote) {
+    log("controller: master %u lost; %s", lost,
+        choice.kind == mgmt::MasterChoiceKind::kWait ? "waiting for an intact copy"
+                                                     : "no copy holds every acknowledged write");
     return;
   }
   // C2: the lost master stopped acknowledging before anyone else can.
@@ -607,21 +684,30 @@ void ClusterWorld::promote_away_from(uint32_t lost) {
     fail("controller promoted within a node timeout of its own start");
     return;
   }
+  promote(candidates[choice.index].number, choice.unflushed_may_be_lost
+                                               ? "every copy rebooted: unflushed writes may be lost"
+                                               : "in sync");
+}
+
+void ClusterWorld::promote(uint32_t winner, const char* why) {
+  const uint32_t lost = ctl_.master;
   Node& old = node(lost);
-  if (old.alive && mgmt::lease_holds(old.lease_until, now())) {
+  if (old.alive && mgmt::lease_holds(old.lease_until, now())) {  // C2
     fail("controller promoted away from node " + std::to_string(lost) +
          " whose lease still holds until " + std::to_string(old.lease_until));
     return;
   }
-  const uint32_t winner = candidates[*pick].number;
   const uint64_t before = ctl_.gen;
   ctl_.gen += 1;
   if (ctl_.gen <= before) fail("generation did not increase");  // C2
   ctl_.copies[lost].in_sync = false;
+  for (auto& [k, c] : ctl_.copies) c.report_seq = 0;  // the new master numbers its own
+  ctl_.copies[winner].in_sync = true;
+  ctl_.copies[winner].rebooted = false;
   ctl_.master = winner;
   ++summary_.promotions;
-  log("controller: node %u promoted at generation %llu (applied %llu)", winner,
-      (unsigned long long)ctl_.gen, (unsigned long long)candidates[*pick].applied_seq);
+  log("controller: node %u promoted at generation %llu (applied %llu; %s)", winner,
+      (unsigned long long)ctl_.gen, (unsigned long long)ctl_.copies[winner].applied, why);
 }
 
 // ---- Crashes ----
@@ -648,6 +734,7 @@ void ClusterWorld::crash(uint32_t id, bool power_loss) {
   n.fenced = true;
   n.stream_owner = 0;
   if (power_loss) {
+    ++n.boot;
     power_lost_ = true;
     ++power_losses_;
     flushable_floor_ = durable_floor_;  // unflushed acknowledged writes may be gone

@@ -30,6 +30,7 @@ struct ClusterSummary {
   uint64_t drops = 0;           // copies dropped for smallest difference
   uint64_t resyncs = 0;         // copies that turned in sync
   uint64_t fenced_answers = 0;  // completions turned into NOT READY by a lapsed lease
+  uint64_t reboots = 0;         // nodes the controller saw come back with a new boot id
   uint64_t generation = 0;      // the catalogue's at the end
   uint64_t sim_time_us = 0;
   uint64_t events = 0;

@@ -93,6 +93,8 @@ struct Node {
   uint32_t id = 0;  // also its copy number
   bool alive = true;
   uint64_t inc = 0;  // incarnation: bumped by a crash
+  uint64_t boot = 1;  // the node's boot id: changed by a power loss, not by a process kill
+  uint64_t report_seq = 0;  // VolumeHost::next_report_seq: increases across restarts too
   std::unique_ptr<Disk> disk;
   std::unique_ptr<SimRegionStore> mstore;
   std::optional<repl::RegionMap> map;
@@ -130,6 +132,8 @@ struct Link {  // between the master engine on node m and the copy on node k
 
 struct CopyRec {
   bool in_sync = true;
+  bool rebooted = false;  // in sync when its node rebooted, no master report since
+  uint64_t report_seq = 0;  // the newest master report applied (0 after a promotion)
   uint64_t applied = 0;
   mgmt::CopySyncState state = mgmt::CopySyncState::kInSync;  // as the master last reported
   uint64_t sync_total = 0, sync_done = 0;                    // bytes of the running resync
@@ -137,6 +141,7 @@ struct CopyRec {
 struct NodeRec {
   bool online = true;
   int64_t last_hb = 0;
+  uint64_t boot = 1;  // the boot id of its last heartbeat
 };
 struct Controller {
   bool up = true;
@@ -155,6 +160,8 @@ struct CopyReport {
   uint64_t applied = 0;
   mgmt::CopySyncState state = mgmt::CopySyncState::kOther;
   uint64_t sync_total = 0, sync_done = 0;
+  uint64_t generation = 0;  // the reporting master's
+  uint64_t seq = 0;         // when it was made (next_report_seq)
 };
 
 struct ClientOp {
@@ -212,10 +219,16 @@ class ClusterWorld : public SimLoop {
   void fence_poll(uint32_t id);
   void tick(uint32_t id);
   void report_out_of_sync(Node& n, uint32_t copy);
-  void ctl_heartbeat(uint32_t id, uint64_t inc, int64_t sent_at,
+  uint64_t next_report_seq(Node& n) {
+    return n.report_seq = std::max(n.report_seq + 1, uint64_t(now_) * 16);
+  }
+  void ctl_heartbeat(uint32_t id, uint64_t inc, uint64_t boot, int64_t sent_at,
                      const std::vector<CopyReport>& reports);
+  void ctl_node_rebooted(uint32_t id);
+  std::vector<mgmt::PromotionCandidate> promotion_candidates(uint32_t lost);
   void ctl_liveness();
   void promote_away_from(uint32_t lost);
+  void promote(uint32_t winner, const char* why);
   void restore_replica_count();
   void crash(uint32_t id, bool power_loss);
   void revive(uint32_t id);

@@ -29,6 +29,24 @@ class CatalogueTest : public ::testing::Test {
     return c.ok() ? std::move(*c) : nullptr;
   }
 
+  // A file at an earlier schema `version` holding node n1 ('n-id'), volume db1 ('v-id') and
+  // the copies `copies_sql` inserts.
+  void old_file(int version, const char* copies_sql) {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
+    ASSERT_TRUE(migrate_to(raw, version).ok());
+    const std::string sql =
+        std::string(
+            "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
+            "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
+            "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
+            "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
+            "'{}','n-id','healthy',1,1);") +
+        copies_sql;
+    ASSERT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+  }
+
   std::filesystem::path dir_;
   std::string path_;
 };
@@ -94,23 +112,12 @@ TEST_F(CatalogueTest, EveryEarlierVersionUpgradesKeepingData) {
 // Migration 5: a version-4 file's copies become copy number 1 with zero progress, and new
 // copy numbers continue above the highest ever given, even after the highest is deleted.
 TEST_F(CatalogueTest, Version4CopiesUpgradeToNumberedCopies) {
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &raw), SQLITE_OK);
-  ASSERT_TRUE(migrate_to(raw, 4).ok());
-  ASSERT_EQ(sqlite3_exec(raw,
-                         "INSERT INTO nodes(id,name,address,api_url,state,created_ms) "
-                         "VALUES('n-id','n1','127.0.0.1','http://127.0.0.1:8080','online',1);"
-                         "INSERT INTO volumes(id,name,size_bytes,block_size,labels,master_node,"
-                         "state,created_ms,updated_ms) VALUES('v-id','db1',1048576,512,"
-                         "'{}','n-id','healthy',1,1);"
-                         "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq) "
-                         "VALUES('c-id','v-id','n-id','master','in-sync',7);",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(raw);
+  old_file(4,
+           "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq) "
+           "VALUES('c-id','v-id','n-id','master','in-sync',7);");
   auto c = open();
   ASSERT_TRUE(c);
-  ASSERT_EQ(c->schema_version(), 5);
+  ASSERT_EQ(c->schema_version(), Catalogue::latest_version());
   auto copies = c->transact<std::vector<CopyRow>>([](Tx& tx) { return tx.copies_of("v-id"); });
   ASSERT_TRUE(copies.ok());
   ASSERT_EQ(copies->size(), 1u);
@@ -153,6 +160,37 @@ TEST_F(CatalogueTest, Version4CopiesUpgradeToNumberedCopies) {
   EXPECT_EQ((*all)[1].sync_total_bytes, 1048576u);
   EXPECT_EQ((*all)[1].behind_bytes, 5u);
   EXPECT_GT((*all)[1].updated_ms, 0);
+}
+
+// Migration 6: a version-5 file's nodes have no boot id yet and its copies are not rebooted;
+// the boot id survives a node's re-registration and the flag round-trips.
+TEST_F(CatalogueTest, Version5UpgradesToBootIdsAndRebootedCopies) {
+  old_file(5,
+           "INSERT INTO copies(id,volume_id,node_id,role,state,applied_seq,number) "
+           "VALUES('c-id','v-id','n-id','master','in-sync',7,1);");
+  auto c = open();
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->schema_version(), 6);
+  auto r = c->transact<void>([](Tx& tx) -> DbResult<void> {
+    EXPECT_EQ(*tx.node_boot_id("n-id"), "");
+    EXPECT_EQ(tx.node_boot_id("nope").error().code, DbErrc::kNotFound);
+    if (auto b = tx.set_node_boot_id("n-id", "boot-a"); !b) return b;
+    if (auto n = tx.upsert_node({"n-id", "n1", "127.0.0.1", "http://x", "online"}); !n) return n;
+    EXPECT_EQ(*tx.node_boot_id("n-id"), "boot-a") << "re-registering keeps the boot id";
+    auto copies = tx.copies_of("v-id");
+    EXPECT_FALSE(copies->front().rebooted);
+    CopyRow row = copies->front();
+    row.rebooted = true;
+    row.report_seq = 1ull << 52;
+    if (auto u = tx.update_copy(row); !u) return u;
+    EXPECT_TRUE(tx.copies_of("v-id")->front().rebooted);
+    EXPECT_EQ(tx.copies_of("v-id")->front().report_seq, 1ull << 52);
+    row.rebooted = false;
+    if (auto p = tx.put_copy(row); !p) return p;
+    EXPECT_FALSE(tx.copies_on("n-id")->front().rebooted);
+    return {};
+  });
+  ASSERT_TRUE(r.ok()) << r.error().message;
 }
 
 TEST_F(CatalogueTest, RefusesAFileFromTheFuture) {

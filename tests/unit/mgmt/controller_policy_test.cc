@@ -56,6 +56,108 @@ TEST(ControllerPolicy, PromotesTheInSyncReplicaWithTheHighestAppliedSequence) {
   EXPECT_FALSE(pick_new_master({}));
 }
 
+TEST(ControllerPolicy, ARebootedReplicaIsNeverPickedFirst) {
+  // Seed 5700 of sim_cluster: the replica whose node lost power was still recorded in sync.
+  std::vector<PromotionCandidate> c = {
+      {1, false, true, false, true, 900},       // the lost master
+      {2, true, true, true, false, 990, true},  // rebooted: its unflushed writes are gone
+      {3, true, true, true, false, 800},
+  };
+  EXPECT_EQ(c[*pick_new_master(c)].number, 3u) << "the intact one, though it is behind";
+  auto m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kPromote);
+  EXPECT_EQ(c[m.index].number, 3u);
+  EXPECT_FALSE(m.unflushed_may_be_lost);
+  c[2].in_sync = false;
+  EXPECT_FALSE(pick_new_master(c));
+}
+
+TEST(ControllerPolicy, WaitsForAnIntactCopyRatherThanPromoteARebootedOne) {
+  // The master was killed (its page cache, so every acknowledged write, survives); the only
+  // online replica rebooted. Promoting it would lose what it had not flushed: wait.
+  std::vector<PromotionCandidate> c = {
+      {1, false, true, false, true, 900},
+      {2, true, false, true, false, 990, true},
+  };
+  auto m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kWait);
+  EXPECT_EQ(c[m.index].number, 1u);
+  // An intact replica on an offline node is waited for too, and preferred to the old master
+  // as the copy a caller may hand mastership to.
+  c.push_back({3, true, true, false, false, 700});
+  m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kWait);
+  EXPECT_EQ(c[m.index].number, 3u);
+  // It comes back: promoted.
+  c[2].node_online = true;
+  m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kPromote);
+  EXPECT_EQ(c[m.index].number, 3u);
+}
+
+TEST(ControllerPolicy, WholeClusterPowerLossPromotesOnceEveryCopyIsBack) {
+  // Every copy that was in sync rebooted (the master's too); copy 4 was out of sync before.
+  std::vector<PromotionCandidate> c = {
+      {1, false, false, false, true, 900, true},
+      {2, true, false, true, false, 950, true},
+      {3, true, false, false, false, 990, true},
+      {4, true, false, true, false, 999},
+  };
+  auto m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kWait) << "the master's own copy is the best one";
+  EXPECT_EQ(c[m.index].number, 1u);
+  c[0].node_online = true;
+  m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kPromote);
+  EXPECT_EQ(c[m.index].number, 1u) << "kept, though copy 3 is still away";
+  EXPECT_TRUE(m.unflushed_may_be_lost);
+  // Without the master's copy (it was out of sync): the replicas, once all are back.
+  c[0].rebooted = false;
+  m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kWait) << "copy 3 may come back with more";
+  EXPECT_EQ(c[m.index].number, 3u);
+  c[2].node_online = true;
+  m = choose_master(c);
+  EXPECT_EQ(m.kind, MasterChoiceKind::kPromote);
+  EXPECT_EQ(c[m.index].number, 3u) << "the highest applied sequence, never the out-of-sync 4";
+  EXPECT_TRUE(m.unflushed_may_be_lost);
+  // Nothing that was ever in sync: no choice.
+  std::vector<PromotionCandidate> stale = {{1, false, false, true, true, 1},
+                                           {2, true, false, true, false, 5}};
+  EXPECT_EQ(choose_master(stale).kind, MasterChoiceKind::kNone);
+  EXPECT_EQ(choose_master({}).kind, MasterChoiceKind::kNone);
+}
+
+// Over every combination of three copies' flags: a promotion never picks a rebooted copy while
+// an intact one exists, and never an out-of-sync one.
+TEST(ControllerPolicy, ChooseMasterNeverPrefersARebootedCopyExhaustively) {
+  for (uint32_t bits = 0; bits < (1u << 12); ++bits) {
+    std::vector<PromotionCandidate> c;
+    for (uint32_t i = 0; i < 3; ++i) {
+      const uint32_t b = bits >> (i * 4);
+      PromotionCandidate p{i + 1, i != 0, (b & 1) != 0, (b & 2) != 0, i == 0, 100 + i};
+      p.rebooted = (b & 4) != 0;
+      c.push_back(p);
+    }
+    bool intact = false;
+    for (const auto& p : c) intact |= p.in_sync && !p.rebooted;
+    auto m = choose_master(c);
+    if (m.kind != MasterChoiceKind::kPromote) continue;
+    const PromotionCandidate& w = c[m.index];
+    EXPECT_TRUE(w.in_sync || w.rebooted) << bits;
+    if (intact) {
+      EXPECT_TRUE(w.in_sync && !w.rebooted && w.node_online && w.replica) << bits;
+      EXPECT_FALSE(m.unflushed_may_be_lost) << bits;
+    } else {
+      EXPECT_TRUE(w.rebooted && w.node_online && m.unflushed_may_be_lost) << bits;
+      if (w.replica) {
+        for (const auto& p : c) EXPECT_TRUE(!p.rebooted || p.node_online) << bits;
+        EXPECT_FALSE(c[0].rebooted) << bits << ": the master's own copy goes first";
+      }
+    }
+  }
+}
+
 TEST(ControllerPolicy, EachGenerationNumbersAboveTheLast) {
   EXPECT_EQ(first_sequence(1), 0u);
   EXPECT_EQ(first_sequence(2), uint64_t{2} << 40);

@@ -554,9 +554,13 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
 
   // The master (n2) reports its replica out of sync through the heartbeat.
   json rep = {{"known_revision", rev},
-              {"copies", {{{"volume_id", vid}, {"number", replica_number},
-                           {"state", "out-of-sync"}, {"applied_seq", 5},
-                           {"behind_bytes", 4096}}}}};
+              {"copies",
+               {{{"volume_id", vid},
+                 {"number", replica_number},
+                 {"state", "out-of-sync"},
+                 {"applied_seq", 5},
+                 {"generation", 1},
+                 {"behind_bytes", 4096}}}}};
   ans = body(call("POST", "/api/v1/nodes/n2/heartbeat", rep.dump(), tok));
   EXPECT_TRUE(ans.contains("state")) << "the report changed the state";
   json v = body(call("GET", "/api/v1/volumes/v"));
@@ -566,12 +570,26 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
 
   // The copy-state route: committed before 200.
   json cs = {{"node", "n2"},
-             {"copies", {{{"volume_id", vid}, {"number", replica_number}, {"state", "in-sync"},
-                          {"applied_seq", 9}}}}};
+             {"copies",
+              {{{"volume_id", vid},
+                {"number", replica_number},
+                {"state", "in-sync"},
+                {"applied_seq", 9},
+                {"generation", 1}}}}};
   auto r = call("POST", "/api/v1/cluster/copy-state", cs.dump(), tok);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(body(r)["applied"], 1);
   EXPECT_EQ(body(call("GET", "/api/v1/volumes/v"))["state"], "healthy");
+  // A report made at another generation than the volume's (a deposed master's late one) is
+  // refused with 409 and changes nothing.
+  json stale = cs;
+  stale["copies"][0]["state"] = "out-of-sync";
+  stale["copies"][0]["generation"] = 2;
+  auto st = call("POST", "/api/v1/cluster/copy-state", stale.dump(), tok);
+  EXPECT_EQ(st.status, 409) << st.body;
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/v"))["state"], "healthy");
+  stale["copies"][0].erase("generation");
+  EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", stale.dump(), tok).status, 422);
   EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", cs.dump(), "wrong").status, 401);
   EXPECT_EQ(call("POST", "/api/v1/cluster/copy-state", cs.dump(), kToken).status, 401)
       << "the admin token is not a node token";
@@ -595,9 +613,15 @@ TEST_F(RouterTest, CopyReportsAndClusterStateRideOnHeartbeats) {
     EXPECT_TRUE(b.status == 400 || b.status == 422) << bad << " -> " << b.status;
   }
   for (const char* bad : {R"({"copies":"x"})", R"({"known_revision":"1"})",
-                          R"({"known_revision":-7})", R"({"copies":[{"number":2}]})"}) {
+                          R"({"known_revision":-7})", R"({"copies":[{"number":2}]})",
+                          R"({"boot_id":""})", R"({"boot_id":5})", R"({"boot_id":"a/b"})"}) {
     EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", bad, tok).status, 422) << bad;
   }
+  // A boot id rides on heartbeats: a changed one takes the node's replicas out of sync.
+  EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", R"({"boot_id":"b-1"})", tok).status, 200);
+  EXPECT_EQ(call("POST", "/api/v1/nodes/n2/heartbeat", R"({"boot_id":"b-2"})", tok).status, 200);
+  EXPECT_EQ(body(call("GET", "/api/v1/volumes/v"))["generation"], 2)
+      << "n2 mastered v and rebooted: v went to its intact replica";
 }
 
 TEST_F(RouterTest, NonControllerForwardsTheApiButServesHealthLocally) {
