@@ -87,8 +87,9 @@ struct CopyReport {
 inline constexpr size_t kMaxCopyReports = 10000;
 
 // JSON of reports: [{volume_id, number, state, generation, report_seq, applied_seq,
-// sync_done_bytes, sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array, types,
-// lengths, known states, a generation of at least 1) and fails with a 400/422 naming `field`.
+// sync_done_bytes, sync_total_bytes, behind_bytes}]. Parsing checks everything (bounded array,
+// types, lengths, known states, a generation of at least 1) and fails with a 400/422 naming
+// `field`.
 nlohmann::json copy_reports_json(const std::vector<CopyReport>& reports);
 core::Result<std::vector<CopyReport>, ApiError> parse_copy_reports(const nlohmann::json& j,
                                                                    const char* field = "copies");

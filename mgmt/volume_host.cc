@@ -541,10 +541,9 @@ std::shared_ptr<core::BlockVolume> VolumeHost::open_volume(const std::string& vo
 }
 
 uint64_t VolumeHost::next_report_seq() {
-  const auto now_us = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  const auto now_us = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
   uint64_t cur = report_seq_.load();
   uint64_t next = 0;
   do {

@@ -92,8 +92,8 @@ struct Params {
 struct Node {
   uint32_t id = 0;  // also its copy number
   bool alive = true;
-  uint64_t inc = 0;  // incarnation: bumped by a crash
-  uint64_t boot = 1;  // the node's boot id: changed by a power loss, not by a process kill
+  uint64_t inc = 0;         // incarnation: bumped by a crash
+  uint64_t boot = 1;        // the node's boot id: changed by a power loss, not by a process kill
   uint64_t report_seq = 0;  // VolumeHost::next_report_seq: increases across restarts too
   std::unique_ptr<Disk> disk;
   std::unique_ptr<SimRegionStore> mstore;
@@ -132,7 +132,7 @@ struct Link {  // between the master engine on node m and the copy on node k
 
 struct CopyRec {
   bool in_sync = true;
-  bool rebooted = false;  // in sync when its node rebooted, no master report since
+  bool rebooted = false;    // in sync when its node rebooted, no master report since
   uint64_t report_seq = 0;  // the newest master report applied (0 after a promotion)
   uint64_t applied = 0;
   mgmt::CopySyncState state = mgmt::CopySyncState::kInSync;  // as the master last reported
