@@ -463,7 +463,7 @@ void VolumeHost::open_replica(const db::VolumeRow& v, const db::CopyRow& me) {
   o.map_path = map_path;
   o.fresh_file = fresh;
   o.in_sync = me.state == db::kCopyInSync;
-  auto copy = rep::ReplicaCopy::open(io_, std::move(file), o);
+  auto copy = rep::ReplicaCopy::open(std::move(file), o);
   if (!copy) {
     spdlog::error("volume={} copy {}: {}", v.name, me.number, copy.error());
     return;

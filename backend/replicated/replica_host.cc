@@ -109,8 +109,7 @@ std::string ReplicaCopy::state() const {
 }
 
 core::Result<std::shared_ptr<ReplicaCopy>, std::string> ReplicaCopy::open(
-    boost::asio::io_context& io, std::shared_ptr<FileVolume> local, Options options) {
-  (void)io;
+    std::shared_ptr<FileVolume> local, Options options) {
   auto impl = std::make_unique<Impl>(std::move(local), std::move(options));
   Impl& s = *impl;
   repl::RegionGeometry g;

@@ -29,10 +29,6 @@
 #include "backend/wire/frame.h"
 #include "core/result.h"
 
-namespace boost::asio {
-class io_context;
-}  // namespace boost::asio
-
 namespace tandem::backend::replicated {
 
 class ReplicaCopy : public std::enable_shared_from_this<ReplicaCopy> {
@@ -51,7 +47,7 @@ class ReplicaCopy : public std::enable_shared_from_this<ReplicaCopy> {
   };
 
   static core::Result<std::shared_ptr<ReplicaCopy>, std::string> open(
-      boost::asio::io_context& io, std::shared_ptr<FileVolume> local, Options options);
+      std::shared_ptr<FileVolume> local, Options options);
   ~ReplicaCopy();
 
   void on_frame(const std::shared_ptr<link::InboundConnection>& conn,

@@ -144,7 +144,7 @@ class ReplicatedTest : public ::testing::Test {
     o.map_path = (n.dir / (id_ + ".map")).string();
     o.fresh_file = fresh;
     o.in_sync = in_sync;
-    auto c = ReplicaCopy::open(io_, vol, o);
+    auto c = ReplicaCopy::open(vol, o);
     EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error());
     n.host->add(*c);
     return *c;
