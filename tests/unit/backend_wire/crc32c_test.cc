@@ -1,5 +1,6 @@
 // core::crc32c: RFC 3720 appendix B.4 vectors, the catalogue check value, extend semantics,
-// and the SSE4.2 path against the slicing-by-8 path on random buffers at every alignment.
+// and the SSE4.2 paths (three interleaved streams, and one) against the slicing-by-8 path on
+// random buffers at every alignment and length around the stream strides.
 #include "core/crc32c.h"
 
 #include <gtest/gtest.h>
@@ -85,6 +86,61 @@ TEST(Crc32c, HardwareEqualsSoftwareOnRandomBuffers) {
     ASSERT_EQ(crc32c_detail::hardware(buf.data() + off, len, seed),
               crc32c_detail::software(buf.data() + off, len, seed))
         << "iter " << iter << " off " << off << " len " << len;
+  }
+}
+
+// The interleaved hardware loop splits buffers of 768 bytes and more into three streams
+// (strides of 3 x 256 and 3 x 8192 bytes): lengths around every stride boundary, at every
+// alignment and with random seeds, against the slicing-by-8 path and the plain single-stream
+// loop.
+TEST(Crc32c, InterleavedStreamsEqualSimplePathsAtStrideBoundaries) {
+  if (!crc32c_detail::hardware_available()) GTEST_SKIP() << "no SSE4.2 on this CPU";
+  std::mt19937_64 rng(7703);
+  std::vector<uint8_t> buf(4 * 3 * 8192 + 64);
+  for (auto& b : buf) b = uint8_t(rng());
+  std::vector<size_t> lengths;
+  for (size_t stride : {size_t(3 * 256), size_t(3 * 8192)}) {
+    for (size_t k = 1; k <= 3; ++k) {
+      for (long d = -9; d <= 9; ++d) lengths.push_back(size_t(long(k * stride) + d));
+    }
+  }
+  lengths.push_back(3 * 8192 + 3 * 256);
+  lengths.push_back(buf.size() - 16);
+  for (size_t len : lengths) {
+    for (size_t off = 0; off < 16; ++off) {
+      const uint32_t seed = off % 2 ? uint32_t(rng()) : 0u;
+      const uint8_t* p = buf.data() + off;
+      const uint32_t want = crc32c_detail::software(p, len, seed);
+      ASSERT_EQ(crc32c_detail::hardware(p, len, seed), want) << "len " << len << " off " << off;
+      ASSERT_EQ(crc32c_detail::hardware_one_stream(p, len, seed), want)
+          << "len " << len << " off " << off;
+    }
+  }
+}
+
+// A 1 MiB write payload, as the replication path checks it, and a bit flip in each stream.
+TEST(Crc32c, InterleavedStreamsOnOneMebibyteAndTheirBitFlips) {
+  std::mt19937_64 rng(1u << 20);
+  std::vector<uint8_t> v(1u << 20);
+  for (auto& b : v) b = uint8_t(rng());
+  const uint32_t good = of(v);
+  EXPECT_EQ(good, crc32c_detail::software(v.data(), v.size(), 0));
+  // Offsets in the first, second and third stream of a stride, and in the tail.
+  for (size_t at : {size_t(5), size_t(8192 + 3), size_t(2 * 8192 + 4095), v.size() - 1}) {
+    v[at] ^= 0x10;
+    EXPECT_NE(of(v), good) << at;
+    EXPECT_EQ(of(v), crc32c_detail::software(v.data(), v.size(), 0)) << at;
+    v[at] ^= 0x10;
+  }
+}
+
+TEST(Crc32c, ExtendZerosMatchesCheckingZeros) {
+  std::vector<uint8_t> zeros(3 * 8192 + 77, 0);
+  std::mt19937 rng(99);
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(256), size_t(8192), zeros.size()}) {
+    const uint32_t crc = uint32_t(rng());
+    EXPECT_EQ(crc32c_detail::extend_zeros(crc, n), crc32c_detail::software(zeros.data(), n, crc))
+        << n;
   }
 }
 
