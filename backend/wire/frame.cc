@@ -227,11 +227,43 @@ const char* to_string(WireErrc e) {
 
 namespace {
 
+// Payloads of at least kProbeFrom bytes are probed before a full lz4 attempt: kProbeSamples
+// samples of kProbeSample bytes spread evenly over the payload are compressed (each on its
+// own), and unless together they shrink by at least 1/kProbeMinSaving the payload goes raw.
+// On 1 MiB of incompressible data the probe takes ~18 us against ~110 us for a full attempt
+// (lz4 gives up faster on long incompressible runs than on 4 KiB ones); on compressible data
+// it adds ~1% to the attempt. Data that compresses somewhere in the payload shows it in the
+// samples (a half-compressible 1 MiB write has half its samples compressible), and what
+// shrinks by less than ~3% is hardly worth the replica's decompression anyway. The volume's
+// own skip-after-misses (backend/replicated) still applies on top.
+constexpr size_t kProbeFrom = 64u << 10;
+constexpr size_t kProbeSample = 4u << 10;
+constexpr size_t kProbeSamples = 8;
+constexpr size_t kProbeMinSaving = 32;
+static_assert(kProbeFrom >= kProbeSamples * kProbeSample);
+
+bool probe_says_compressible(std::span<const uint8_t> payload, std::vector<uint8_t>& scratch) {
+  const int bound = LZ4_compressBound(int(kProbeSample));
+  if (scratch.size() < size_t(bound)) scratch.resize(size_t(bound));
+  const size_t step = (payload.size() - kProbeSample) / (kProbeSamples - 1);
+  size_t packed = 0;
+  for (size_t i = 0; i < kProbeSamples; ++i) {
+    const int n =
+        LZ4_compress_default(reinterpret_cast<const char*>(payload.data() + i * step),
+                             reinterpret_cast<char*>(scratch.data()), int(kProbeSample), bound);
+    packed += n > 0 ? size_t(n) : kProbeSample;
+  }
+  const size_t sampled = kProbeSamples * kProbeSample;
+  return packed <= sampled - sampled / kProbeMinSaving;
+}
+
 // lz4 into a scratch buffer kept per thread (grown, never zero-filled again): returns the
-// compressed bytes, or an empty span when compressing does not shrink `payload`.
+// compressed bytes, or an empty span when compressing does not shrink `payload` (or the
+// probe of a large payload says it would not).
 std::span<const uint8_t> try_lz4(std::span<const uint8_t> payload) {
   if (payload.size() < kMinCompressSize) return {};
   thread_local std::vector<uint8_t> scratch;
+  if (payload.size() >= kProbeFrom && !probe_says_compressible(payload, scratch)) return {};
   const int bound = LZ4_compressBound(int(payload.size()));
   if (scratch.size() < size_t(bound)) scratch.resize(size_t(bound));
   const int n =

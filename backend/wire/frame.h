@@ -195,7 +195,9 @@ using WireResult = core::Result<T, WireError>;
 const char* to_string(WireErrc e);
 
 // Appends one frame to `out`. The payload goes lz4-compressed (block format) when `compress`
-// is set, it is at least kMinCompressSize and compressing shrinks it; else raw. Refuses a
+// is set, it is at least kMinCompressSize and compressing shrinks it; else raw. A payload of
+// 64 KiB or more is first probed (lz4 on eight 4 KiB samples spread over it) and goes raw
+// without a full attempt unless the samples shrink by at least ~3%. Refuses a
 // header/payload the decoder would refuse (so a bug surfaces at the sender). On error `out`
 // is left as it was. Returns the bytes appended.
 WireResult<size_t> encode(const FrameHeader& header, std::span<const uint8_t> payload,
