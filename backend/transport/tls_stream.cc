@@ -47,6 +47,14 @@ std::string endpoint_string(const tcp::endpoint& ep) {
   return host + ":" + std::to_string(ep.port());
 }
 
+// Asio's engine sets SSL_MODE_RELEASE_BUFFERS, so OpenSSL frees its 16.7 KiB record buffers
+// whenever they drain and allocates them again for the next record: a malloc/free pair per
+// record each way, about 130 per replicated MiB on each node. A replication link is long-lived
+// and busy, so it keeps them (two buffers per connection).
+void keep_record_buffers(TlsSocket& stream) {
+  SSL_clear_mode(stream.native_handle(), SSL_MODE_RELEASE_BUFFERS);
+}
+
 std::string to_pem(X509* cert) {
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new(BIO_s_mem()), &BIO_free);
   if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) {
@@ -236,6 +244,7 @@ asio::awaitable<TlsResult<TlsConnection>> async_connect_tls(asio::any_io_executo
   }
 
   TlsSocket stream(ex, ctx);
+  keep_record_buffers(stream);
   auto c = co_await (asio::async_connect(stream.lowest_layer(), endpoints, kAwait) ||
                      deadline.async_wait(kAwait));
   if (c.index() == 1) co_return err(TlsErrc::kTimeout, "connecting to " + who + " timed out");
@@ -261,6 +270,7 @@ asio::awaitable<TlsResult<TlsConnection>> async_accept_tls(tcp::socket socket, s
   asio::steady_timer deadline(socket.get_executor());
   deadline.expires_after(timeout);
   TlsSocket stream(std::move(socket), ctx);
+  keep_record_buffers(stream);
   auto peer = co_await handshake(stream, ssl::stream_base::server, deadline, who);
   if (!peer) co_return core::fail(peer.error());
   co_return TlsConnection{std::move(stream), std::move(peer).value(), remote};
