@@ -2,6 +2,7 @@
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
@@ -95,9 +96,12 @@ SendStatus FramePump::push_impl(std::vector<uint8_t>&& frame, Body body, bool fo
     queue_.push_back(Entry{std::move(frame), std::move(body), forced});
     kick = std::exchange(writer_idle_, false);
   }
-  // dispatch: a producer already on the strand (a master sharing its link's strand) wakes the
-  // writer in place, so the frames it queues in one turn go out in one write.
-  if (kick) asio::dispatch(strand_, [self = shared_from_this()] { self->wake_.cancel(); });
+  // dispatch: a producer already on the strand (a master sharing its link's strand, a replica
+  // answering on its connection's strand) starts the write in place: TLS seals the frame and
+  // the socket takes it inside this call, with no hand-off through the scheduler (which wakes
+  // the other network thread). Frames queued while that write is in flight go out together in
+  // the next one.
+  if (kick) asio::dispatch(strand_, [self = shared_from_this()] { self->start_write(); });
   return SendStatus::kQueued;
 }
 
@@ -228,90 +232,105 @@ asio::awaitable<void> FramePump::read_loop() {
 }
 
 asio::awaitable<void> FramePump::write_loop() {
-  std::vector<Entry> batch;
-  std::vector<uint8_t> joined;
-  for (;;) {
-    batch.clear();
-    size_t bytes = 0;
-    {
-      std::lock_guard lock(mu_);
-      if (closed_) co_return;
-      inflight_ = {};
-      while (!queue_.empty() &&
-             (batch.empty() || bytes + queue_.front().size() <= options_.max_gather_bytes)) {
-        Entry& e = queue_.front();
-        bytes += e.size();
-        if (!e.internal) {
-          ++inflight_.frames;
-          inflight_.bytes += e.size();
-        }
-        batch.push_back(std::move(e));
-        queue_.pop_front();
-      }
-      if (batch.empty()) writer_idle_ = true;
-    }
-    if (batch.empty()) {
-      wake_.expires_at(Clock::time_point::max());
-      co_await wake_.async_wait(kAwait);  // cancelled by a producer (or by end())
-      if (stopped_) co_return;
-      continue;
-    }
-
-    uint64_t raw = 0;
-    for (const auto& f : batch) {
-      EncodedFrameInfo info;
-      if (inspect_encoded_frame(f.bytes, info, f.body ? f.body->size() : 0)) {
-        raw += wire::kHeaderSize + info.raw_len;
-      }
-    }
-    std::array<asio::const_buffer, 2> out;
-    if (batch.size() == 1 && (!batch.front().body || bytes > options_.max_gather_bytes)) {
-      // One large frame: head and shared body as they are (the head costs one small record;
-      // a small frame is joined below so it stays one record and one syscall).
-      out[0] = asio::buffer(batch.front().bytes);
-      if (batch.front().body) out[1] = asio::buffer(*batch.front().body);
-    } else {
-      // The SSL stream writes one buffer per record anyway: join small frames so a burst
-      // becomes few records and one syscall.
-      joined.clear();
-      joined.reserve(bytes);
-      for (const auto& f : batch) {
-        joined.insert(joined.end(), f.bytes.begin(), f.bytes.end());
-        if (f.body) joined.insert(joined.end(), f.body->begin(), f.body->end());
-      }
-      out[0] = asio::buffer(joined);
-    }
-    write_in_flight_ = true;
-    write_started_ = Clock::now();
-    auto [ec, n] = co_await asio::async_write(*stream_, out, kAwait);
-    write_in_flight_ = false;
-    if (stopped_) co_return;
-    if (ec) {
-      end("write failed: " + ec.message());
-      co_return;
-    }
-    last_write_ = Clock::now();
-    metrics_->writes.fetch_add(1, std::memory_order_relaxed);
-    metrics_->frames_sent.fetch_add(batch.size(), std::memory_order_relaxed);
-    metrics_->bytes_sent_wire.fetch_add(bytes, std::memory_order_relaxed);
-    metrics_->bytes_sent_raw.fetch_add(raw, std::memory_order_relaxed);
-
-    std::vector<Waiter> ready;
-    {
-      std::lock_guard lock(mu_);
-      queued_bytes_ -= bytes;
-      inflight_ = {};
-      for (auto it = waiters_.begin(); it != waiters_.end();) {
-        if (fits_locked(it->bytes)) {
-          ready.push_back(std::move(*it));
-          it = waiters_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    }
-    for (auto& w : ready) w.fn(true);
+  // Writes are started by start_write() (here, by push() on an idle writer, and by each write's
+  // completion); this loop only keeps run() going until the session ended and the write in
+  // flight finished (the stream and the batch must outlive it).
+  start_write();
+  while (!stopped_ || write_in_flight_) {
+    wake_.expires_at(Clock::time_point::max());
+    co_await wake_.async_wait(kAwait);  // cancelled by end() and by a write ending after it
   }
+}
+
+void FramePump::start_write() {
+  if (write_in_flight_ || stopped_ || stream_ == nullptr) return;
+  batch_.clear();
+  batch_bytes_ = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return;
+    inflight_ = {};
+    while (!queue_.empty() &&
+           (batch_.empty() || batch_bytes_ + queue_.front().size() <= options_.max_gather_bytes)) {
+      Entry& e = queue_.front();
+      batch_bytes_ += e.size();
+      if (!e.internal) {
+        ++inflight_.frames;
+        inflight_.bytes += e.size();
+      }
+      batch_.push_back(std::move(e));
+      queue_.pop_front();
+    }
+    if (batch_.empty()) {
+      writer_idle_ = true;  // the next push() starts the write
+      return;
+    }
+  }
+  batch_raw_ = 0;
+  for (const auto& f : batch_) {
+    EncodedFrameInfo info;
+    if (inspect_encoded_frame(f.bytes, info, f.body ? f.body->size() : 0)) {
+      batch_raw_ += wire::kHeaderSize + info.raw_len;
+    }
+  }
+  std::array<asio::const_buffer, 2> out;
+  if (batch_.size() == 1 && (!batch_.front().body || batch_bytes_ > options_.max_gather_bytes)) {
+    // One large frame: head and shared body as they are (the head costs one small record;
+    // a small frame is joined below so it stays one record and one syscall).
+    out[0] = asio::buffer(batch_.front().bytes);
+    if (batch_.front().body) out[1] = asio::buffer(*batch_.front().body);
+  } else {
+    // The SSL stream writes one buffer per record anyway: join small frames so a burst
+    // becomes few records and one syscall.
+    joined_.clear();
+    joined_.reserve(batch_bytes_);
+    for (const auto& f : batch_) {
+      joined_.insert(joined_.end(), f.bytes.begin(), f.bytes.end());
+      if (f.body) joined_.insert(joined_.end(), f.body->begin(), f.body->end());
+    }
+    out[0] = asio::buffer(joined_);
+  }
+  write_in_flight_ = true;
+  write_started_ = Clock::now();
+  asio::async_write(
+      *stream_, out,
+      asio::bind_executor(
+          strand_, [self = shared_from_this()](error_code ec, size_t) { self->on_written(ec); }));
+}
+
+void FramePump::on_written(error_code ec) {
+  write_in_flight_ = false;
+  if (stopped_) {
+    wake_.cancel();  // write_loop() waits for this write before run() ends
+    return;
+  }
+  if (ec) {
+    end("write failed: " + ec.message());
+    return;
+  }
+  last_write_ = Clock::now();
+  metrics_->writes.fetch_add(1, std::memory_order_relaxed);
+  metrics_->frames_sent.fetch_add(batch_.size(), std::memory_order_relaxed);
+  metrics_->bytes_sent_wire.fetch_add(batch_bytes_, std::memory_order_relaxed);
+  metrics_->bytes_sent_raw.fetch_add(batch_raw_, std::memory_order_relaxed);
+  batch_.clear();  // releases shared payloads now, not at the next write
+
+  std::vector<Waiter> ready;
+  {
+    std::lock_guard lock(mu_);
+    queued_bytes_ -= batch_bytes_;
+    inflight_ = {};
+    for (auto it = waiters_.begin(); it != waiters_.end();) {
+      if (fits_locked(it->bytes)) {
+        ready.push_back(std::move(*it));
+        it = waiters_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& w : ready) w.fn(true);
+  start_write();
 }
 
 asio::awaitable<void> FramePump::watchdog() {

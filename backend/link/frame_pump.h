@@ -89,6 +89,8 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   void close_queue();            // strand
   boost::asio::awaitable<void> read_loop();
   boost::asio::awaitable<void> write_loop();
+  void start_write();  // strand: writes the queue's head batch unless a write is in flight
+  void on_written(boost::system::error_code ec);  // strand
   boost::asio::awaitable<void> watchdog();
 
   using Clock = std::chrono::steady_clock;
@@ -118,7 +120,7 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   std::vector<Waiter> waiters_;
 
   // On the strand.
-  boost::asio::steady_timer wake_;  // the idle writer waits on it; producers cancel it
+  boost::asio::steady_timer wake_;  // write_loop() waits on it for the session's end
   boost::asio::steady_timer tick_;  // watchdog period
   transport::TlsSocket* stream_ = nullptr;
   FrameFn on_frame_;
@@ -129,6 +131,10 @@ class FramePump : public std::enable_shared_from_this<FramePump> {
   Clock::time_point last_write_{};
   Clock::time_point write_started_{};
   bool write_in_flight_ = false;
+  std::vector<Entry> batch_;     // the frames of the write in flight
+  std::vector<uint8_t> joined_;  // their bytes when joined into one buffer
+  size_t batch_bytes_ = 0;
+  uint64_t batch_raw_ = 0;
   bool heartbeats_on_ = false;
   Dropped dropped_;
   bool decode_failed_ = false;

@@ -163,6 +163,9 @@ class TestHandler : public FrameHandler {
         gate_cv_.wait_for(lock, 10s, [&] { return !gate_closed_; });
       }
     }
+    // Recorded before the ACK goes: a reply is written at once (on this strand), so the peer
+    // may see it before this handler returns.
+    m.update([&] { frames.push_back(wire::Frame{h, std::move(payload)}); });
     if (h.type == wire::FrameType::kWrite) {
       wire::FrameHeader ack;
       ack.type = wire::FrameType::kAck;
@@ -175,7 +178,6 @@ class TestHandler : public FrameHandler {
         m.update([&] { ++reply_failures; });
       }
     }
-    m.update([&] { frames.push_back(wire::Frame{h, std::move(payload)}); });
   }
   void on_connection_down(const std::shared_ptr<InboundConnection>&,
                           const std::string& reason) override {
