@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -240,8 +241,22 @@ void RegionMap::touch(uint64_t r) {
   }
 }
 
+void RegionMap::set_mark_group(uint64_t regions) {
+  group_ = std::bit_floor(std::max<uint64_t>(regions, 1));
+}
+
+uint64_t RegionMap::default_mark_group(const RegionGeometry& g) {
+  return std::max<uint64_t>(kDefaultMarkGroupBytes >> g.region_shift, 1);
+}
+
 RegionResult<void> RegionMap::persist_dirty(uint64_t r0, uint64_t r1) {
   if (!store_) return {};
+  bool all_dirty = true;
+  for (uint64_t r = r0; r <= r1 && all_dirty; ++r) all_dirty = (flags_[r] & kDiskDirty) != 0;
+  if (all_dirty) return {};
+  // A sync is due anyway: the clean regions of the touched groups ride along.
+  r0 &= ~(group_ - 1);
+  r1 = std::min<uint64_t>(r1 | (group_ - 1), region_count() - 1);
   bool wrote = false;
   std::vector<uint64_t> run;
   uint64_t run_start = 0;

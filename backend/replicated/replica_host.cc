@@ -140,6 +140,7 @@ core::Result<std::shared_ptr<ReplicaCopy>, std::string> ReplicaCopy::open(
     s.map.emplace(std::move(*c));
     in_sync = s.opt.fresh_file && s.opt.in_sync;
   }
+  s.map->set_mark_group(repl::RegionMap::default_mark_group(g));
   repl::ReplicaConfig cfg;
   if (!wire::parse_uuid(s.opt.uuid, cfg.volume)) return core::fail("bad volume id " + s.opt.uuid);
   cfg.copy_id = s.opt.copy;

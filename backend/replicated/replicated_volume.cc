@@ -320,6 +320,7 @@ struct Strand {
       }
     }
     s.map = std::move(map);
+    s.map->set_mark_group(repl::RegionMap::default_mark_group(g));
     repl::MasterConfig cfg;
     (void)wire::parse_uuid(s.opt.uuid, cfg.volume);
     cfg.generation = s.opt.generation;

@@ -170,6 +170,7 @@ void World::revive(uint32_t k) {
     return;
   }
   r.map.emplace(std::move(*m));
+  r.map->set_mark_group(p_.mark_group);
   repl::ReplicaConfig rc;
   rc.volume = volume_;
   rc.copy_id = r.id;

@@ -15,6 +15,7 @@ ClusterWorld::ClusterWorld(uint64_t seed, bool trace)
     : SimLoop(trace, 600), seed_(seed), rng_(seed * 0x9E3779B97F4A7C15ull + 7), p_(rng_) {
   // Drawn apart from rng_ so that seeds without a spare run as they did before spares existed.
   p_.spares = Rng(seed ^ 0x5EED5EEDull).chance(50) ? 1 : 0;
+  p_.mark_group = 1u << Rng(seed ^ 0x6D61726Bull).below(4);
   geo_ = repl::RegionGeometry{p_.blocks * kBlockSize, kBlockSize, p_.region_shift};
   for (size_t i = 0; i < volume_.size(); ++i)
     volume_[i] = uint8_t(seed >> (i % 8) * 8) ^ uint8_t(i);
@@ -107,6 +108,7 @@ void ClusterWorld::fresh_copy(Node& n) {
     return;
   }
   n.map.emplace(std::move(*m));
+  n.map->set_mark_group(p_.mark_group);
 }
 
 // ReplicatedVolume::set_peers: the engine's copies follow the catalogue's.
@@ -757,6 +759,7 @@ void ClusterWorld::revive(uint32_t id) {
     return;
   }
   n.map.emplace(std::move(*m));
+  n.map->set_mark_group(p_.mark_group);
   n.alive = true;
   log("node %u restarts (%llu unknown regions)", id, (unsigned long long)n.map->dirty_on_disk());
   reconcile(n);  // from its local mirror of the catalogue

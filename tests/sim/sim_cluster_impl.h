@@ -64,6 +64,7 @@ struct Params {
   uint32_t power_loss_percent;
   uint32_t ctl_loss_percent;  // heartbeat and report messages lost
   uint32_t hash_unit;         // resync compares units of this size: 1..8 per region
+  uint32_t mark_group = 1;  // regions a map dirties together (drawn apart from rng)
   explicit Params(Rng& rng) {
     nodes = uint32_t(rng.range(2, 4));
     blocks = uint64_t{64} << rng.below(3);
@@ -81,9 +82,9 @@ struct Params {
     char b[200];
     std::snprintf(b, sizeof b,
                   "nodes=%u spares=%u blocks=%llu region=%u qd=%u ops=%u faults=%u "
-                  "power_loss=%u%% ctl_loss=%u%% hash_unit=%u",
+                  "power_loss=%u%% ctl_loss=%u%% hash_unit=%u mark_group=%u",
                   nodes, spares, (unsigned long long)blocks, 1u << region_shift, qd, ops, faults,
-                  power_loss_percent, ctl_loss_percent, hash_unit);
+                  power_loss_percent, ctl_loss_percent, hash_unit, mark_group);
     return b;
   }
 };

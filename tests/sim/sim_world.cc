@@ -16,6 +16,8 @@ World::World(uint64_t seed, bool trace)
       p_(rng_),
       master_disk_(kBlockSize, p_.blocks),
       acked_floor_(p_.blocks, 0) {
+  // Drawn apart from rng_ so that older seeds keep their scenario.
+  p_.mark_group = 1u << Rng(seed ^ 0x6D61726Bull).below(4);
   geo_ = repl::RegionGeometry{p_.blocks * kBlockSize, kBlockSize, p_.region_shift};
   for (size_t i = 0; i < volume_.size(); ++i)
     volume_[i] = uint8_t(seed >> (i % 8) * 8) ^ uint8_t(i);
@@ -38,6 +40,7 @@ World::World(uint64_t seed, bool trace)
     r.id = k + 1;
     r.disk = std::make_unique<Disk>(kBlockSize, p_.blocks);
     r.map.emplace(std::move(*repl::RegionMap::create(&r.mstore, geo_)));
+    r.map->set_mark_group(p_.mark_group);
     repl::ReplicaConfig rc;
     rc.volume = volume_;
     rc.copy_id = r.id;

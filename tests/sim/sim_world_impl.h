@@ -62,6 +62,7 @@ struct Params {
   uint32_t window;
   uint64_t max_queued;
   uint32_t hash_unit;  // resync compares units of this size: 1..8 per region
+  uint32_t mark_group = 1;  // regions a map dirties together (drawn apart from rng)
 
   explicit Params(Rng& rng) {
     replicas = uint32_t(rng.range(1, 3));
@@ -80,10 +81,10 @@ struct Params {
     char b[256];
     std::snprintf(b, sizeof b,
                   "replicas=%u blocks=%llu region=%u qd=%u ops=%u faults=%u budget=%llu "
-                  "max_active=%u window=%u max_queued=%llu hash_unit=%u",
+                  "max_active=%u window=%u max_queued=%llu hash_unit=%u mark_group=%u",
                   replicas, (unsigned long long)blocks, 1u << region_shift, qd, ops, faults,
                   (unsigned long long)budget, max_active, window, (unsigned long long)max_queued,
-                  hash_unit);
+                  hash_unit, mark_group);
     return b;
   }
 };

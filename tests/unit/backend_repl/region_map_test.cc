@@ -304,6 +304,50 @@ TEST(RegionMap, CheckpointLeavesHotRegionsAndUndurableWritesDirty) {
   EXPECT_EQ(re2->seq_of(1), 11u);
 }
 
+TEST(RegionMap, MarkGroupTurnsItsCleanRegionsDirtyInTheSameSync) {
+  FakeStore store;
+  auto m = RegionMap::create(&store, small_geometry());  // 64 regions of 4 KiB
+  ASSERT_TRUE(m.ok());
+  m->set_mark_group(6);  // not a power of two: 4
+  EXPECT_EQ(m->mark_group(), 4u);
+  const int64_t base = store.syncs();
+  ASSERT_TRUE(m->mark(8, 1, 1).ok());  // region 1: regions 0..3 turn dirty, one sync
+  EXPECT_EQ(store.syncs(), base + 1);
+  EXPECT_EQ(m->dirty_on_disk(), 4u);
+  ASSERT_TRUE(m->mark(3 * 8, 1, 2).ok());  // region 3, same group: no I/O
+  EXPECT_EQ(store.syncs(), base + 1);
+  ASSERT_TRUE(m->mark(7 * 8, 16, 3).ok());  // regions 7..8 span groups 1 and 2: one sync
+  EXPECT_EQ(store.syncs(), base + 2);
+  EXPECT_EQ(m->dirty_on_disk(), 12u);
+  ASSERT_TRUE(m->mark(63 * 8, 1, 4).ok());  // the last group
+  EXPECT_EQ(m->dirty_on_disk(), 16u);
+  // Only the regions written carry new seqs; the group's others keep theirs.
+  EXPECT_EQ(m->seq_of(0), 0u);
+  EXPECT_EQ(m->seq_of(1), 1u);
+  EXPECT_EQ(m->seq_of(8), 3u);
+  // A crash now: the whole groups come back unknown (resynced), the rest clean.
+  {
+    FakeStore after(store.after_crash(FakeStore::Survive::kNone, 1));
+    auto re = RegionMap::open(&after, small_geometry());
+    ASSERT_TRUE(re.ok());
+    for (uint64_t r : {0u, 2u, 4u, 11u, 60u, 63u}) EXPECT_TRUE(re->unknown(r)) << r;
+    EXPECT_EQ(re->seq_of(12), 0u);
+  }
+  // The group's untouched regions are cleaned by the next checkpoint; the written ones are
+  // hot and stay dirty until a checkpoint finds them idle.
+  ASSERT_TRUE(m->checkpoint(4).ok());
+  EXPECT_EQ(m->dirty_on_disk(), 5u);  // regions 1, 3, 7, 8, 63
+  ASSERT_TRUE(m->checkpoint(4).ok());
+  EXPECT_EQ(m->dirty_on_disk(), 0u);
+  auto re = RegionMap::open(&store, small_geometry());
+  ASSERT_TRUE(re.ok());
+  EXPECT_EQ(re->seq_of(1), 1u);
+  EXPECT_EQ(re->seq_of(3), 2u);
+  EXPECT_EQ(re->seq_of(0), 0u);
+  EXPECT_EQ(RegionMap::default_mark_group({uint64_t{1} << 30, 512, 20}), 64u);
+  EXPECT_EQ(RegionMap::default_mark_group({uint64_t{1} << 30, 512, 12}), 16384u);
+}
+
 TEST(RegionMap, CreateAllUnknown) {
   FakeStore store;
   auto m = RegionMap::create(&store, small_geometry(), true);
@@ -433,13 +477,15 @@ void check_recovered(const RegionMap& rec, const Model& model, const std::string
 TEST(RegionMap, CrashAtEveryStoreOperation) {
   const int kOps = 70;
   int crash_points = 0;
-  for (uint64_t seed = 1; seed <= 6; ++seed) {
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    const uint64_t group = seed <= 4 ? 1 : uint64_t{1} << (seed - 4);  // 1 and 2..16
     // Count the store operations the workload performs uncrashed.
     int64_t total = 0;
     {
       FakeStore store;
       auto map = RegionMap::create(&store, small_geometry());
       ASSERT_TRUE(map.ok());
+      map->set_mark_group(group);
       const int64_t base = store.ops();
       Model model{std::vector<uint64_t>(map->region_count(), 0)};
       ASSERT_TRUE(run_workload(*map, store, model, seed, kOps));
@@ -449,6 +495,7 @@ TEST(RegionMap, CrashAtEveryStoreOperation) {
       FakeStore store;
       auto map = RegionMap::create(&store, small_geometry());
       ASSERT_TRUE(map.ok());
+      map->set_mark_group(group);
       store.crash_at(store.ops() + k);
       Model model{std::vector<uint64_t>(map->region_count(), 0)};
       run_workload(*map, store, model, seed, kOps);
@@ -459,7 +506,8 @@ TEST(RegionMap, CrashAtEveryStoreOperation) {
           FakeStore after(store.after_crash(mode, seed * 1000 + uint64_t(k) * 7 + sub));
           auto rec = RegionMap::open(&after, small_geometry());
           ASSERT_TRUE(rec.ok()) << rec.error().message;
-          const std::string where = "seed " + std::to_string(seed) + " crash before op " +
+          const std::string where = "seed " + std::to_string(seed) + " group " +
+                                    std::to_string(group) + " crash before op " +
                                     std::to_string(k) + " mode " + std::to_string(int(mode)) +
                                     " sub " + std::to_string(sub);
           check_recovered(*rec, model, where);
