@@ -334,6 +334,15 @@ int run(int argc, char** argv) {
   mgmt::ApiContext ctx{&catalogue,  &volumes,    &metrics, cluster ? &*cluster : nullptr,
                        admin_token, o.node_name, {}};
   asio::io_context ioc;
+  // Management work that blocks stays off the network threads (ioc), which serve iSCSI and
+  // replication: catalogue transactions (each write one fsync of the WAL: the heartbeats
+  // below, the controller's handling of other nodes' heartbeats and copy reports, API calls)
+  // on the control pool; whole-volume reads and calls to other nodes (verify, checksums, API
+  // calls passed on to the controller) on the slow pool, so they never hold up a heartbeat.
+  // Not the IoPool: management work must not queue behind, or delay, the volumes' disk I/O.
+  // Both mostly wait (on fsync, disk or peers), so their threads cost little CPU.
+  asio::thread_pool control_pool(2);
+  asio::thread_pool slow_pool(4);
 
   // The data plane: copies placed on this node, replication links, forwarders.
   auto link_metrics = std::make_shared<backend::link::LinkMetrics>();
@@ -413,7 +422,8 @@ int run(int argc, char** argv) {
     return 1;
   }
   mgmt::Router router(ctx);
-  mgmt::HttpServer http(ioc, router, metrics, {o.bind, o.http_port, 1 << 20, 30, 30});
+  mgmt::HttpServer http(ioc, control_pool, slow_pool, router, metrics,
+                        {o.bind, o.http_port, 1 << 20, 30, 30});
   if (auto err = http.start(); !err.empty()) {
     spdlog::critical("http: {}", err);
     return 1;
@@ -434,10 +444,12 @@ int run(int argc, char** argv) {
       [&](const std::string& name) { return iscsi.sessions_for(core::iqn_for(name)) > 0; });
   volumes.set_deleted_hook([&](const std::string& id) { directory.forget(id); });
 
-  mgmt::ReplicationEndpoint replication(ioc,
-                                        [&](const std::string& kind, const std::string& message) {
-                                          record_event("", kind, message);
-                                        });
+  // Refused peers are recorded from the network thread that refused them: the catalogue
+  // write goes to the control pool.
+  mgmt::ReplicationEndpoint replication(
+      ioc, [&](const std::string& kind, const std::string& message) {
+        asio::post(control_pool, [&record_event, kind, message] { record_event("", kind, message); });
+      });
   if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port,
                                    host.frame_handler(), link_metrics, host_opts.link_timeout / 4);
       !err.empty()) {
@@ -445,11 +457,16 @@ int run(int argc, char** argv) {
     return 1;
   }
 
-  asio::steady_timer heartbeat(ioc);
+  // The node's own heartbeat into the catalogue (and, on the controller, liveness checks and
+  // its own copies' reports): write transactions, so on the control pool, on a strand of its
+  // own so the timer is never touched from two threads.
+  auto heartbeat_strand = asio::make_strand(control_pool);
+  asio::steady_timer heartbeat(heartbeat_strand);
+  bool heartbeat_stopped = false;  // on heartbeat_strand: a wait that already fired ends too
   std::function<void()> beat = [&] {
     heartbeat.expires_after(std::chrono::milliseconds(o.heartbeat_ms));
     heartbeat.async_wait([&](boost::system::error_code e) {
-      if (e) return;
+      if (e || heartbeat_stopped) return;
       if (auto r = register_node("online"); !r) spdlog::warn("heartbeat: {}", r.error().message);
       if (cluster) {
         cluster->check_liveness(db::now_ms());
@@ -461,14 +478,17 @@ int run(int argc, char** argv) {
       beat();
     });
   };
-  beat();
+  asio::post(heartbeat_strand, beat);
 
   std::thread stopper;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code e, int sig) {
     if (e) return;
     spdlog::info("signal {}: stopping (finishing in-flight requests)", sig);
-    heartbeat.cancel();
+    asio::post(heartbeat_strand, [&] {
+      heartbeat_stopped = true;
+      heartbeat.cancel();
+    });
     iscsi.stop();
     // Volumes flush and close while the io_context still runs their links (the replicas
     // must acknowledge the final flush), then the listeners go.
@@ -493,6 +513,10 @@ int run(int argc, char** argv) {
   ioc.run();
   for (auto& t : threads) t.join();
   if (stopper.joinable()) stopper.join();
+  // Every HTTP request has been answered (the server drained) and the heartbeat is cancelled:
+  // what the pools still hold is finished before the node records itself offline.
+  control_pool.join();
+  slow_pool.join();
 
   if (agent) agent->stop();
   if (auto r = register_node("offline"); !r) spdlog::warn("catalogue: {}", r.error().message);

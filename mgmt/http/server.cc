@@ -54,6 +54,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   };
 
   asio::io_context& ioc;
+  asio::thread_pool& control_pool;
+  asio::thread_pool& slow_pool;
   const Router& router;
   Metrics& metrics;
   HttpServerOptions opts;
@@ -73,8 +75,33 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  Impl(asio::io_context& c, const Router& r, Metrics& m, HttpServerOptions o)
-      : ioc(c), router(r), metrics(m), opts(std::move(o)), acceptor(c) {}
+  Impl(asio::io_context& c, asio::thread_pool& control, asio::thread_pool& slow, const Router& r,
+       Metrics& m, HttpServerOptions o)
+      : ioc(c),
+        control_pool(control),
+        slow_pool(slow),
+        router(r),
+        metrics(m),
+        opts(std::move(o)),
+        acceptor(c) {}
+
+  // Runs the route on the thread its lane asks for; the coroutine resumes on the connection's
+  // strand. Never throws: an exception out of a handler (the router catches JSON ones) is a
+  // 500, and the connection goes on.
+  asio::awaitable<HttpResponse> handle(const HttpRequest& r, std::string* route) {
+    try {
+      Lane lane = router.lane(r);
+      if (lane == Lane::kInline) co_return router.handle(r, route);
+      auto& pool = lane == Lane::kSlow ? slow_pool : control_pool;
+      co_return co_await asio::co_spawn(
+          pool,
+          [&]() -> asio::awaitable<HttpResponse> { co_return router.handle(r, route); },
+          asio::use_awaitable);
+    } catch (const std::exception& e) {
+      spdlog::error("http: {} {}: {}", r.method, r.path, e.what());
+      co_return error_body(500, "internal", "the request failed on this node");
+    }
+  }
 
   asio::awaitable<void> accept_loop() {
     for (;;) {
@@ -163,7 +190,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
           resp = error_body(400, "bad_request", "malformed request target");
         } else {
           r.body = std::move(req.body());
-          resp = router.handle(r, &route);
+          resp = co_await handle(r, &route);
         }
       }
       {
@@ -191,9 +218,11 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   }
 };
 
-HttpServer::HttpServer(asio::io_context& ioc, const Router& router, Metrics& metrics,
+HttpServer::HttpServer(asio::io_context& ioc, asio::thread_pool& control_pool,
+                       asio::thread_pool& slow_pool, const Router& router, Metrics& metrics,
                        HttpServerOptions opts)
-    : impl_(std::make_shared<Impl>(ioc, router, metrics, std::move(opts))) {}
+    : impl_(std::make_shared<Impl>(ioc, control_pool, slow_pool, router, metrics,
+                                   std::move(opts))) {}
 
 HttpServer::~HttpServer() = default;
 
