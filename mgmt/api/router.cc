@@ -791,7 +791,7 @@ HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
 
 Lane Router::lane(const HttpRequest& req) const {
   if (console_path(req)) return Lane::kInline;
-  if (forwarded(ctx_, req)) return Lane::kSlow;  // waits on the controller
+  if (forwarded(ctx_, req)) return Lane::kForward;
   Params params;
   std::string allowed;
   const Route* found = find_route(req, &params, &allowed);

@@ -73,10 +73,13 @@ enum class Auth { kAdmin, kNone, kOwnToken };
 //            the connection's network thread.
 //  kControl: short catalogue transactions (one fsync of the WAL at most), the controller's
 //            heartbeats and copy reports: on the control pool.
-//  kSlow:    may take seconds or wait on another node (verify, checksums, anything passed on
-//            to the controller): on the slow pool, so it never delays kControl work such as
-//            other nodes' heartbeats.
-enum class Lane { kInline, kControl, kSlow };
+//  kSlow:    may take seconds or wait on another node (verify, a copy's checksums): on the
+//            slow pool, so it never delays kControl work such as other nodes' heartbeats.
+//  kForward: passed on to the controller (a node that is not the controller): on a pool of
+//            its own, because the controller's verify calls back into this node's slow lane
+//            for checksums; sharing one pool, forwarded verifies could fill it and wait on
+//            calls that cannot start.
+enum class Lane { kInline, kControl, kSlow, kForward };
 
 struct RouteInfo {
   std::string method;

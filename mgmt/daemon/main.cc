@@ -337,12 +337,14 @@ int run(int argc, char** argv) {
   // Management work that blocks stays off the network threads (ioc), which serve iSCSI and
   // replication: catalogue transactions (each write one fsync of the WAL: the heartbeats
   // below, the controller's handling of other nodes' heartbeats and copy reports, API calls)
-  // on the control pool; whole-volume reads and calls to other nodes (verify, checksums, API
-  // calls passed on to the controller) on the slow pool, so they never hold up a heartbeat.
-  // Not the IoPool: management work must not queue behind, or delay, the volumes' disk I/O.
-  // Both mostly wait (on fsync, disk or peers), so their threads cost little CPU.
+  // on the control pool; whole-volume reads and calls to other nodes (verify, checksums) on
+  // the slow pool, so they never hold up a heartbeat; API calls a joined node passes on to
+  // the controller on the forward pool (Router's Lane says why apart). Not the IoPool:
+  // management work must not queue behind, or delay, the volumes' disk I/O. They mostly wait
+  // (on fsync, disk or peers), so their threads cost little CPU.
   asio::thread_pool control_pool(2);
   asio::thread_pool slow_pool(4);
+  asio::thread_pool forward_pool(controller ? 1 : 4);
 
   // The data plane: copies placed on this node, replication links, forwarders.
   auto link_metrics = std::make_shared<backend::link::LinkMetrics>();
@@ -422,7 +424,7 @@ int run(int argc, char** argv) {
     return 1;
   }
   mgmt::Router router(ctx);
-  mgmt::HttpServer http(ioc, control_pool, slow_pool, router, metrics,
+  mgmt::HttpServer http(ioc, {&control_pool, &slow_pool, &forward_pool}, router, metrics,
                         {o.bind, o.http_port, 1 << 20, 30, 30});
   if (auto err = http.start(); !err.empty()) {
     spdlog::critical("http: {}", err);
@@ -517,6 +519,7 @@ int run(int argc, char** argv) {
   // what the pools still hold is finished before the node records itself offline.
   control_pool.join();
   slow_pool.join();
+  forward_pool.join();
 
   if (agent) agent->stop();
   if (auto r = register_node("offline"); !r) spdlog::warn("catalogue: {}", r.error().message);

@@ -47,6 +47,7 @@ http::response<http::string_body> to_beast(const HttpResponse& r, unsigned versi
 // Shared between the server object and its coroutines, so a connection that outlives
 // stop() still finds valid state.
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+  using Pools = HttpServer::Pools;
   struct Conn {
     uint64_t id = 0;
     beast::tcp_stream* stream = nullptr;
@@ -54,8 +55,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   };
 
   asio::io_context& ioc;
-  asio::thread_pool& control_pool;
-  asio::thread_pool& slow_pool;
+  Pools pools;
   const Router& router;
   Metrics& metrics;
   HttpServerOptions opts;
@@ -75,15 +75,19 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  Impl(asio::io_context& c, asio::thread_pool& control, asio::thread_pool& slow, const Router& r,
-       Metrics& m, HttpServerOptions o)
-      : ioc(c),
-        control_pool(control),
-        slow_pool(slow),
-        router(r),
-        metrics(m),
-        opts(std::move(o)),
-        acceptor(c) {}
+  Impl(asio::io_context& c, Pools p, const Router& r, Metrics& m, HttpServerOptions o)
+      : ioc(c), pools(p), router(r), metrics(m), opts(std::move(o)), acceptor(c) {}
+
+  asio::thread_pool& pool_of(Lane lane) const {
+    switch (lane) {
+      case Lane::kSlow:
+        return *pools.slow;
+      case Lane::kForward:
+        return *pools.forward;
+      default:
+        return *pools.control;
+    }
+  }
 
   // Runs the route on the thread its lane asks for; the coroutine resumes on the connection's
   // strand. Never throws: an exception out of a handler (the router catches JSON ones) is a
@@ -92,9 +96,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     try {
       Lane lane = router.lane(r);
       if (lane == Lane::kInline) co_return router.handle(r, route);
-      auto& pool = lane == Lane::kSlow ? slow_pool : control_pool;
       co_return co_await asio::co_spawn(
-          pool,
+          pool_of(lane),
           [&]() -> asio::awaitable<HttpResponse> { co_return router.handle(r, route); },
           asio::use_awaitable);
     } catch (const std::exception& e) {
@@ -218,11 +221,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   }
 };
 
-HttpServer::HttpServer(asio::io_context& ioc, asio::thread_pool& control_pool,
-                       asio::thread_pool& slow_pool, const Router& router, Metrics& metrics,
+HttpServer::HttpServer(asio::io_context& ioc, Pools pools, const Router& router, Metrics& metrics,
                        HttpServerOptions opts)
-    : impl_(std::make_shared<Impl>(ioc, control_pool, slow_pool, router, metrics,
-                                   std::move(opts))) {}
+    : impl_(std::make_shared<Impl>(ioc, pools, router, metrics, std::move(opts))) {}
 
 HttpServer::~HttpServer() = default;
 

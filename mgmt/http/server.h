@@ -3,8 +3,8 @@
 // the listener and idle connections, lets in-flight requests finish, and reports when the
 // last connection is gone. Reads and writes run on the io_context it is given (the node's
 // network threads, shared with iSCSI and replication); a handler that may block runs on the
-// control or slow pool (Router::lane), and its answer is written from the connection's
-// strand again. The io_context and both pools must outlive the server.
+// pool of its lane (Router::lane), and its answer is written from the connection's strand
+// again. The io_context and the pools must outlive the server.
 #pragma once
 
 #include <cstdint>
@@ -32,8 +32,13 @@ struct HttpServerOptions {
 
 class HttpServer {
  public:
-  HttpServer(boost::asio::io_context& ioc, boost::asio::thread_pool& control_pool,
-             boost::asio::thread_pool& slow_pool, const Router& router, Metrics& metrics,
+  // Where handlers of each blocking lane run.
+  struct Pools {
+    boost::asio::thread_pool* control = nullptr;
+    boost::asio::thread_pool* slow = nullptr;
+    boost::asio::thread_pool* forward = nullptr;
+  };
+  HttpServer(boost::asio::io_context& ioc, Pools pools, const Router& router, Metrics& metrics,
              HttpServerOptions opts);
   ~HttpServer();
   // Binds and starts accepting. Returns an error message on failure (port in use, ...).

@@ -5,7 +5,9 @@ replica's node is frozen (SIGSTOP) and a `volume verify` is asked of the control
 verify then waits on a call to the frozen node; five of them fill the controller's slow pool.
 While they wait, iSCSI I/O on the controller must go on completing, /healthz must answer
 promptly (a network-thread route) and a catalogue route too (the control pool, apart from the
-slow pool the verifies wait on). After SIGCONT every verify must finish, copies identical. Prints "N passed, N failed".
+slow pool the verifies wait on). After SIGCONT every verify must finish, copies identical.
+Then five verifies asked of n2 at once (passed on to the controller, which asks n2 for its
+checksums) must all finish: the two legs run on different pools of n2. Prints "N passed, N failed".
 
 usage: mgmt_offload_test.py --tandemd PATH --tandemctl PATH --bench PATH
 """
@@ -55,6 +57,15 @@ def accept_backlog(address, port=8080):
     return 0
 
 
+def outputs(proc, timeout):
+    """(stdout, stderr) of `proc`, killed after `timeout` seconds."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandemd", required=True)
@@ -75,6 +86,7 @@ def main():
     n1, n2 = cluster.n1, cluster.node("n2")
     verifies = []
     frozen = False
+    frozen_n1 = False
     try:
         n1.ctl("volume", "create", "io", "--size", "64MiB", "--block-size", "4096", "--node", "n1")
         n1.ctl("volume", "create", "rv", "--size", "64MiB", "--block-size", "4096", "--node", "n1",
@@ -143,11 +155,7 @@ def main():
         frozen = False
         answers = []
         for v in verifies:
-            try:
-                vout, verr = v.communicate(timeout=40)
-            except subprocess.TimeoutExpired:
-                v.kill()
-                vout, verr = v.communicate()
+            vout, verr = outputs(v, 40)
             try:
                 rep = json.loads(vout)
             except ValueError:
@@ -158,9 +166,33 @@ def main():
                all(a[:3] == (0, True, 2) for a in answers), repr(answers))
         h = timed_get(n2.url + "/healthz")
         record("n2 answers again after SIGCONT", h[1] == 200, repr(h))
+
+        # Through n2, which passes verifies on to the controller, whose verify asks n2 for its
+        # checksums. The controller is frozen until n2's forwarding threads all wait on it, so
+        # the verifies reach it together and call back into n2 while those threads are busy.
+        os.kill(n1.proc.pid, signal.SIGSTOP)
+        frozen_n1 = True
+        start = time.time()
+        through_n2 = [subprocess.Popen([args.tandemctl, "--server", n2.url, "--token", n1.token,
+                                        "--json", "volume", "verify", "rv"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                      for _ in range(5)]
+        record("verify through n2: four calls wait on the frozen controller",
+               wait_for(lambda: accept_backlog(n1.address) >= 4, 20),
+               "n1 accept backlog %d" % accept_backlog(n1.address))
+        os.kill(n1.proc.pid, signal.SIGCONT)
+        frozen_n1 = False
+        outs = [outputs(p, 40) for p in through_n2]
+        took = time.time() - start
+        record("five verifies at once through n2 all find the copies identical within 20 s "
+               "(took %.2f s)" % took,
+               took < 20 and all(p.returncode == 0 and '"identical": true' in o[0]
+                                 for p, o in zip(through_n2, outs)), repr(outs)[-2000:])
     finally:
         if frozen:
             os.kill(n2.proc.pid, signal.SIGCONT)
+        if frozen_n1:
+            os.kill(n1.proc.pid, signal.SIGCONT)
         for v in verifies:
             if v.poll() is None:
                 v.kill()
