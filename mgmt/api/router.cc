@@ -673,12 +673,12 @@ HttpResponse post_copy_state(const ApiContext& ctx, const HttpRequest& req, cons
 
 const std::vector<Route>& table() {
   static const std::vector<Route> kRoutes{
-      {{"GET", "/healthz", Auth::kNone}, get_healthz},
+      {{"GET", "/healthz", Auth::kNone, Lane::kInline}, get_healthz},
       {{"POST", "/api/v1/cluster/join", Auth::kOwnToken}, post_join},
       {{"POST", "/api/v1/nodes/{name}/heartbeat", Auth::kOwnToken}, post_heartbeat},
       {{"POST", "/api/v1/cluster/copy-state", Auth::kOwnToken}, post_copy_state},
       {{"GET", "/metrics"}, get_metrics},
-      {{"GET", "/api/v1/openapi.json"}, get_openapi},
+      {{"GET", "/api/v1/openapi.json", Auth::kAdmin, Lane::kInline}, get_openapi},
       {{"GET", "/api/v1/cluster"}, get_cluster},
       {{"GET", "/api/v1/nodes"}, get_nodes},
       {{"GET", "/api/v1/volumes"}, list_volumes},
@@ -686,8 +686,9 @@ const std::vector<Route>& table() {
       {{"GET", "/api/v1/volumes/{name}"}, get_volume},
       {{"PATCH", "/api/v1/volumes/{name}"}, patch_volume},
       {{"DELETE", "/api/v1/volumes/{name}"}, delete_volume},
-      {{"POST", "/api/v1/volumes/{name}/verify"}, post_verify},
-      {{"GET", "/api/v1/local/copies/{id}/checksums"}, get_local_checksums},
+      {{"POST", "/api/v1/volumes/{name}/verify", Auth::kAdmin, Lane::kSlow}, post_verify},
+      {{"GET", "/api/v1/local/copies/{id}/checksums", Auth::kAdmin, Lane::kSlow},
+       get_local_checksums},
       {{"GET", "/api/v1/volumes/{name}/access"}, get_access},
       {{"PUT", "/api/v1/volumes/{name}/access"}, put_access},
       {{"GET", "/api/v1/classes"}, list_classes},
@@ -701,16 +702,14 @@ const std::vector<Route>& table() {
 
 // The console's static files: public (they hold no data; every API call they make carries
 // the token), served by every node.
+bool console_path(const HttpRequest& req) {
+  return req.method == "GET" &&
+         (req.path == "/" || req.path == "/index.html" || req.path.rfind("/ui/", 0) == 0);
+}
+
 std::optional<HttpResponse> console_asset(const HttpRequest& req) {
-  if (req.method != "GET") return std::nullopt;
-  std::string name;
-  if (req.path == "/" || req.path == "/index.html") {
-    name = "index.html";
-  } else if (req.path.rfind("/ui/", 0) == 0) {
-    name = req.path.substr(4);
-  } else {
-    return std::nullopt;
-  }
+  if (!console_path(req)) return std::nullopt;
+  std::string name = req.path.rfind("/ui/", 0) == 0 ? req.path.substr(4) : "index.html";
   const auto& all = webui::assets();
   auto it = all.find(name);
   if (it == all.end()) return std::nullopt;
@@ -721,6 +720,24 @@ std::optional<HttpResponse> console_asset(const HttpRequest& req) {
   r.headers["X-Content-Type-Options"] = "nosniff";
   r.headers["Content-Security-Policy"] = "default-src 'self'";
   return r;
+}
+
+// On a node that is not the controller, /api/v1 calls (but this node's own /local ones) are
+// passed on to the controller.
+bool forwarded(const ApiContext& ctx, const HttpRequest& req) {
+  return ctx.forward && req.path.rfind("/api/v1/", 0) == 0 &&
+         req.path.rfind("/api/v1/local/", 0) != 0;
+}
+
+// The route for the request's path and method (its {placeholders} in *params), or nullptr
+// with the methods the path does allow in *allowed.
+const Route* find_route(const HttpRequest& req, Params* params, std::string* allowed) {
+  for (const auto& r : table()) {
+    if (!match(r.info.pattern, req.path, params)) continue;
+    if (r.info.method == req.method) return &r;
+    *allowed += (allowed->empty() ? "" : ", ") + r.info.method;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -740,22 +757,13 @@ HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
     *route = "console";
     return *asset;
   }
-  if (ctx_.forward && req.path.rfind("/api/v1/", 0) == 0 &&
-      req.path.rfind("/api/v1/local/", 0) != 0) {
+  if (forwarded(ctx_, req)) {
     *route = "forwarded";
     return ctx_.forward(req);
   }
   Params params;
   std::string allowed;
-  const Route* found = nullptr;
-  for (const auto& r : table()) {
-    if (!match(r.info.pattern, req.path, &params)) continue;
-    if (r.info.method == req.method) {
-      found = &r;
-      break;
-    }
-    allowed += (allowed.empty() ? "" : ", ") + r.info.method;
-  }
+  const Route* found = find_route(req, &params, &allowed);
   bool admin_route = !found || found->info.auth == Auth::kAdmin;
   if (admin_route && !token_ok(ctx_, req.authorization)) {
     auto resp = error_response(
@@ -773,14 +781,22 @@ HttpResponse Router::handle(const HttpRequest& req, std::string* route) const {
     return error_response(ApiError::not_found("no route for " + req.method + " " + req.path));
   }
   *route = found->info.pattern;
-  // Re-match to fill params for the chosen route (the loop may have moved past it).
-  match(found->info.pattern, req.path, &params);
   try {
     return found->handler(ctx_, req, params);
   } catch (const json::exception& e) {
     // The JSON boundary is the one place exceptions are expected (type mismatches).
     return error_response(ApiError::bad_request(std::string("bad JSON value: ") + e.what()));
   }
+}
+
+Lane Router::lane(const HttpRequest& req) const {
+  if (console_path(req)) return Lane::kInline;
+  if (forwarded(ctx_, req)) return Lane::kForward;
+  Params params;
+  std::string allowed;
+  const Route* found = find_route(req, &params, &allowed);
+  // Unmatched requests get 401/404/405, answered without I/O.
+  return found ? found->info.lane : Lane::kInline;
 }
 
 std::string random_hex(size_t bytes) {

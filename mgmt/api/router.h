@@ -1,6 +1,9 @@
 // Router: the REST API as a pure function from HttpRequest to HttpResponse (no sockets),
 // so every route is testable without a server. Holds references to the node's services;
-// they must outlive it. Thread-safe: handle() may run on several HTTP threads at once.
+// they must outlive it. Thread-safe: handle() may run on several threads at once. Most
+// routes block (catalogue transactions that fsync, whole-volume reads, calls to other
+// nodes): lane() tells the HTTP shell where a request may run, and only kInline ones may
+// run on a network thread.
 #pragma once
 
 #include <functional>
@@ -65,10 +68,24 @@ struct ApiContext {
 // token of its own (join token, node token).
 enum class Auth { kAdmin, kNone, kOwnToken };
 
+// Where a request's handler runs (mgmt/http/server.h):
+//  kInline:  no I/O, no lock held for long (health, static documents, auth refusals): on
+//            the connection's network thread.
+//  kControl: short catalogue transactions (one fsync of the WAL at most), the controller's
+//            heartbeats and copy reports: on the control pool.
+//  kSlow:    may take seconds or wait on another node (verify, a copy's checksums): on the
+//            slow pool, so it never delays kControl work such as other nodes' heartbeats.
+//  kForward: passed on to the controller (a node that is not the controller): on a pool of
+//            its own, because the controller's verify calls back into this node's slow lane
+//            for checksums; sharing one pool, forwarded verifies could fill it and wait on
+//            calls that cannot start.
+enum class Lane { kInline, kControl, kSlow, kForward };
+
 struct RouteInfo {
   std::string method;
   std::string pattern;  // "/api/v1/volumes/{name}"
   Auth auth = Auth::kAdmin;
+  Lane lane = Lane::kControl;
 };
 
 class Router {
@@ -76,6 +93,8 @@ class Router {
   explicit Router(ApiContext ctx) : ctx_(std::move(ctx)) {}
   // Fills *route with the matched pattern (or "unmatched") for metrics.
   HttpResponse handle(const HttpRequest& req, std::string* route) const;
+  // The lane handle(req) needs; cheap (no I/O, no locks), for the HTTP shell.
+  Lane lane(const HttpRequest& req) const;
   static const std::vector<RouteInfo>& routes();
 
  private:

@@ -2,6 +2,7 @@
 // (with later issues) the iSCSI target and replication; owns start-up and clean shutdown.
 #include <fcntl.h>
 #include <malloc.h>
+#include <sched.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -47,7 +48,7 @@ struct Options {
   uint16_t repl_port = 5703;
   std::string log_level = "info";
   unsigned io_threads = 4;
-  unsigned net_threads = 2;
+  unsigned net_threads = 0;  // 0: default_net_threads()
   int heartbeat_ms = 500;
   int node_timeout_ms = 3000;
   int failure_grace_s = 90;
@@ -57,6 +58,23 @@ struct Options {
   std::string join_token;
   std::string boot_id_file = "/proc/sys/kernel/random/boot_id";
 };
+
+// CPUs this process may run on (its affinity mask, so a container's cpuset counts), at least 1.
+unsigned usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+    return static_cast<unsigned>(CPU_COUNT(&set));
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// One network thread per two CPUs, but at least two. One thread costs less CPU per I/O on
+// 2 CPUs (no scheduler-lock hand-offs between threads), but the master still fdatasyncs a
+// volume's region map on its strand when a write first dirties a clean region, and with one
+// thread that stalls every connection of the node: measured 2-10x fewer replicated 4 KiB
+// writes (README, tandemd, "Threads"). Two until that moves off the network threads.
+unsigned default_net_threads() { return std::max(2u, usable_cpus() / 2); }
 
 // Holds an exclusive flock on DATA_DIR/tandemd.lock for the life of the process, so two
 // daemons never share a data dir (the kernel drops the lock if we die).
@@ -174,7 +192,10 @@ int run(int argc, char** argv) {
   app.add_option("--io-threads", o.io_threads, "threads for disk I/O")
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str();
-  app.add_option("--net-threads", o.net_threads, "threads for the HTTP and iSCSI servers")
+  o.net_threads = default_net_threads();
+  app.add_option("--net-threads", o.net_threads,
+                 "threads serving iSCSI, replication and HTTP I/O (default: one per two CPUs "
+                 "this process may use, at least 2)")
       ->check(CLI::Range(1u, 16u))
       ->capture_default_str();
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval")
@@ -334,6 +355,17 @@ int run(int argc, char** argv) {
   mgmt::ApiContext ctx{&catalogue,  &volumes,    &metrics, cluster ? &*cluster : nullptr,
                        admin_token, o.node_name, {}};
   asio::io_context ioc;
+  // Management work that blocks stays off the network threads (ioc), which serve iSCSI and
+  // replication: catalogue transactions (each write one fsync of the WAL: the heartbeats
+  // below, the controller's handling of other nodes' heartbeats and copy reports, API calls)
+  // on the control pool; whole-volume reads and calls to other nodes (verify, checksums) on
+  // the slow pool, so they never hold up a heartbeat; API calls a joined node passes on to
+  // the controller on the forward pool (Router's Lane says why apart). Not the IoPool:
+  // management work must not queue behind, or delay, the volumes' disk I/O. They mostly wait
+  // (on fsync, disk or peers), so their threads cost little CPU.
+  asio::thread_pool control_pool(2);
+  asio::thread_pool slow_pool(4);
+  asio::thread_pool forward_pool(controller ? 1 : 4);
 
   // The data plane: copies placed on this node, replication links, forwarders.
   auto link_metrics = std::make_shared<backend::link::LinkMetrics>();
@@ -413,7 +445,8 @@ int run(int argc, char** argv) {
     return 1;
   }
   mgmt::Router router(ctx);
-  mgmt::HttpServer http(ioc, router, metrics, {o.bind, o.http_port, 1 << 20, 30, 30});
+  mgmt::HttpServer http(ioc, {&control_pool, &slow_pool, &forward_pool}, router, metrics,
+                        {o.bind, o.http_port, 1 << 20, 30, 30});
   if (auto err = http.start(); !err.empty()) {
     spdlog::critical("http: {}", err);
     return 1;
@@ -434,10 +467,12 @@ int run(int argc, char** argv) {
       [&](const std::string& name) { return iscsi.sessions_for(core::iqn_for(name)) > 0; });
   volumes.set_deleted_hook([&](const std::string& id) { directory.forget(id); });
 
-  mgmt::ReplicationEndpoint replication(ioc,
-                                        [&](const std::string& kind, const std::string& message) {
-                                          record_event("", kind, message);
-                                        });
+  // Refused peers are recorded from the network thread that refused them: the catalogue
+  // write goes to the control pool.
+  mgmt::ReplicationEndpoint replication(
+      ioc, [&](const std::string& kind, const std::string& message) {
+        asio::post(control_pool, [&record_event, kind, message] { record_event("", kind, message); });
+      });
   if (auto err = replication.start(o.data_dir + "/tls", node_id, o.bind, o.repl_port,
                                    host.frame_handler(), link_metrics, host_opts.link_timeout / 4);
       !err.empty()) {
@@ -445,11 +480,16 @@ int run(int argc, char** argv) {
     return 1;
   }
 
-  asio::steady_timer heartbeat(ioc);
+  // The node's own heartbeat into the catalogue (and, on the controller, liveness checks and
+  // its own copies' reports): write transactions, so on the control pool, on a strand of its
+  // own so the timer is never touched from two threads.
+  auto heartbeat_strand = asio::make_strand(control_pool);
+  asio::steady_timer heartbeat(heartbeat_strand);
+  bool heartbeat_stopped = false;  // on heartbeat_strand: a wait that already fired ends too
   std::function<void()> beat = [&] {
     heartbeat.expires_after(std::chrono::milliseconds(o.heartbeat_ms));
     heartbeat.async_wait([&](boost::system::error_code e) {
-      if (e) return;
+      if (e || heartbeat_stopped) return;
       if (auto r = register_node("online"); !r) spdlog::warn("heartbeat: {}", r.error().message);
       if (cluster) {
         cluster->check_liveness(db::now_ms());
@@ -461,14 +501,17 @@ int run(int argc, char** argv) {
       beat();
     });
   };
-  beat();
+  asio::post(heartbeat_strand, beat);
 
   std::thread stopper;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code e, int sig) {
     if (e) return;
     spdlog::info("signal {}: stopping (finishing in-flight requests)", sig);
-    heartbeat.cancel();
+    asio::post(heartbeat_strand, [&] {
+      heartbeat_stopped = true;
+      heartbeat.cancel();
+    });
     iscsi.stop();
     // Volumes flush and close while the io_context still runs their links (the replicas
     // must acknowledge the final flush), then the listeners go.
@@ -493,6 +536,11 @@ int run(int argc, char** argv) {
   ioc.run();
   for (auto& t : threads) t.join();
   if (stopper.joinable()) stopper.join();
+  // Every HTTP request has been answered (the server drained) and the heartbeat is cancelled:
+  // what the pools still hold is finished before the node records itself offline.
+  control_pool.join();
+  slow_pool.join();
+  forward_pool.join();
 
   if (agent) agent->stop();
   if (auto r = register_node("offline"); !r) spdlog::warn("catalogue: {}", r.error().message);

@@ -47,6 +47,7 @@ http::response<http::string_body> to_beast(const HttpResponse& r, unsigned versi
 // Shared between the server object and its coroutines, so a connection that outlives
 // stop() still finds valid state.
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+  using Pools = HttpServer::Pools;
   struct Conn {
     uint64_t id = 0;
     beast::tcp_stream* stream = nullptr;
@@ -54,6 +55,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   };
 
   asio::io_context& ioc;
+  Pools pools;
   const Router& router;
   Metrics& metrics;
   HttpServerOptions opts;
@@ -73,8 +75,36 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  Impl(asio::io_context& c, const Router& r, Metrics& m, HttpServerOptions o)
-      : ioc(c), router(r), metrics(m), opts(std::move(o)), acceptor(c) {}
+  Impl(asio::io_context& c, Pools p, const Router& r, Metrics& m, HttpServerOptions o)
+      : ioc(c), pools(p), router(r), metrics(m), opts(std::move(o)), acceptor(c) {}
+
+  asio::thread_pool& pool_of(Lane lane) const {
+    switch (lane) {
+      case Lane::kSlow:
+        return *pools.slow;
+      case Lane::kForward:
+        return *pools.forward;
+      default:
+        return *pools.control;
+    }
+  }
+
+  // Runs the route on the thread its lane asks for; the coroutine resumes on the connection's
+  // strand. Never throws: an exception out of a handler (the router catches JSON ones) is a
+  // 500, and the connection goes on.
+  asio::awaitable<HttpResponse> handle(const HttpRequest& r, std::string* route) {
+    try {
+      Lane lane = router.lane(r);
+      if (lane == Lane::kInline) co_return router.handle(r, route);
+      co_return co_await asio::co_spawn(
+          pool_of(lane),
+          [&]() -> asio::awaitable<HttpResponse> { co_return router.handle(r, route); },
+          asio::use_awaitable);
+    } catch (const std::exception& e) {
+      spdlog::error("http: {} {}: {}", r.method, r.path, e.what());
+      co_return error_body(500, "internal", "the request failed on this node");
+    }
+  }
 
   asio::awaitable<void> accept_loop() {
     for (;;) {
@@ -163,7 +193,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
           resp = error_body(400, "bad_request", "malformed request target");
         } else {
           r.body = std::move(req.body());
-          resp = router.handle(r, &route);
+          resp = co_await handle(r, &route);
         }
       }
       {
@@ -191,9 +221,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   }
 };
 
-HttpServer::HttpServer(asio::io_context& ioc, const Router& router, Metrics& metrics,
+HttpServer::HttpServer(asio::io_context& ioc, Pools pools, const Router& router, Metrics& metrics,
                        HttpServerOptions opts)
-    : impl_(std::make_shared<Impl>(ioc, router, metrics, std::move(opts))) {}
+    : impl_(std::make_shared<Impl>(ioc, pools, router, metrics, std::move(opts))) {}
 
 HttpServer::~HttpServer() = default;
 

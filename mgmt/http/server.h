@@ -1,7 +1,10 @@
 // HttpServer: the Boost.Beast shell around the pure Router. One coroutine per connection on
 // its own strand; a deadline on every read and write; request bodies capped. stop() closes
 // the listener and idle connections, lets in-flight requests finish, and reports when the
-// last connection is gone. Runs on the io_context it is given; that context must outlive it.
+// last connection is gone. Reads and writes run on the io_context it is given (the node's
+// network threads, shared with iSCSI and replication); a handler that may block runs on the
+// pool of its lane (Router::lane), and its answer is written from the connection's strand
+// again. The io_context and the pools must outlive the server.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +14,8 @@
 
 namespace boost::asio {
 class io_context;
-}
+class thread_pool;
+}  // namespace boost::asio
 
 namespace tandem::mgmt {
 
@@ -28,7 +32,13 @@ struct HttpServerOptions {
 
 class HttpServer {
  public:
-  HttpServer(boost::asio::io_context& ioc, const Router& router, Metrics& metrics,
+  // Where handlers of each blocking lane run.
+  struct Pools {
+    boost::asio::thread_pool* control = nullptr;
+    boost::asio::thread_pool* slow = nullptr;
+    boost::asio::thread_pool* forward = nullptr;
+  };
+  HttpServer(boost::asio::io_context& ioc, Pools pools, const Router& router, Metrics& metrics,
              HttpServerOptions opts);
   ~HttpServer();
   // Binds and starts accepting. Returns an error message on failure (port in use, ...).

@@ -62,6 +62,16 @@ class Cluster:
         for n in reversed(self.nodes):
             n.stop()
 
+    def start_or_report(self):
+        """start(); when the cluster does not come up, stops what started and prints the
+        failure as a test result line ("0 passed, 1 failed"). True when it is up."""
+        if self.start():
+            return True
+        print("cluster did not start; logs in " + self.work)
+        self.stop()
+        print("0 passed, 1 failed")
+        return False
+
     def node(self, name):
         return next(n for n in self.nodes if n.name == name)
 

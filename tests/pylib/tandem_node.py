@@ -97,6 +97,18 @@ class Node:
         self.proc = None
 
 
+def recorder(results):
+    """record(name, ok, detail=""): appends ok to `results`, prints "ok  NAME" or "FAIL NAME"
+    (and the tail of `detail` on failure), returns ok."""
+    def record(name, ok, detail=""):
+        results.append(bool(ok))
+        print("%s %s" % ("ok  " if ok else "FAIL", name), flush=True)
+        if not ok and detail:
+            print(str(detail)[-3000:], flush=True)
+        return ok
+    return record
+
+
 def finish(results, work):
     """Prints the closing "N passed, N failed" line, keeps `work` only when something
     failed, and returns the exit status."""

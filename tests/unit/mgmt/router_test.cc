@@ -642,6 +642,48 @@ TEST_F(RouterTest, NonControllerForwardsTheApiButServesHealthLocally) {
   EXPECT_EQ(seen, (std::vector<std::string>{"GET /api/v1/volumes", "POST /api/v1/volumes"}));
 }
 
+// Only requests answered without I/O may run on a network thread; whole-volume reads and
+// waits on other nodes go to the slow lane, apart from catalogue work (heartbeats).
+TEST_F(RouterTest, LanesKeepBlockingWorkOffTheNetworkThreads) {
+  auto lane = [&](const std::string& method, const std::string& target) {
+    HttpRequest req;
+    req.method = method;
+    EXPECT_TRUE(split_target(target, &req.path, &req.query));
+    return router_->lane(req);
+  };
+  EXPECT_EQ(lane("GET", "/healthz"), Lane::kInline);
+  EXPECT_EQ(lane("GET", "/"), Lane::kInline) << "console assets";
+  EXPECT_EQ(lane("GET", "/api/v1/openapi.json"), Lane::kInline);
+  EXPECT_EQ(lane("GET", "/api/v1/nope"), Lane::kInline) << "401/404 need no I/O";
+  EXPECT_EQ(lane("PUT", "/healthz"), Lane::kInline) << "405";
+  EXPECT_EQ(lane("POST", "/api/v1/volumes/v/verify"), Lane::kSlow);
+  EXPECT_EQ(lane("GET", "/api/v1/local/copies/x/checksums"), Lane::kSlow);
+  for (const auto& target : {"/api/v1/volumes", "/api/v1/volumes/v", "/metrics",
+                             "/api/v1/events", "/api/v1/nodes"}) {
+    EXPECT_EQ(lane("GET", target), Lane::kControl) << target;
+  }
+  EXPECT_EQ(lane("POST", "/api/v1/nodes/n2/heartbeat"), Lane::kControl);
+  EXPECT_EQ(lane("POST", "/api/v1/cluster/copy-state"), Lane::kControl);
+  // Every route that may block is off the network threads.
+  for (const auto& r : Router::routes()) {
+    bool cheap = r.pattern == "/healthz" || r.pattern == "/api/v1/openapi.json";
+    EXPECT_EQ(r.lane == Lane::kInline, cheap) << r.method << " " << r.pattern;
+  }
+
+  // A node that is not the controller passes /api/v1 calls on: a wait on another node, on a
+  // pool apart from the slow lane its own checksums (asked by the controller's verify) need.
+  ApiContext ctx{cat_.get(), volumes_.get(), &metrics_, nullptr,
+                 std::make_shared<TokenHash>(sha256_hex(kToken)), "n2", {}};
+  ctx.forward = [](const HttpRequest&) { return HttpResponse{}; };
+  router_ = std::make_unique<Router>(ctx);
+  EXPECT_EQ(lane("GET", "/api/v1/volumes"), Lane::kForward);
+  EXPECT_EQ(lane("POST", "/api/v1/volumes/v/verify"), Lane::kForward);
+  EXPECT_EQ(lane("GET", "/api/v1/openapi.json"), Lane::kForward);
+  EXPECT_EQ(lane("GET", "/api/v1/local/copies/x/checksums"), Lane::kSlow);
+  EXPECT_EQ(lane("GET", "/healthz"), Lane::kInline);
+  EXPECT_EQ(lane("GET", "/metrics"), Lane::kControl);
+}
+
 // The OpenAPI document lists exactly the routes the router serves.
 TEST_F(RouterTest, OpenApiMatchesEveryRoute) {
   auto r = call("GET", "/api/v1/openapi.json");
