@@ -5,14 +5,22 @@
 // shared). The IoPool must outlive the volume; the volume must outlive its in-flight I/O
 // (hold it by shared_ptr: jobs keep a reference). Inside a core::InlineCompletionScope, a
 // read of at most kInlineReadMax bytes that the page cache holds entirely completes inside
-// the call (preadv2 RWF_NOWAIT), but only while no job of this volume waits in or runs on
-// the pool, so completions keep their order.
+// the call (preadv2 RWF_NOWAIT), and so does a page-aligned write of at most kInlineWriteMax
+// without FUA (a plain pwrite into the page cache), but only while no job of this volume waits
+// in or runs on the pool on overlapping blocks, so I/O to the same blocks keeps its order. An
+// inline write that takes longer than InlineWritePolicy::stall_bound (writeback throttling) sends
+// this volume's writes to the pool for InlineWritePolicy::back_off, so a throttled file cannot hold
+// a network thread long.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
+#include <vector>
 
 #include "backend/store/io_pool.h"
 #include "core/block_volume.h"
@@ -48,6 +56,20 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
   [[nodiscard]] core::IoResult write_now(uint64_t lba, std::span<const std::byte> data);
   static constexpr size_t kInlineWriteMax = 64 * 1024;  // bounds a network thread's turn
 
+  // When write() may complete inline (see the header comment). A page-cache copy of 64 KiB
+  // takes tens of microseconds; writeback throttling (balance_dirty_pages) sleeps for tens to
+  // 200 ms at a time. The bound sits between them, above the few-ms spikes a loaded machine
+  // shows anyway (a preempted thread, a journal commit): on the 2-core bench box under load,
+  // a 1 ms bound tripped about once a second and kept writes off the inline path over half of
+  // the time. After 1 s writeback has usually caught up.
+  struct InlineWritePolicy {
+    std::chrono::nanoseconds stall_bound = std::chrono::milliseconds(10);
+    std::chrono::nanoseconds back_off = std::chrono::seconds(1);
+  };
+  void set_inline_write_policy(InlineWritePolicy p);
+  // Inline writes (write() or write_now()) that exceeded the stall bound, since open.
+  uint64_t inline_write_stalls() const { return stalls_.load(std::memory_order_relaxed); }
+
   void set_state(core::VolumeState s) { state_.store(s, std::memory_order_release); }
   // After the file was grown (FileStore::grow), publish the new capacity.
   void refresh_capacity();
@@ -56,9 +78,27 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
   FileVolume(int fd, std::string uuid, uint32_t block_size, IoPool& pool);
   bool in_range(uint64_t lba, uint64_t blocks) const;
   core::IoResult pwrite_all(uint64_t off, std::span<const std::byte> data, bool fua);
-  // Runs job on the pool, counted in pool_jobs_ until it has run.
-  void post(std::function<void()> job);
+  // The blocks a pool job reads or changes; none for a flush or a status query, which no
+  // read or write can overtake in a way that matters.
+  struct JobRange {
+    uint64_t lba = 0;
+    uint64_t blocks = 0;
+    bool writes = false;
+    bool operator==(const JobRange&) const = default;
+  };
+  // Runs job on the pool; its range stays in pending_ until the job (and so its completion)
+  // has run.
+  void post(JobRange range, std::function<void()> job);
+  // Whether an inline read (writes = false) or write of these blocks could overtake, or be
+  // overtaken by, a job on the pool: one that overlaps them, where either side writes.
+  bool conflicts_with_pool(uint64_t lba, uint64_t blocks, bool writes);
   bool try_inline_read(uint64_t off, std::span<std::byte> out);
+  // Refusal of a write by state or range; nullopt when it may go ahead.
+  std::optional<core::IoResult> refuse_write(uint64_t lba, size_t bytes) const;
+  // The pwrite on the calling thread, timed against the stall bound; caw_mu_ held shared.
+  core::IoResult write_here(uint64_t lba, std::span<const std::byte> data);
+  std::optional<core::IoResult> try_inline_write(uint64_t lba, std::span<const std::byte> data,
+                                                 bool fua);
 
   int fd_;
   std::string uuid_;
@@ -67,7 +107,13 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
   std::atomic<core::VolumeState> state_{core::VolumeState::kHealthy};
   IoPool& pool_;
   std::shared_mutex caw_mu_;
-  std::atomic<uint64_t> pool_jobs_{0};  // posted and not yet finished
+  std::atomic<uint64_t> pool_jobs_{0};  // entries in pending_ (none: no need to lock)
+  std::mutex pending_mu_;
+  std::vector<JobRange> pending_;  // at most the jobs in flight: a linear scan
+  std::atomic<int64_t> stall_bound_ns_;
+  std::atomic<int64_t> back_off_ns_;
+  std::atomic<int64_t> inline_writes_from_ns_{0};  // steady_clock; paused until then
+  std::atomic<uint64_t> stalls_{0};
 };
 
 }  // namespace tandem::backend

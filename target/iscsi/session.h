@@ -153,8 +153,8 @@ class Session final : public DataPlacement {
     uint32_t unsolicited_data_sn = 0;
     uint32_t next_r2t_offset = 0;  // first byte not yet covered by data or an R2T
     uint32_t r2t_sn = 0;
-    std::deque<Burst> bursts;
-    uint64_t committed = 0;  // bytes this task counts against max_buffered_bytes
+    std::vector<Burst> bursts;  // few (MaxOutstandingR2T); empty allocates nothing
+    uint64_t committed = 0;     // bytes this task counts against max_buffered_bytes
     bool waiting_for_budget = false;
     bool executing = false;
   };

@@ -109,6 +109,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool counted = false;
 
   std::deque<iscsi::WirePdu> outq;
+  std::vector<asio::const_buffer> send_bufs;  // write_next's gather list, reused
   size_t out_bytes = 0;
   bool writing = false;
   bool closing = false;       // close once the queue drains
@@ -159,36 +160,48 @@ struct Connection : std::enable_shared_from_this<Connection> {
         return;
       }
       writing = true;
-      // Gather what is queued into one write (bounded), so small PDUs share a syscall.
-      auto batch = std::make_shared<std::vector<iscsi::WirePdu>>();
-      size_t bytes = 0;
-      while (!outq.empty() && batch->size() < 64 && bytes < (1u << 20)) {
-        bytes += outq.front().size();
-        batch->push_back(std::move(outq.front()));
-        outq.pop_front();
-      }
-      std::vector<asio::const_buffer> bufs;
-      for (auto& w : *batch) {
-        for (const auto* part : {&w.head, &w.data, &w.tail}) {
-          if (!part->empty()) bufs.emplace_back(asio::buffer(*part));
-        }
+      // Gather what is queued into one write (bounded), so small PDUs share a syscall. The
+      // buffer list is reused and the PDUs stay in outq unless the socket does not take them
+      // all: no allocation per response on the usual path.
+      size_t count = 0, bytes = 0;
+      send_bufs.clear();
+      for (auto it = outq.begin(); it != outq.end() && count < 64 && bytes < (1u << 20); ++it) {
+        bytes += it->size();
+        ++count;
+        add_buffers(*it, send_bufs);
       }
       // Send now, on this strand: a response usually fits the socket buffer, and an
       // asynchronous write completes through the scheduler, which costs a thread wake-up per
       // response. Only what the socket did not take (would_block) waits for it asynchronously.
       error_code ec;
-      const size_t now = sock.write_some(bufs, ec);
+      const size_t now = sock.write_some(send_bufs, ec);
       if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
         sent(bytes);
         shutdown();
         return;
       }
       if (!ec && now == bytes) {
+        outq.erase(outq.begin(), outq.begin() + static_cast<std::ptrdiff_t>(count));
         sent(bytes);
         continue;
       }
+      // The rest waits for the socket: the PDUs move to a batch that the write owns.
+      auto batch = std::make_shared<std::vector<iscsi::WirePdu>>();
+      batch->reserve(count);
+      std::vector<asio::const_buffer> bufs;
+      for (size_t i = 0; i < count; ++i) {
+        batch->push_back(std::move(outq.front()));
+        outq.pop_front();
+        add_buffers(batch->back(), bufs);
+      }
       write_rest(std::move(batch), std::move(bufs), ec ? 0 : now, bytes);
       return;
+    }
+  }
+
+  static void add_buffers(const iscsi::WirePdu& w, std::vector<asio::const_buffer>& bufs) {
+    for (const auto* part : {&w.head, &w.data, &w.tail}) {
+      if (!part->empty()) bufs.emplace_back(asio::buffer(*part));
     }
   }
 

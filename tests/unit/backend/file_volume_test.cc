@@ -60,6 +60,63 @@ class FileVolumeTest : public ::testing::Test {
     return p.get_future().get();
   }
 
+  // Starts a write inside an InlineCompletionScope. `inline_done`: it completed inside the
+  // call, on this thread; otherwise `result` becomes ready when it completes elsewhere.
+  struct Started {
+    bool inline_done;
+    std::future<IoResult> result;
+  };
+  Started start_in_scope(uint64_t lba, const std::vector<std::byte>& data, bool fua = false) {
+    auto done = std::make_shared<std::promise<IoResult>>();
+    auto where = std::make_shared<std::atomic<bool>>(false);
+    Started s{false, done->get_future()};
+    const auto caller = std::this_thread::get_id();
+    {
+      core::InlineCompletionScope scope;
+      vol_->write(lba, data, fua, [done, where, caller](IoResult r) {
+        where->store(std::this_thread::get_id() == caller);
+        done->set_value(r);
+      });
+      s.inline_done =
+          s.result.wait_for(std::chrono::seconds(0)) == std::future_status::ready && where->load();
+    }
+    return s;
+  }
+  // The same, waiting for the completion; true when it was inline.
+  bool write_in_scope(uint64_t lba, const std::vector<std::byte>& data, bool fua = false,
+                      IoResult* res = nullptr) {
+    auto s = start_in_scope(lba, data, fua);
+    const IoResult r = s.result.get();
+    if (res) *res = r;
+    return s.inline_done;
+  }
+  // A pool job stays counted until just after its completion ran, so a write right after one
+  // may still take the pool (in order, as it should): retry, bounded, until one is inline.
+  // Afterwards no job of the volume is on the pool.
+  bool write_inline_eventually(uint64_t lba, const std::vector<std::byte>& data) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      IoResult r;
+      if (write_in_scope(lba, data, false, &r)) return r.ok();
+      std::this_thread::yield();
+    }
+    return false;
+  }
+  // Parks every pool thread until the returned promise is set (or destroyed).
+  std::promise<void> hold_pool() {
+    std::promise<void> release;
+    std::shared_future<void> gate = release.get_future().share();
+    auto parked = std::make_shared<std::atomic<int>>(0);
+    for (int i = 0; i < 2; ++i) {
+      pool_.post([parked, gate] {
+        ++*parked;
+        gate.wait();
+      });
+    }
+    while (parked->load() < 2) std::this_thread::yield();
+    return release;
+  }
+
   static std::vector<std::byte> pattern(size_t blocks, uint8_t seed) {
     std::vector<std::byte> d(blocks * 512);
     for (size_t i = 0; i < d.size(); ++i) d[i] = std::byte(static_cast<uint8_t>(seed + i * 7));
@@ -215,17 +272,7 @@ TEST_F(FileVolumeTest, CachedReadCompletesInlineOnlyInsideTheScope) {
 TEST_F(FileVolumeTest, InlineReadNeverOvertakesAPendingWrite) {
   const auto old_data = pattern(8, 0x01), new_data = pattern(8, 0x77);
   ASSERT_TRUE(write(64, old_data).ok());
-  // Hold both pool threads so the next write waits in the queue.
-  std::promise<void> release;
-  std::shared_future<void> gate = release.get_future().share();
-  std::atomic<int> parked{0};
-  for (int i = 0; i < 2; ++i) {
-    pool_.post([&, gate] {
-      ++parked;
-      gate.wait();
-    });
-  }
-  while (parked.load() < 2) std::this_thread::yield();
+  auto release = hold_pool();  // so the next write waits in the queue
   std::promise<IoResult> wrote;
   vol_->write(64, new_data, false, [&](IoResult r) { wrote.set_value(r); });
   std::vector<std::byte> out(new_data.size());
@@ -263,6 +310,149 @@ TEST_F(FileVolumeTest, LargeReadIsNeverInline) {
   EXPECT_TRUE(done.get_future().get().ok());
   EXPECT_FALSE(inline_done);
   EXPECT_EQ(out, pattern(blocks, 0x33));
+}
+
+// Inside an InlineCompletionScope a small page-aligned write without FUA completes inside the
+// call, as a plain pwrite into the page cache; outside it, on a pool thread.
+TEST_F(FileVolumeTest, SmallAlignedWriteCompletesInlineOnlyInsideTheScope) {
+  const auto data = pattern(8, 0x21);
+  ASSERT_TRUE(write_inline_eventually(16, data)) << "an aligned write never completed inline";
+  EXPECT_EQ(read(16, 8), data);
+  const auto big = pattern(FileVolume::kInlineWriteMax / 512, 0x22);
+  ASSERT_TRUE(write_inline_eventually(64, big)) << "kInlineWriteMax itself is inline";
+  EXPECT_EQ(read(64, big.size() / 512), big);
+
+  std::promise<std::thread::id> where;
+  vol_->write(16, data, false, [&](IoResult) { where.set_value(std::this_thread::get_id()); });
+  EXPECT_NE(where.get_future().get(), std::this_thread::get_id());
+  EXPECT_EQ(vol_->inline_write_stalls(), 0u);
+}
+
+// FUA (a sync), a write that covers part of a page (it may have to read the page first) and
+// one over kInlineWriteMax go to the pool even inside the scope. Before each, inline writes
+// over the blocks of the case prove that no pool job on them was pending, so "not inline" is
+// down to the rule under test.
+TEST_F(FileVolumeTest, FuaPartialPageAndLargeWritesTakeThePool) {
+  struct Case {
+    const char* what;
+    uint64_t lba;
+    std::vector<std::byte> data;
+    bool fua;
+  };
+  const uint64_t max_blocks = FileVolume::kInlineWriteMax / 512;
+  const Case cases[] = {
+      {"FUA", 8, pattern(8, 1), true},
+      {"misaligned offset", 33, pattern(8, 2), false},
+      {"part of a page", 56, pattern(1, 3), false},
+      {"over kInlineWriteMax", 128, pattern(max_blocks + 8, 4), false},
+  };
+  for (const auto& c : cases) {
+    const uint64_t first = c.lba / 8 * 8, end = (c.lba + c.data.size() / 512 + 7) / 8 * 8;
+    for (uint64_t at = first; at < end; at += max_blocks) {
+      ASSERT_TRUE(write_inline_eventually(at, pattern(std::min(max_blocks, end - at), 9)))
+          << c.what;
+    }
+    IoResult r;
+    EXPECT_FALSE(write_in_scope(c.lba, c.data, c.fua, &r)) << c.what;
+    EXPECT_TRUE(r.ok()) << c.what;
+    EXPECT_EQ(read(c.lba, c.data.size() / 512), c.data) << c.what;
+  }
+}
+
+// While a job on the same blocks waits on the pool (a write, or a read), a write takes the
+// pool too, behind it: it never overtakes queued I/O of those blocks.
+TEST_F(FileVolumeTest, InlineWriteNeverOvertakesAPendingJob) {
+  const auto old_data = pattern(8, 0x01), mid_data = pattern(8, 0x02), new_data = pattern(8, 0x03);
+  ASSERT_TRUE(write(64, old_data).ok());
+
+  auto release = hold_pool();
+  std::promise<IoResult> first;
+  vol_->write(64, mid_data, false, [&](IoResult r) { first.set_value(r); });
+  auto second = start_in_scope(64, new_data);
+  EXPECT_FALSE(second.inline_done) << "overtook a queued write";
+  release.set_value();
+  EXPECT_TRUE(first.get_future().get().ok());
+  EXPECT_TRUE(second.result.get().ok());
+  EXPECT_EQ(read(64, 8), new_data);  // the later write landed last
+
+  ASSERT_TRUE(write_inline_eventually(64, old_data));
+  auto release2 = hold_pool();
+  std::vector<std::byte> seen(old_data.size());
+  std::promise<IoResult> read_done;
+  vol_->read(64, seen, [&](IoResult r) { read_done.set_value(r); });
+  auto later = start_in_scope(64, new_data);
+  EXPECT_FALSE(later.inline_done) << "overtook a queued read";
+  release2.set_value();
+  EXPECT_TRUE(read_done.get_future().get().ok());
+  EXPECT_TRUE(later.result.get().ok());
+  EXPECT_EQ(seen, old_data);  // the read submitted first does not see the later write
+  EXPECT_EQ(read(64, 8), new_data);
+}
+
+// Jobs on the pool for other blocks, and a flush, do not hold an inline write up: a deep queue
+// that keeps the pool busy does not keep writes off the inline path. A read of blocks with a
+// write on the pool still waits for it.
+TEST_F(FileVolumeTest, PoolJobsOnOtherBlocksDoNotStopInlineWrites) {
+  const auto data = pattern(8, 0x55), other = pattern(8, 0x66);
+  auto release = hold_pool();
+  std::promise<IoResult> queued_write, queued_flush;
+  vol_->write(64, other, false, [&](IoResult r) { queued_write.set_value(r); });
+  vol_->flush([&](IoResult r) { queued_flush.set_value(r); });
+  auto w = start_in_scope(128, data);
+  EXPECT_TRUE(w.inline_done) << "held up by a job on other blocks";
+  std::vector<std::byte> seen(other.size());
+  std::promise<IoResult> read_done;
+  auto read_result = read_done.get_future();
+  {
+    core::InlineCompletionScope scope;
+    vol_->read(64, seen, [&](IoResult r) { read_done.set_value(r); });
+  }
+  EXPECT_NE(read_result.wait_for(std::chrono::seconds(0)), std::future_status::ready)
+      << "a read overtook a queued write of its blocks";
+  release.set_value();
+  EXPECT_TRUE(read_result.get().ok());
+  EXPECT_EQ(seen, other);
+  EXPECT_TRUE(w.result.get().ok());
+  EXPECT_TRUE(queued_write.get_future().get().ok());
+  EXPECT_TRUE(queued_flush.get_future().get().ok());
+  EXPECT_EQ(read(128, 8), data);
+  EXPECT_EQ(read(64, 8), other);
+}
+
+// An inline write slower than the stall bound (writeback throttling in production; a zero
+// bound here) sends the volume's writes to the pool for the back-off, then inline again.
+TEST_F(FileVolumeTest, SlowInlineWriteBacksOffToThePool) {
+  const auto data = pattern(8, 0x44);
+  vol_->set_inline_write_policy({std::chrono::nanoseconds(0), std::chrono::hours(1)});
+  ASSERT_TRUE(write_inline_eventually(0, data));
+  EXPECT_EQ(vol_->inline_write_stalls(), 1u);
+  EXPECT_FALSE(write_in_scope(8, data)) << "inline right after a stall";
+  EXPECT_FALSE(write_in_scope(16, data)) << "inline during the back-off";
+  EXPECT_EQ(read(8, 16), [&] {
+    auto both = data;
+    both.insert(both.end(), data.begin(), data.end());
+    return both;
+  }());
+
+  // A stall in write_now (a replica's write) pauses write() the same way.
+  vol_->set_inline_write_policy({std::chrono::hours(1), std::chrono::hours(1)});
+  ASSERT_TRUE(write_inline_eventually(0, data));
+  vol_->set_inline_write_policy({std::chrono::nanoseconds(0), std::chrono::hours(1)});
+  ASSERT_TRUE(vol_->write_now(24, data).ok());
+  EXPECT_EQ(vol_->inline_write_stalls(), 2u);
+  EXPECT_FALSE(write_in_scope(32, data));
+
+  // The back-off ends: writes are inline again (polled, bounded), not before it has passed.
+  const auto back_off = std::chrono::milliseconds(50);
+  vol_->set_inline_write_policy({std::chrono::hours(1), back_off});
+  ASSERT_TRUE(write_inline_eventually(0, data));
+  vol_->set_inline_write_policy({std::chrono::nanoseconds(0), back_off});
+  ASSERT_TRUE(write_inline_eventually(0, data));  // trips the pause
+  const auto stalled_at = std::chrono::steady_clock::now();
+  EXPECT_FALSE(write_in_scope(56, data));
+  EXPECT_TRUE(write_inline_eventually(56, data));
+  EXPECT_GE(std::chrono::steady_clock::now() - stalled_at, back_off);
+  EXPECT_EQ(read(56, 8), data);
 }
 
 }  // namespace
