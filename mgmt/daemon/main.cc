@@ -69,12 +69,14 @@ unsigned usable_cpus() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-// One network thread per two CPUs, but at least two. One thread costs less CPU per I/O on
-// 2 CPUs (no scheduler-lock hand-offs between threads), but the master still fdatasyncs a
-// volume's region map on its strand when a write first dirties a clean region, and with one
-// thread that stalls every connection of the node: measured 2-10x fewer replicated 4 KiB
-// writes (README, tandemd, "Threads"). Two until that moves off the network threads.
-unsigned default_net_threads() { return std::max(2u, usable_cpus() / 2); }
+// One network thread per two CPUs, at least one. On 2 CPUs one thread costs less CPU per
+// I/O than two (no scheduler-lock hand-offs between threads): in an A/B on the 2-core VM,
+// 1 vs 2 threads gave 1.30x / 1.42x the 4 KiB QD 32 writes with 1 / 2 replicas and 1.07-1.18x
+// at QD 1 (README, tandemd, "Threads"). That holds since nothing slow runs on the network
+// threads any more: REST handlers run on their own pools, and a region map dirties 64 MiB
+// groups, so its fdatasync on the master's strand comes once per group, not once per 1 MiB
+// region a write first touches (with that, one thread had lost up to 12x).
+unsigned default_net_threads() { return std::max(1u, usable_cpus() / 2); }
 
 // Holds an exclusive flock on DATA_DIR/tandemd.lock for the life of the process, so two
 // daemons never share a data dir (the kernel drops the lock if we die).
@@ -195,7 +197,7 @@ int run(int argc, char** argv) {
   o.net_threads = default_net_threads();
   app.add_option("--net-threads", o.net_threads,
                  "threads serving iSCSI, replication and HTTP I/O (default: one per two CPUs "
-                 "this process may use, at least 2)")
+                 "this process may use, at least 1)")
       ->check(CLI::Range(1u, 16u))
       ->capture_default_str();
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval")
