@@ -66,6 +66,14 @@ def outputs(proc, timeout):
         return proc.communicate()
 
 
+def start_verifies(tandemctl, url, token, name, count):
+    """`count` concurrent `volume verify name` calls to the node at `url`, as processes."""
+    return [subprocess.Popen([tandemctl, "--server", url, "--token", token, "--json", "volume",
+                              "verify", name],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(count)]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tandemd", required=True)
@@ -115,10 +123,7 @@ def main():
         # More verifies than the slow pool has threads (4): each reads n1's copy, then calls
         # n2, which cannot accept, so its connection waits in n2's listen queue and n1's
         # thread with it; the fifth waits for a thread.
-        verifies = [subprocess.Popen([args.tandemctl, "--server", n1.url, "--token", n1.token,
-                                      "--json", "volume", "verify", "rv"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                    for _ in range(5)]
+        verifies = start_verifies(args.tandemctl, n1.url, n1.token, "rv", 5)
         record("verify: n1's four slow threads are all waiting on the frozen n2",
                wait_for(lambda: accept_backlog(n2.address) >= 4, 20),
                "n2 accept backlog %d" % accept_backlog(n2.address))
@@ -173,10 +178,7 @@ def main():
         os.kill(n1.proc.pid, signal.SIGSTOP)
         frozen_n1 = True
         start = time.time()
-        through_n2 = [subprocess.Popen([args.tandemctl, "--server", n2.url, "--token", n1.token,
-                                        "--json", "volume", "verify", "rv"],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                      for _ in range(5)]
+        through_n2 = start_verifies(args.tandemctl, n2.url, n1.token, "rv", 5)
         record("verify through n2: four calls wait on the frozen controller",
                wait_for(lambda: accept_backlog(n1.address) >= 4, 20),
                "n1 accept backlog %d" % accept_backlog(n1.address))
