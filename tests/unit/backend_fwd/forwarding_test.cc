@@ -460,11 +460,14 @@ TEST_F(ForwardingTest, OverlappingWritesKeepOrderAcrossRepeatedDrops) {
 // write must not be overtaken by a later overlapping one that the master did take.
 TEST_F(ForwardingTest, OverlappingWritesKeepOrderWhenTheMasterRefusesSome) {
   auto file = file_volume("refuse.img", kUuid);
+  // The master's volume is held until its two slots are taken and refusals have happened: a
+  // file volume completing writes inline would otherwise rarely have two in flight at once.
+  auto gated = std::make_shared<GatedVolume>(file);
   ForwardServer::Options fo;
   fo.max_inflight_requests = 2;
   Master* m = start_master(ctx_a_, "uuid-node-a", 0, nullptr, fo);
   ASSERT_TRUE(m);
-  m->put(file);
+  m->put(gated);
   ForwardingVolume::Options o;
   o.retry_interval = 1ms;
   auto v = forwarder(m->server->local_port(), "node-a", o);
@@ -473,6 +476,7 @@ TEST_F(ForwardingTest, OverlappingWritesKeepOrderWhenTheMasterRefusesSome) {
   std::vector<Waiter<IoResult>> waits(kN);
   std::vector<std::byte> model(kSpan * kBs);
   std::mt19937 rng(11);
+  gated->hold();
   for (size_t i = 0; i < kN; ++i) {
     // Every other write lands far away (filling the master's two slots); the rest overlap.
     const bool far = i % 2 == 1;
@@ -481,12 +485,18 @@ TEST_F(ForwardingTest, OverlappingWritesKeepOrderWhenTheMasterRefusesSome) {
     if (!far) std::memcpy(model.data() + lba * kBs, datas[i].data(), datas[i].size());
     v->write(lba, datas[i], false, waits[i].cb());
   }
+  ASSERT_TRUE(gated->wait_held(2));  // both slots taken
+  {
+    // Refused requests are asked for again every millisecond, each a lookup that wakes us.
+    std::unique_lock lock(m->mu);
+    ASSERT_TRUE(m->cv.wait_for(lock, kWait, [&] { return m->fwd->stats().busy.load() > 0; }));
+  }
+  gated->release();
   for (size_t i = 0; i < kN; ++i) {
     auto r = waits[i].get();
     ASSERT_TRUE(r.has_value()) << i;
     ASSERT_TRUE(r->ok()) << i;
   }
-  EXPECT_GT(m->fwd->stats().busy.load(), 0u);  // refusals did happen
   EXPECT_EQ(read_back(*file, 0, kSpan), model);
 }
 
