@@ -70,6 +70,11 @@ std::shared_ptr<FileVolume> FileVolume::open(const std::string& path, std::strin
                                              uint32_t block_size, IoPool& pool) {
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return nullptr;
+  // No readahead: the initiator's filesystem reads ahead already, and the kernel's own
+  // readahead fills the page cache with large folios (up to the request's size), into which
+  // every later small write is slow (see kWriteChunk): 9 us against 2 us per 4 KiB write after
+  // a 1 MiB read on this VM. A cold 1 MiB read takes about twice as long without it.
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
   std::shared_ptr<FileVolume> v(new FileVolume(fd, std::move(uuid), block_size, pool));
   v->refresh_capacity();
   return v;
@@ -106,8 +111,9 @@ bool FileVolume::in_range(uint64_t lba, uint64_t blocks) const {
 IoResult FileVolume::pwrite_all(uint64_t off, std::span<const std::byte> data, bool fua) {
   size_t done = 0;
   while (done < data.size()) {
-    ssize_t n =
-        ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(off + done));
+    const uint64_t at = off + done;
+    const size_t len = std::min(data.size() - done, size_t(kWriteChunk - at % kWriteChunk));
+    ssize_t n = ::pwrite(fd_, data.data() + done, len, static_cast<off_t>(at));
     if (n < 0) {
       if (errno == EINTR) continue;
       return from_errno(errno);

@@ -145,6 +145,23 @@ TEST_F(FileVolumeTest, WriteThenReadBack) {
   EXPECT_EQ(zeros, std::vector<std::byte>(8 * 512));
 }
 
+// Long writes go to the file in pieces that end on kWriteChunk boundaries: one starting a
+// block before a boundary and spanning several chunks lands whole, and nothing around it moves.
+TEST_F(FileVolumeTest, LongUnalignedWriteLandsWholeAcrossChunks) {
+  const uint64_t per_chunk = FileVolume::kWriteChunk / 512;
+  const uint64_t lba = per_chunk - 1;
+  const auto before = pattern(4 * per_chunk + 8, 5);
+  ASSERT_TRUE(write(lba - 4, before).ok());
+  const auto d = pattern(3 * per_chunk + 2, 11);
+  ASSERT_TRUE(write(lba, d).ok());
+  EXPECT_EQ(read(lba, d.size() / 512), d);
+  const auto head = read(lba - 4, 4);
+  EXPECT_TRUE(std::equal(head.begin(), head.end(), before.begin()));
+  const uint64_t tail_lba = lba + d.size() / 512;
+  const auto tail = read(tail_lba, 4);
+  EXPECT_TRUE(std::equal(tail.begin(), tail.end(), before.begin() + (tail_lba - lba + 4) * 512));
+}
+
 TEST_F(FileVolumeTest, OutOfRangeIsRefused) {
   uint64_t last = vol_->block_count();
   EXPECT_EQ(write(last, pattern(1, 1)).status, IoStatus::kOutOfRange);
