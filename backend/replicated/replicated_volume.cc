@@ -1,4 +1,5 @@
 #include "backend/replicated/replicated_volume.h"
+#include "backend/replicated/reply_poll.h"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -105,6 +106,7 @@ struct ReplicatedVolume::Impl {
         timer(strand) {}
   ~Impl() {
     if (seq_fd >= 0) ::close(seq_fd);
+    detail::awaiting_copies_add(-static_cast<int64_t>(pending.size()));  // never answered
   }
 
   asio::io_context& io;
@@ -748,6 +750,7 @@ struct Strand {
     if (it == s.pending.end()) return;
     Impl::Pending p = std::move(it->second);
     s.pending.erase(it);
+    detail::awaiting_copies_add(-1);
     if (s.fenced.load()) {  // never acknowledge without a lease: wait for its renewal
       auto start = p.start;
       bool is_write = p.is_write;
@@ -811,6 +814,7 @@ struct Strand {
     }
     req.id = s.next_id++;
     s.pending.emplace(req.id, std::move(p));
+    detail::awaiting_copies_add(1);
     s.engine->submit(std::move(req));
     run();
   }
@@ -1052,6 +1056,7 @@ void ReplicatedVolume::close(std::function<void()> done) {
     }
     auto pending = std::move(s.pending);
     s.pending.clear();
+    detail::awaiting_copies_add(-static_cast<int64_t>(pending.size()));
     for (auto& [id, p] : pending) p.done(not_ready());
     auto held = std::move(s.held);
     s.held.clear();

@@ -20,6 +20,7 @@
 #include <iostream>
 #include <thread>
 
+#include "backend/replicated/reply_poll.h"
 #include "backend/store/io_pool.h"
 #include "core/volume_spec.h"
 #include "db/catalogue.h"
@@ -49,6 +50,7 @@ struct Options {
   std::string log_level = "info";
   unsigned io_threads = 4;
   unsigned net_threads = 0;  // 0: default_net_threads()
+  unsigned reply_poll_us = 200;
   int heartbeat_ms = 500;
   int node_timeout_ms = 3000;
   int failure_grace_s = 90;
@@ -199,6 +201,11 @@ int run(int argc, char** argv) {
                  "threads serving iSCSI, replication and HTTP I/O (default: one per two CPUs "
                  "this process may use, at least 1)")
       ->check(CLI::Range(1u, 16u))
+      ->capture_default_str();
+  app.add_option("--reply-poll-us", o.reply_poll_us,
+                 "while replicated writes wait for their replicas, network threads poll for up "
+                 "to this long after their last event instead of sleeping (0: never poll)")
+      ->check(CLI::Range(0u, 10000u))
       ->capture_default_str();
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval")
       ->check(CLI::Range(100, 60000))
@@ -534,8 +541,11 @@ int run(int argc, char** argv) {
             << ":" << o.iscsi_port << std::endl;
 
   std::vector<std::thread> threads;
-  for (unsigned i = 1; i < o.net_threads; ++i) threads.emplace_back([&] { ioc.run(); });
-  ioc.run();
+  const std::chrono::microseconds poll_window(o.reply_poll_us);
+  for (unsigned i = 1; i < o.net_threads; ++i) {
+    threads.emplace_back([&] { backend::replicated::run_polling_for_replies(ioc, poll_window); });
+  }
+  backend::replicated::run_polling_for_replies(ioc, poll_window);
   for (auto& t : threads) t.join();
   if (stopper.joinable()) stopper.join();
   // Every HTTP request has been answered (the server drained) and the heartbeat is cancelled:

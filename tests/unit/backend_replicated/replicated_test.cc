@@ -15,6 +15,7 @@
 #include "backend/link/link_server.h"
 #include "backend/replicated/replica_host.h"
 #include "backend/replicated/replicated_volume.h"
+#include "backend/replicated/reply_poll.h"
 #include "backend/store/file_store.h"
 #include "backend/store/io_pool.h"
 #include "backend/transport/tls_stream.h"
@@ -290,6 +291,29 @@ TEST_F(ReplicatedTest, FreshVolumeWritesReachEveryReplica) {
   // writes for them): none ever drops out, so nothing is reported.
   EXPECT_EQ(out_of_sync_reports_.load(), 0);
   EXPECT_GT(metrics_->bytes_sent_raw.load(), 400u * kBlock);
+}
+
+// The count the network threads poll on (reply_poll.h) covers replicated writes from their
+// hand-over to the engine until their answer, and comes back to zero: a count left behind
+// would have every idle network thread poll for its whole window before each sleep.
+TEST_F(ReplicatedTest, RequestsAwaitingCopiesCountsWritesInFlightAndReturnsToZero) {
+  auto& a = add_node("rep-a");
+  auto ca = open_copy(a, 2, true);
+  open_master();
+  master_->set_peers({peer(a, 2, true)});
+  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  ASSERT_EQ(requests_awaiting_copies(), 0u);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> seen{0};
+  std::thread sampler([&] {
+    while (!stop.load()) seen.store(std::max(seen.load(), requests_awaiting_copies()));
+  });
+  write_load(300, 7);
+  stop.store(true);
+  sampler.join();
+  EXPECT_GT(seen.load(), 0u);
+  EXPECT_LE(seen.load(), 17u);  // QD 16 and the flush
+  EXPECT_TRUE(eventually([&] { return requests_awaiting_copies() == 0; }));
 }
 
 // Small writes are applied where the replica reads them and the ACKs of one read go back as
