@@ -144,7 +144,14 @@ struct Connection : std::enable_shared_from_this<Connection> {
     auto wire = iscsi::serialize_parts(std::move(pdu), digests());
     out_bytes += wire.size();
     outq.push_back(std::move(wire));
-    if (!writing) write_next();
+    if (writing) return;
+    // Sent once this strand's handlers queued now have run: the responses that the other
+    // completions (a replica's cumulative ACK ends several writes at once) and the rest of
+    // the PDUs of this read produce share one sendmsg. Posting from the strand to itself
+    // only queues behind them; no other thread is woken. `writing` covers the wait, so a
+    // close waits for these PDUs too.
+    writing = true;
+    asio::post(strand, [self = shared_from_this()] { self->write_next(); });
   }
 
   void sent(size_t bytes) {
