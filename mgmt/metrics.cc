@@ -8,6 +8,7 @@
 
 #include <map>
 
+#include "backend/store/file_volume.h"
 #include "mgmt/volume_service.h"
 
 namespace tandem::mgmt {
@@ -50,6 +51,13 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                            "replica's acknowledgement")
                      .Register(*registry_)
                      .Add({}, kWriteBuckets);
+  inline_backoffs_ = &prometheus::BuildCounter()
+                          .Name("tandem_inline_write_backoffs_total")
+                          .Help("Small writes done on a network thread that took longer than "
+                                "the stall bound (writeback throttling, a journal wait); each "
+                                "sends its volume's writes to the I/O pool for the back-off")
+                          .Register(*registry_)
+                          .Add({});
 }
 
 void Metrics::set_replication_source(std::function<ReplicationSample()> f) {
@@ -87,6 +95,11 @@ std::string Metrics::render(const std::vector<VolumeView>& volumes, uint64_t sto
   {
     std::lock_guard lock(mu_);
     source = replication_;
+    const uint64_t stalls = backend::FileVolume::inline_write_stalls_total();
+    if (stalls > inline_backoffs_seen_) {
+      inline_backoffs_->Increment(static_cast<double>(stalls - inline_backoffs_seen_));
+      inline_backoffs_seen_ = stalls;
+    }
   }
   if (source) {
     ReplicationSample r = source();

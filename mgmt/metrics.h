@@ -58,6 +58,8 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* lag_bytes_;
   prometheus::Family<prometheus::Gauge>* lag_seq_;
   prometheus::Histogram* repl_write_;
+  prometheus::Counter* inline_backoffs_;
+  uint64_t inline_backoffs_seen_ = 0;  // guarded by mu_
   std::mutex mu_;
   std::function<ReplicationSample()> replication_;  // guarded by mu_
 };

@@ -64,7 +64,13 @@ IoResult pread_all(int fd, uint64_t off, std::span<std::byte> out) {
   return {};
 }
 
+std::atomic<uint64_t> g_stalls_total{0};
+
 }  // namespace
+
+uint64_t FileVolume::inline_write_stalls_total() {
+  return g_stalls_total.load(std::memory_order_relaxed);
+}
 
 std::shared_ptr<FileVolume> FileVolume::open(const std::string& path, std::string uuid,
                                              uint32_t block_size, IoPool& pool) {
@@ -194,6 +200,7 @@ IoResult FileVolume::write_here(uint64_t lba, std::span<const std::byte> data) {
     // Throttled (balance_dirty_pages) or waiting on the journal: the next writes of this
     // volume take the pool for a while, so this thread's other connections are not held.
     stalls_.fetch_add(1, std::memory_order_relaxed);
+    g_stalls_total.fetch_add(1, std::memory_order_relaxed);
     inline_writes_from_ns_.store(end + back_off_ns_.load(std::memory_order_relaxed),
                                  std::memory_order_relaxed);
   }

@@ -74,6 +74,8 @@ class FileVolume : public core::BlockVolume, public std::enable_shared_from_this
   void set_inline_write_policy(InlineWritePolicy p);
   // Inline writes (write() or write_now()) that exceeded the stall bound, since open.
   uint64_t inline_write_stalls() const { return stalls_.load(std::memory_order_relaxed); }
+  // The same, summed over every FileVolume of this process (for /metrics).
+  static uint64_t inline_write_stalls_total();
 
   void set_state(core::VolumeState s) { state_.store(s, std::memory_order_release); }
   // After the file was grown (FileStore::grow), publish the new capacity.

@@ -441,8 +441,10 @@ TEST_F(FileVolumeTest, PoolJobsOnOtherBlocksDoNotStopInlineWrites) {
 TEST_F(FileVolumeTest, SlowInlineWriteBacksOffToThePool) {
   const auto data = pattern(8, 0x44);
   vol_->set_inline_write_policy({std::chrono::nanoseconds(0), std::chrono::hours(1)});
+  const uint64_t total_before = FileVolume::inline_write_stalls_total();
   ASSERT_TRUE(write_inline_eventually(0, data));
   EXPECT_EQ(vol_->inline_write_stalls(), 1u);
+  EXPECT_EQ(FileVolume::inline_write_stalls_total(), total_before + 1);  // the /metrics sum
   EXPECT_FALSE(write_in_scope(8, data)) << "inline right after a stall";
   EXPECT_FALSE(write_in_scope(16, data)) << "inline during the back-off";
   EXPECT_EQ(read(8, 16), [&] {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "backend/store/file_volume.h"
 #include "backend/store/io_pool.h"
 #include "db/catalogue.h"
 #include "mgmt/cluster_service.h"
@@ -373,6 +374,29 @@ TEST_F(RouterTest, ClusterNodesMetrics) {
   EXPECT_NE(m.body.find("tandem_capacity_bytes{kind=\"provisioned\"} 2097152"), std::string::npos);
   EXPECT_NE(m.body.find("tandem_http_requests_total{"), std::string::npos);
   EXPECT_NE(m.body.find("tandem_http_request_duration_seconds_bucket"), std::string::npos);
+}
+
+// Inline writes slower than the stall bound are counted in /metrics (process-wide, from every
+// FileVolume): here a zero bound makes one write on the calling thread a stall.
+TEST_F(RouterTest, InlineWriteBackoffsAreCountedInMetrics) {
+  auto v = body(call("POST", "/api/v1/volumes", R"({"name":"s","size":"2MiB"})"));
+  ASSERT_TRUE(v.contains("id"));
+  const uint64_t before = backend::FileVolume::inline_write_stalls_total();
+  auto m0 = call("GET", "/metrics");
+  EXPECT_NE(m0.body.find("tandem_inline_write_backoffs_total " + std::to_string(before)),
+            std::string::npos)
+      << m0.body;
+  auto file = dir_ / "volumes" / (v["id"].get<std::string>() + ".img");
+  auto vol = backend::FileVolume::open(file.string(), v["id"].get<std::string>(), 4096, pool_);
+  ASSERT_TRUE(vol);
+  vol->set_inline_write_policy({std::chrono::nanoseconds(0), std::chrono::milliseconds(1)});
+  std::vector<std::byte> block(4096, std::byte{7});
+  ASSERT_TRUE(vol->write_now(0, block).ok());
+  EXPECT_EQ(backend::FileVolume::inline_write_stalls_total(), before + 1);
+  auto m1 = call("GET", "/metrics");
+  EXPECT_NE(m1.body.find("tandem_inline_write_backoffs_total " + std::to_string(before + 1)),
+            std::string::npos)
+      << m1.body;
 }
 
 TEST_F(RouterTest, AccessControlNeverReturnsSecrets) {
