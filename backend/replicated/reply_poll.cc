@@ -30,9 +30,10 @@ void run_polling_for_replies(boost::asio::io_context& io, std::chrono::microseco
       last = Clock::now();
       continue;
     }
-    if (io.stopped()) break;  // poll() also returns 0 when io ran out of work
+    // poll() also returns 0 when io ran out of work or was stopped: the loop's test or
+    // run_one() ends it then.
     if (requests_awaiting_copies() > 0 && Clock::now() - last < window) continue;
-    if (io.run_one() == 0) break;  // out of work or stopped
+    if (io.run_one() == 0) break;
     last = Clock::now();
   }
 }
