@@ -11,6 +11,7 @@
 
 #include "backend/repl/region_map.h"
 #include "backend/repl/replica_engine.h"
+#include "backend/replicated/reply_poll.h"
 #include "backend/replicated/store_ops.h"
 
 namespace tandem::backend::replicated {
@@ -255,6 +256,7 @@ void ReplicaCopy::on_frame(const std::shared_ptr<link::InboundConnection>& conn,
                            const wire::FrameHeader& header, std::vector<uint8_t> payload) {
   auto self = shared_from_this();
   Impl& s = *impl_;
+  note_copy_frame();
   bool schedule = false;
   {
     Owned lock(s);

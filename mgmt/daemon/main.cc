@@ -51,6 +51,7 @@ struct Options {
   unsigned io_threads = 4;
   unsigned net_threads = 0;  // 0: default_net_threads()
   unsigned reply_poll_us = 200;
+  unsigned replica_poll_us = 200;
   int heartbeat_ms = 500;
   int node_timeout_ms = 3000;
   int failure_grace_s = 90;
@@ -205,6 +206,12 @@ int run(int argc, char** argv) {
   app.add_option("--reply-poll-us", o.reply_poll_us,
                  "while replicated writes wait for their replicas, network threads poll for up "
                  "to this long after their last event instead of sleeping (0: never poll)")
+      ->check(CLI::Range(0u, 10000u))
+      ->capture_default_str();
+  app.add_option("--replica-poll-us", o.replica_poll_us,
+                 "after a frame for a replica this node holds arrives, network threads poll for "
+                 "up to this long for the next one instead of sleeping, yielding the CPU to any "
+                 "other runnable thread (0: never poll)")
       ->check(CLI::Range(0u, 10000u))
       ->capture_default_str();
   app.add_option("--heartbeat-ms", o.heartbeat_ms, "heartbeat interval")
@@ -541,7 +548,8 @@ int run(int argc, char** argv) {
             << ":" << o.iscsi_port << std::endl;
 
   std::vector<std::thread> threads;
-  const std::chrono::microseconds poll_window(o.reply_poll_us);
+  const backend::replicated::PollWindows poll_window{std::chrono::microseconds(o.reply_poll_us),
+                                                     std::chrono::microseconds(o.replica_poll_us)};
   for (unsigned i = 1; i < o.net_threads; ++i) {
     threads.emplace_back([&] { backend::replicated::run_polling_for_replies(ioc, poll_window); });
   }

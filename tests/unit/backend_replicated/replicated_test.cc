@@ -293,16 +293,18 @@ TEST_F(ReplicatedTest, FreshVolumeWritesReachEveryReplica) {
   EXPECT_GT(metrics_->bytes_sent_raw.load(), 400u * kBlock);
 }
 
-// The count the network threads poll on (reply_poll.h) covers replicated writes from their
-// hand-over to the engine until their answer, and comes back to zero: a count left behind
-// would have every idle network thread poll for its whole window before each sleep.
-TEST_F(ReplicatedTest, RequestsAwaitingCopiesCountsWritesInFlightAndReturnsToZero) {
+// What the network threads poll on (reply_poll.h): the count of requests awaiting copies
+// covers replicated writes from their hand-over to the engine until their answer, and comes
+// back to zero (a count left behind would have every idle network thread poll for its whole
+// window before each sleep); and the copy's side notes the frames it receives.
+TEST_F(ReplicatedTest, PollSignalsFollowTheWrites) {
   auto& a = add_node("rep-a");
   auto ca = open_copy(a, 2, true);
   open_master();
   master_->set_peers({peer(a, 2, true)});
   ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
   ASSERT_EQ(requests_awaiting_copies(), 0u);
+  detail::forget_copy_frames();
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> seen{0};
   std::thread sampler([&] {
@@ -314,6 +316,7 @@ TEST_F(ReplicatedTest, RequestsAwaitingCopiesCountsWritesInFlightAndReturnsToZer
   EXPECT_GT(seen.load(), 0u);
   EXPECT_LE(seen.load(), 17u);  // QD 16 and the flush
   EXPECT_TRUE(eventually([&] { return requests_awaiting_copies() == 0; }));
+  EXPECT_TRUE(detail::copy_frame_noted());
 }
 
 // Small writes are applied where the replica reads them and the ACKs of one read go back as
