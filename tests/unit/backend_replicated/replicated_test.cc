@@ -177,6 +177,22 @@ class ReplicatedTest : public ::testing::Test {
     weak_master_ = master_;
   }
 
+  // The start most tests share: `n` holds a fresh copy 2 of the volume, the master (opened
+  // with open_master's arguments) replicates to it, and the copy is in sync. Null if not.
+  std::shared_ptr<ReplicaCopy> replicate_to(ReplicaNode& n, uint64_t resync_bytes_per_second = 0,
+                                            std::chrono::milliseconds lease_hold = 20s,
+                                            uint32_t features = wire::Hello{}.features) {
+    auto copy = open_copy(n, 2, true);
+    open_master(resync_bytes_per_second, lease_hold, features);
+    if (!copy || !master_) return nullptr;
+    master_->set_peers({peer(n, 2, true)});
+    if (!eventually([&] { return all_in_sync(1); })) {
+      ADD_FAILURE() << "the copy did not come in sync";
+      return nullptr;
+    }
+    return copy;
+  }
+
   ReplicaPeer peer(const ReplicaNode& n, uint32_t copy, bool in_sync) {
     return ReplicaPeer{copy, n.name, "127.0.0.1", n.port, in_sync};
   }
@@ -299,10 +315,8 @@ TEST_F(ReplicatedTest, FreshVolumeWritesReachEveryReplica) {
 // window before each sleep); and the copy's side notes the frames it receives.
 TEST_F(ReplicatedTest, PollSignalsFollowTheWrites) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master();
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a);
+  ASSERT_TRUE(ca);
   ASSERT_EQ(requests_awaiting_copies(), 0u);
   detail::forget_copy_frames();
   std::atomic<bool> stop{false};
@@ -324,10 +338,8 @@ TEST_F(ReplicatedTest, PollSignalsFollowTheWrites) {
 // not announce kFeatureAckThrough gets one ACK per sequence. Both end with identical copies.
 TEST_F(ReplicatedTest, ReplicaAcksABurstWithOneCumulativeAckPerRead) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master();
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a);
+  ASSERT_TRUE(ca);
   const uint64_t before = metrics_->frames_received.load();
   const int writes = burst(256, 11);
   const uint64_t answers = metrics_->frames_received.load() - before;
@@ -341,10 +353,8 @@ TEST_F(ReplicatedTest, ReplicaAcksABurstWithOneCumulativeAckPerRead) {
 
 TEST_F(ReplicatedTest, MasterWithoutCumulativeAcksGetsOneAckPerWrite) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master(0, 20s, wire::kFeatureLz4);
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a, 0, 20s, wire::kFeatureLz4);
+  ASSERT_TRUE(ca);
   const uint64_t before = metrics_->frames_received.load();
   const int writes = burst(256, 12);
   EXPECT_GE(metrics_->frames_received.load() - before, uint64_t(writes));
@@ -430,10 +440,8 @@ TEST_F(ReplicatedTest, WritesDuringResyncAndReplicaRestart) {
 
 TEST_F(ReplicatedTest, RemovingTheLastReplicaReturnsToTheDirectPath) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master();
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a);
+  ASSERT_TRUE(ca);
   write_load(50, 6);
   master_->set_peers({});
   ASSERT_TRUE(eventually([&] { return master_->copy_status().empty(); }));
@@ -470,10 +478,8 @@ TEST_F(ReplicatedTest, UnknownCopyIsRefusedAndReported) {
 // and what waits longer than the hold is answered NOT READY (which an initiator retries).
 TEST_F(ReplicatedTest, LapsedLeaseHoldsIoUntilRenewedAndAnswersNotReadyAfterTheHold) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master(0, 600ms);
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a, 0, 600ms);
+  ASSERT_TRUE(ca);
   std::vector<std::byte> d(kBlock, std::byte{3});
   EXPECT_TRUE(wait_io([&](auto cb) { master_->write(0, d, false, cb); }).ok());
 
@@ -513,10 +519,8 @@ TEST_F(ReplicatedTest, LapsedLeaseHoldsIoUntilRenewedAndAnswersNotReadyAfterTheH
 // own until every copy's map file is clean.
 TEST_F(ReplicatedTest, IdleMasterFlushesUntilTheCopiesMapsAreClean) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master();
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a);
+  ASSERT_TRUE(ca);
   write_load(200, 11);
   auto dirty_entries = [&] {
     std::string map = file_bytes((a.dir / (id_ + ".map")).string());
@@ -605,10 +609,8 @@ TEST_F(ReplicatedTest, HardModeTurnsReadOnlyAfterGraceAndNeedsALoginAfterResync)
 
 TEST_F(ReplicatedTest, Lz4PausesOnIncompressibleDataAndComesBack) {
   auto& a = add_node("rep-a");
-  auto ca = open_copy(a, 2, true);
-  open_master();
-  master_->set_peers({peer(a, 2, true)});
-  ASSERT_TRUE(eventually([&] { return all_in_sync(1); }));
+  auto ca = replicate_to(a);
+  ASSERT_TRUE(ca);
   std::mt19937_64 rng(9);
   std::vector<std::byte> noise(kBlock);
   for (int i = 0; i < 20; ++i) {  // incompressible: lz4 stops trying for a while
