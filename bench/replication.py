@@ -332,6 +332,13 @@ class ReplicationBench:
             # is exact with --warmup 0 and an overstatement by (warmup+seconds)/seconds else).
             if entry.get("ops"):
                 entry["cpu_us_per_op"] = round(cpu * 1e6 / entry["ops"], 1)
+                # And the initiator's (tandem-bench, same warm-up caveat), from /usr/bin/time:
+                # nodes and initiator share the machine's cores, so their sum bounds the IOPS.
+                if rss.get("bench_cpu_s") is not None:
+                    entry["initiator_cpu_us_per_op"] = round(
+                        rss["bench_cpu_s"] * 1e6 / entry["ops"], 1)
+                    entry["all_cpu_us_per_op"] = round(
+                        entry["cpu_us_per_op"] + entry["initiator_cpu_us_per_op"], 1)
         entry["master_rss_kib"] = rss.get("server_kib")
         entry["replica_rss_kib"] = max([proc_peak_rss_kib(n.pid()) or 0
                                         for n in c.nodes[1:] if n.pid()] or [0]) or None
@@ -380,9 +387,16 @@ class ReplicationBench:
             med = {v: {k: median([r.get(k) for r in runs[v] if r["ok"]])
                        for k in ("iops", "mb_per_s", "p50_us", "p99_us", "p99_9_us",
                                  "master_rss_kib", "replica_rss_kib", "sent_raw_bytes",
-                                 "cpu_us_per_op")}
+                                 "cpu_us_per_op", "initiator_cpu_us_per_op",
+                                 "all_cpu_us_per_op")}
                    for v in runs}
             rat = [x for x in (_ratios(runs, "r1", "r0"), _ratios(runs, "r2", "r0")) if x]
+            for x in rat:
+                # The IOPS ratio if both ran the machine's CPUs full at their CPU cost per write
+                # (nodes + initiator): what replication's CPU alone allows.
+                num, den = (p.strip() for p in x["pair"].split("/"))
+                a, b = med[num].get("all_cpu_us_per_op"), med[den].get("all_cpu_us_per_op")
+                x["cpu_bound_iops"] = round(b / a, 3) if a and b else None
             out.append({"name": wname, "args": wargs, "runs": runs, "median": med,
                         "ratios": rat})
         return out
@@ -671,26 +685,30 @@ def _markdown_cluster(r, cores, date):
               f"others; {size} volumes, 4 KiB blocks, compression off unless stated; "
               "latency in µs; RSS = peak resident set of tandemd in MiB.", "",
               "### Cost of replication (medians)", "",
-              "| workload | replicas | IOPS | MB/s | p50 | p99 | CPU µs/write | master RSS "
-              "| replica RSS |",
+              "| workload | replicas | IOPS | MB/s | p50 | p99 | CPU µs/write: nodes · initiator "
+              "| master RSS | replica RSS |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     kib = lambda v: None if v is None else v / 1024
     for w in r.get("cost") or []:
         for v, m in w["median"].items():
             lines.append(f"| {w['name']} | {v[1]} | {_fmt(m['iops'])} | {_fmt(m['mb_per_s'], 1)} "
                          f"| {_fmt(m['p50_us'], 1)} | {_fmt(m['p99_us'], 1)} | "
-                         f"{_fmt(m.get('cpu_us_per_op'))} | "
+                         f"{_fmt(m.get('cpu_us_per_op'))} · "
+                         f"{_fmt(m.get('initiator_cpu_us_per_op'))} | "
                          f"{_fmt(kib(m['master_rss_kib']), 1)} | "
                          f"{_fmt(kib(m['replica_rss_kib']), 1)} |")
     lines += ["", "Ratios, median of per-round ratios (IOPS below 1 and latency above 1: the "
-              "cost of replication):", "",
-              "| workload | pair | IOPS | p50 | p99 | per-round IOPS |",
-              "| --- | --- | ---: | ---: | ---: | --- |"]
+              "cost of replication). CPU-bound IOPS: the IOPS ratio if both volumes' runs kept "
+              "every core busy at their CPU cost per write (nodes + initiator, medians), i.e. "
+              "the most replication's CPU cost allows on this machine:", "",
+              "| workload | pair | IOPS | p50 | p99 | per-round IOPS | CPU-bound IOPS |",
+              "| --- | --- | ---: | ---: | ---: | --- | ---: |"]
     for w in r.get("cost") or []:
         for x in w["ratios"]:
             lines.append(f"| {w['name']} | {x['pair']} | {_fmt(x['iops'], 2)} | "
                          f"{_fmt(x['p50_us'], 2)} | {_fmt(x['p99_us'], 2)} | "
-                         f"{', '.join(str(p) for p in x['iops_per_round'])} |")
+                         f"{', '.join(str(p) for p in x['iops_per_round'])} | "
+                         f"{_fmt(x.get('cpu_bound_iops'), 2)} |")
     lines += ["", "### lz4 on the replication link (1 replica, medians)", "",
               "wire/raw: bytes the master sent after lz4 over bytes before it (headers + "
               "payloads), from its /metrics around each run.", "",
