@@ -390,13 +390,16 @@ class ReplicationBench:
                                  "cpu_us_per_op", "initiator_cpu_us_per_op",
                                  "all_cpu_us_per_op")}
                    for v in runs}
-            rat = [x for x in (_ratios(runs, "r1", "r0"), _ratios(runs, "r2", "r0")) if x]
-            for x in rat:
+            rat = []
+            for num in ("r1", "r2"):
+                x = _ratios(runs, num, "r0")
+                if not x:
+                    continue
                 # The IOPS ratio if both ran the machine's CPUs full at their CPU cost per write
                 # (nodes + initiator): what replication's CPU alone allows.
-                num, den = (p.strip() for p in x["pair"].split("/"))
-                a, b = med[num].get("all_cpu_us_per_op"), med[den].get("all_cpu_us_per_op")
+                a, b = med[num].get("all_cpu_us_per_op"), med["r0"].get("all_cpu_us_per_op")
                 x["cpu_bound_iops"] = round(b / a, 3) if a and b else None
+                rat.append(x)
             out.append({"name": wname, "args": wargs, "runs": runs, "median": med,
                         "ratios": rat})
         return out
